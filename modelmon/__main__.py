@@ -1,0 +1,3 @@
+from modelmon.cli import main
+
+raise SystemExit(main())

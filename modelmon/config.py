@@ -1,0 +1,563 @@
+"""modelmon.yaml: load, validate, and expose as typed objects.
+
+One file drives everything (exporter, rules, Alertmanager config, dashboards), so every
+consumer reads the same dataclasses. Validation collects errors with their key path
+(``models[1].thresholds.accuracy.warning: expected a number``) and raises them together.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TASKS = ("binary", "multiclass", "regression")
+
+# Direction of each thresholded quantity: "below" means a value *under* the threshold is bad.
+THRESHOLD_DIRECTIONS: dict[str, str] = {
+    "accuracy": "below",
+    "precision": "below",
+    "recall": "below",
+    "f1": "below",
+    "roc_auc": "below",
+    "r2": "below",
+    "log_loss": "above",
+    "brier_score": "above",
+    "mae": "above",
+    "rmse": "above",
+    "psi": "above",
+    "js_distance": "above",
+    "ks_pvalue": "below",
+    "chi2_pvalue": "below",
+    "missing_ratio": "above",
+    "prediction_psi": "above",
+    "drift_classifier_auc": "above",
+    "outlier_ratio": "above",
+}
+CLASSIFICATION_ONLY = {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier_score"}
+REGRESSION_ONLY = {"mae", "rmse", "r2"}
+
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.-]*$")
+
+
+class ConfigError(ValueError):
+    """Raised with every problem found, one per line, each prefixed by its key path."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("invalid config:\n  " + "\n  ".join(errors))
+
+
+def parse_duration(text: str | int | float) -> float:
+    """'90s', '5m', '6h', '7d' -> seconds. Bare numbers are seconds."""
+    if isinstance(text, bool):
+        raise ValueError(f"expected a duration like '5m', got {text!r}")
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = _DURATION_RE.match(str(text).strip())
+    if not m:
+        raise ValueError(f"expected a duration like '90s', '5m', '6h' or '7d', got {text!r}")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds -> the shortest Prometheus duration string ('1h', '90s')."""
+    for unit in ("w", "d", "h", "m", "s"):
+        size = _DURATION_UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds * 1000)}ms"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A sliding window: the last ``count`` records, or the last ``seconds`` of event time."""
+
+    count: int | None = None
+    seconds: float | None = None
+
+    @property
+    def is_time(self) -> bool:
+        return self.seconds is not None
+
+    def describe(self) -> str:
+        return f"{self.count} records" if self.count is not None else format_duration(self.seconds or 0)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    warning: float | None
+    critical: float | None
+    direction: str  # "above" or "below"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Reference data: a file of feature rows, or the first N records of the log."""
+
+    path: Path | None = None
+    first: int | None = None
+
+
+@dataclass(frozen=True)
+class SLO:
+    latency_p99_seconds: float | None = None
+    availability: float | None = None  # percent, e.g. 99.9
+    period_days: int = 30
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    task: str
+    numeric_features: tuple[str, ...]
+    categorical_features: tuple[str, ...]
+    reference: Reference
+    quality_window: Window
+    drift_window: Window
+    thresholds: dict[str, Threshold]
+    slo: SLO
+    team: str
+    positive_class: Any = 1
+    classes: tuple[Any, ...] | None = None  # multiclass: known classes (else learned, bounded)
+    min_labeled: int = 100  # quality alerts need at least this many labelled predictions
+    drift_min_features: int = 1  # feature-drift alert fires when this many features drift
+    min_drift_samples: int = 200  # drift gauges are exported once the window holds this many
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.numeric_features + self.categorical_features
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task in ("binary", "multiclass")
+
+
+@dataclass(frozen=True)
+class ExporterConfig:
+    label_ttl_seconds: float = 7 * 86400
+    join_buffer_max: int = 200_000  # pending predictions awaiting a label, across models
+    max_versions_per_model: int = 10
+    max_classes: int = 50
+    top_k_categories: int = 20
+    reference_sample_max: int = 20_000  # raw reference values kept per feature (KS test)
+    multivariate_interval_seconds: float = 60.0
+    multivariate_sample_size: int = 2000
+    multivariate_enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Receiver:
+    name: str
+    kind: str  # webhook | email | slack | pagerduty
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TeamRoute:
+    team: str
+    critical: tuple[str, ...]
+    warning: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AlertingConfig:
+    receivers: tuple[Receiver, ...]
+    default_receiver: str
+    teams: dict[str, TeamRoute]
+    runbook_url: str
+    dashboard_url: str
+    group_wait: str = "30s"
+    group_interval: str = "5m"
+    repeat_interval: str = "4h"
+
+
+@dataclass(frozen=True)
+class GrafanaConfig:
+    url: str = "http://localhost:3000"
+    datasource_uid: str = "modelmon-prometheus"
+    folder: str = "modelmon"
+
+
+@dataclass(frozen=True)
+class Config:
+    models: tuple[ModelConfig, ...]
+    exporter: ExporterConfig
+    alerting: AlertingConfig
+    grafana: GrafanaConfig
+    path: Path | None = None
+
+    def model(self, name: str) -> ModelConfig:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+class _Validator:
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def err(self, path: str, msg: str) -> None:
+        self.errors.append(f"{path}: {msg}")
+
+    def mapping(self, value: Any, path: str, allowed: set[str]) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.err(path, f"expected a mapping, got {type(value).__name__}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                self.err(f"{path}.{key}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        return value
+
+    def number(self, value: Any, path: str, *, lo: float | None = None, hi: float | None = None,
+               integer: bool = False) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.err(path, f"expected {'an integer' if integer else 'a number'}, got {value!r}")
+            return None
+        if integer and not float(value).is_integer():
+            self.err(path, f"expected an integer, got {value!r}")
+            return None
+        if lo is not None and value < lo:
+            self.err(path, f"must be >= {lo}, got {value!r}")
+            return None
+        if hi is not None and value > hi:
+            self.err(path, f"must be <= {hi}, got {value!r}")
+            return None
+        return int(value) if integer else float(value)
+
+    def string(self, value: Any, path: str, *, pattern: re.Pattern | None = None) -> str | None:
+        if not isinstance(value, str) or not value:
+            self.err(path, f"expected a non-empty string, got {value!r}")
+            return None
+        if pattern is not None and not pattern.match(value):
+            self.err(path, f"invalid name {value!r} (letters, digits, '_', '-', '.')")
+            return None
+        return value
+
+    def string_list(self, value: Any, path: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.err(path, f"expected a list of strings, got {type(value).__name__}")
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            s = self.string(item, f"{path}[{i}]", pattern=_NAME_RE)
+            if s is not None:
+                out.append(s)
+        return tuple(out)
+
+    def window(self, value: Any, path: str) -> Window:
+        if isinstance(value, bool):
+            self.err(path, f"expected a record count or a duration like '1h', got {value!r}")
+        elif isinstance(value, int):
+            if value < 10:
+                self.err(path, f"a record window needs at least 10 records, got {value}")
+            else:
+                return Window(count=value)
+        elif isinstance(value, str):
+            try:
+                return Window(seconds=parse_duration(value))
+            except ValueError as e:
+                self.err(path, str(e))
+        else:
+            self.err(path, f"expected a record count or a duration like '1h', got {value!r}")
+        return Window(count=1000)
+
+    def duration(self, value: Any, path: str) -> float | None:
+        try:
+            return parse_duration(value)
+        except ValueError as e:
+            self.err(path, str(e))
+            return None
+
+
+def _validate_thresholds(v: _Validator, raw: Any, path: str, task: str) -> dict[str, Threshold]:
+    raw = v.mapping(raw, path, set(THRESHOLD_DIRECTIONS))
+    out: dict[str, Threshold] = {}
+    for name, spec in raw.items():
+        if name not in THRESHOLD_DIRECTIONS:
+            continue
+        p = f"{path}.{name}"
+        if task == "regression" and name in CLASSIFICATION_ONLY:
+            v.err(p, f"not available for a regression model")
+            continue
+        if task != "regression" and name in REGRESSION_ONLY:
+            v.err(p, f"only available for a regression model")
+            continue
+        spec = v.mapping(spec, p, {"warning", "critical"})
+        if not spec:
+            v.err(p, "expected at least one of warning, critical")
+            continue
+        warn = v.number(spec["warning"], f"{p}.warning") if "warning" in spec else None
+        crit = v.number(spec["critical"], f"{p}.critical") if "critical" in spec else None
+        direction = THRESHOLD_DIRECTIONS[name]
+        if warn is not None and crit is not None:
+            worse = crit < warn if direction == "below" else crit > warn
+            if not worse and crit != warn:
+                v.err(p, f"critical ({crit}) must be {'below' if direction == 'below' else 'above'} "
+                         f"warning ({warn}) for a metric where {direction} is bad")
+        out[name] = Threshold(warning=warn, critical=crit, direction=direction)
+    return out
+
+
+def _validate_model(v: _Validator, raw: Any, path: str, base_dir: Path) -> ModelConfig | None:
+    allowed = {"name", "task", "positive_class", "classes", "features", "reference", "quality_window",
+               "drift_window", "thresholds", "slo", "team", "min_labeled", "drift_min_features",
+               "min_drift_samples"}
+    if not isinstance(raw, dict):
+        v.err(path, f"expected a mapping, got {type(raw).__name__}")
+        return None
+    raw = v.mapping(raw, path, allowed)
+    for key in ("name", "task", "features", "reference"):
+        if key not in raw:
+            v.err(f"{path}.{key}", "required")
+    name = v.string(raw.get("name"), f"{path}.name", pattern=_NAME_RE) if "name" in raw else None
+    task = raw.get("task")
+    if "task" in raw and task not in TASKS:
+        v.err(f"{path}.task", f"expected one of {', '.join(TASKS)}, got {task!r}")
+        task = None
+    feats = v.mapping(raw.get("features"), f"{path}.features", {"numeric", "categorical"})
+    numeric = v.string_list(feats.get("numeric"), f"{path}.features.numeric")
+    categorical = v.string_list(feats.get("categorical"), f"{path}.features.categorical")
+    if "features" in raw and not numeric and not categorical:
+        v.err(f"{path}.features", "declare at least one numeric or categorical feature")
+    dup = set(numeric) & set(categorical)
+    if dup:
+        v.err(f"{path}.features", f"feature(s) both numeric and categorical: {', '.join(sorted(dup))}")
+
+    ref_raw = raw.get("reference")
+    reference = Reference()
+    if isinstance(ref_raw, str):
+        p = Path(ref_raw)
+        reference = Reference(path=p if p.is_absolute() else (base_dir / p))
+        if reference.path.suffix.lower() not in (".csv", ".jsonl", ".json", ".ndjson", ".parquet"):
+            v.err(f"{path}.reference", "expected a .csv, .jsonl/.ndjson or .parquet file")
+    elif isinstance(ref_raw, dict):
+        ref_map = v.mapping(ref_raw, f"{path}.reference", {"first"})
+        n = v.number(ref_map.get("first"), f"{path}.reference.first", lo=10, integer=True)
+        reference = Reference(first=int(n) if n is not None else 1000)
+    elif "reference" in raw:
+        v.err(f"{path}.reference", "expected a file path or {first: N}")
+
+    qwin = v.window(raw.get("quality_window", 10000), f"{path}.quality_window")
+    dwin = v.window(raw.get("drift_window", 5000), f"{path}.drift_window")
+    thresholds = _validate_thresholds(v, raw.get("thresholds"), f"{path}.thresholds", task or "binary")
+
+    slo_raw = v.mapping(raw.get("slo"), f"{path}.slo", {"latency_p99_seconds", "availability", "period"})
+    lat = v.number(slo_raw["latency_p99_seconds"], f"{path}.slo.latency_p99_seconds", lo=0) \
+        if "latency_p99_seconds" in slo_raw else None
+    avail = v.number(slo_raw["availability"], f"{path}.slo.availability", lo=50, hi=99.9999) \
+        if "availability" in slo_raw else None
+    period_days = 30
+    if "period" in slo_raw:
+        secs = v.duration(slo_raw["period"], f"{path}.slo.period")
+        if secs is not None:
+            if secs % 86400:
+                v.err(f"{path}.slo.period", "must be a whole number of days, e.g. 30d")
+            else:
+                period_days = int(secs // 86400)
+
+    team = raw.get("team", "default")
+    team = v.string(team, f"{path}.team", pattern=_NAME_RE) or "default"
+
+    classes = None
+    if "classes" in raw:
+        if not isinstance(raw["classes"], list) or len(raw["classes"]) < 2:
+            v.err(f"{path}.classes", "expected a list of at least two class values")
+        else:
+            classes = tuple(raw["classes"])
+    if task == "regression" and ("positive_class" in raw or classes):
+        v.err(f"{path}", "positive_class/classes make no sense for a regression model")
+    positive = raw.get("positive_class", 1)
+    if isinstance(positive, (dict, list)):
+        v.err(f"{path}.positive_class", f"expected a class value, got {positive!r}")
+
+    def _int(key: str, default: int, lo: int) -> int:
+        if key not in raw:
+            return default
+        n = v.number(raw[key], f"{path}.{key}", lo=lo, integer=True)
+        return int(n) if n is not None else default
+
+    if name is None or task is None:
+        return None
+    return ModelConfig(
+        name=name, task=task, numeric_features=numeric, categorical_features=categorical,
+        reference=reference, quality_window=qwin, drift_window=dwin, thresholds=thresholds,
+        slo=SLO(latency_p99_seconds=lat, availability=avail, period_days=period_days), team=team,
+        positive_class=positive, classes=classes,
+        min_labeled=_int("min_labeled", 100, 1),
+        drift_min_features=_int("drift_min_features", 1, 1),
+        min_drift_samples=_int("min_drift_samples", 200, 10),
+    )
+
+
+def _validate_exporter(v: _Validator, raw: Any) -> ExporterConfig:
+    p = "exporter"
+    keys = {"label_ttl", "join_buffer_max", "max_versions_per_model", "max_classes", "top_k_categories",
+            "reference_sample_max", "multivariate"}
+    raw = v.mapping(raw, p, keys)
+    d = ExporterConfig()
+    kw: dict[str, Any] = {}
+    if "label_ttl" in raw:
+        secs = v.duration(raw["label_ttl"], f"{p}.label_ttl")
+        if secs is not None:
+            kw["label_ttl_seconds"] = secs
+    for key in ("join_buffer_max", "max_versions_per_model", "max_classes", "top_k_categories",
+                "reference_sample_max"):
+        if key in raw:
+            n = v.number(raw[key], f"{p}.{key}", lo=1, integer=True)
+            if n is not None:
+                kw[key] = int(n)
+    mv = v.mapping(raw.get("multivariate"), f"{p}.multivariate", {"enabled", "interval", "sample_size"})
+    if "enabled" in mv:
+        if not isinstance(mv["enabled"], bool):
+            v.err(f"{p}.multivariate.enabled", f"expected true or false, got {mv['enabled']!r}")
+        else:
+            kw["multivariate_enabled"] = mv["enabled"]
+    if "interval" in mv:
+        secs = v.duration(mv["interval"], f"{p}.multivariate.interval")
+        if secs is not None:
+            kw["multivariate_interval_seconds"] = secs
+    if "sample_size" in mv:
+        n = v.number(mv["sample_size"], f"{p}.multivariate.sample_size", lo=50, integer=True)
+        if n is not None:
+            kw["multivariate_sample_size"] = int(n)
+    return ExporterConfig(**{**d.__dict__, **kw})
+
+
+RECEIVER_KINDS = {
+    # kind: (required keys, optional keys). Secrets are *_file or *_env, never inline values.
+    "webhook": ({"url"}, {"send_resolved", "bearer_token_file", "bearer_token_env", "max_alerts"}),
+    "email": ({"to"}, {"from", "smarthost", "auth_username", "auth_password_file", "auth_password_env",
+                       "require_tls", "send_resolved"}),
+    "slack": ({"channel"}, {"api_url_file", "api_url_env", "send_resolved"}),
+    "pagerduty": (set(), {"routing_key_file", "routing_key_env", "send_resolved", "severity"}),
+}
+_SECRET_SOURCES = {"slack": "api_url", "pagerduty": "routing_key"}
+
+
+def _validate_alerting(v: _Validator, raw: Any, models: list[ModelConfig]) -> AlertingConfig:
+    p = "alerting"
+    raw = v.mapping(raw, p, {"receivers", "default_receiver", "teams", "runbook_url", "dashboard_url",
+                             "group_wait", "group_interval", "repeat_interval"})
+    receivers: list[Receiver] = []
+    rec_raw = raw.get("receivers", [{"name": "modelmon-inbox", "webhook": {"url": "http://127.0.0.1:9095/webhook"}}])
+    if not isinstance(rec_raw, list) or not rec_raw:
+        v.err(f"{p}.receivers", "expected a non-empty list of receivers")
+        rec_raw = []
+    for i, r in enumerate(rec_raw):
+        rp = f"{p}.receivers[{i}]"
+        r = v.mapping(r, rp, {"name", *RECEIVER_KINDS})
+        name = v.string(r.get("name"), f"{rp}.name", pattern=_NAME_RE)
+        kinds = [k for k in RECEIVER_KINDS if k in r]
+        if len(kinds) != 1:
+            v.err(rp, f"expected exactly one of {', '.join(RECEIVER_KINDS)}")
+            continue
+        kind = kinds[0]
+        required, optional = RECEIVER_KINDS[kind]
+        settings = v.mapping(r[kind], f"{rp}.{kind}", required | optional)
+        for key in sorted(required - set(settings)):
+            v.err(f"{rp}.{kind}.{key}", "required")
+        secret = _SECRET_SOURCES.get(kind)
+        if secret and not ({f"{secret}_file", f"{secret}_env"} & set(settings)):
+            v.err(f"{rp}.{kind}", f"needs {secret}_file or {secret}_env (secrets are never written inline)")
+        if name:
+            if any(x.name == name for x in receivers):
+                v.err(f"{rp}.name", f"duplicate receiver name {name!r}")
+            receivers.append(Receiver(name=name, kind=kind, settings=dict(settings)))
+    names = {r.name for r in receivers}
+    default = raw.get("default_receiver", receivers[0].name if receivers else "modelmon-inbox")
+    if receivers and default not in names:
+        v.err(f"{p}.default_receiver", f"unknown receiver {default!r} (known: {', '.join(sorted(names))})")
+    teams: dict[str, TeamRoute] = {}
+    teams_raw = v.mapping(raw.get("teams"), f"{p}.teams", set(raw.get("teams") or {}))
+    for team, spec in teams_raw.items():
+        tp = f"{p}.teams.{team}"
+        spec = v.mapping(spec, tp, {"critical", "warning"})
+        routes = {}
+        for sev in ("critical", "warning"):
+            lst = spec.get(sev, [default])
+            if isinstance(lst, str):
+                lst = [lst]
+            got = v.string_list(lst, f"{tp}.{sev}")
+            for j, rn in enumerate(got):
+                if receivers and rn not in names:
+                    v.err(f"{tp}.{sev}[{j}]", f"unknown receiver {rn!r}")
+            routes[sev] = got
+        teams[str(team)] = TeamRoute(team=str(team), critical=routes["critical"], warning=routes["warning"])
+    for i, m in enumerate(models):
+        if m.team not in teams and teams:
+            # A team without routes falls back to the default receiver; that is allowed but worth knowing.
+            pass
+    kw = {}
+    for key in ("group_wait", "group_interval", "repeat_interval"):
+        if key in raw:
+            if v.duration(raw[key], f"{p}.{key}") is not None:
+                kw[key] = str(raw[key])
+    runbook = raw.get("runbook_url", "https://github.com/modelmon/modelmon/blob/main/alerting/RUNBOOK.md")
+    dashboard = raw.get("dashboard_url", "http://localhost:3000")
+    for key, val in (("runbook_url", runbook), ("dashboard_url", dashboard)):
+        if not isinstance(val, str) or not val.startswith(("http://", "https://")):
+            v.err(f"{p}.{key}", f"expected an http(s) URL, got {val!r}")
+    return AlertingConfig(receivers=tuple(receivers), default_receiver=str(default), teams=teams,
+                          runbook_url=str(runbook), dashboard_url=str(dashboard).rstrip("/"), **kw)
+
+
+def _validate_grafana(v: _Validator, raw: Any) -> GrafanaConfig:
+    raw = v.mapping(raw, "grafana", {"url", "datasource_uid", "folder"})
+    kw = {}
+    for key in ("url", "datasource_uid", "folder"):
+        if key in raw:
+            s = v.string(raw[key], f"grafana.{key}")
+            if s:
+                kw[key] = s
+    return GrafanaConfig(**kw)
+
+
+def parse_config(data: Any, base_dir: Path | str = ".", path: Path | None = None) -> Config:
+    """Validate a parsed YAML document. Raises ConfigError listing every problem."""
+    v = _Validator()
+    data = v.mapping(data, "(root)", {"models", "exporter", "alerting", "grafana"})
+    models_raw = data.get("models")
+    models: list[ModelConfig] = []
+    if not isinstance(models_raw, list) or not models_raw:
+        v.err("models", "expected a non-empty list of models")
+        models_raw = []
+    for i, raw in enumerate(models_raw):
+        m = _validate_model(v, raw, f"models[{i}]", Path(base_dir))
+        if m is not None:
+            if any(x.name == m.name for x in models):
+                v.err(f"models[{i}].name", f"duplicate model name {m.name!r}")
+            models.append(m)
+    exporter = _validate_exporter(v, data.get("exporter"))
+    alerting = _validate_alerting(v, data.get("alerting"), models)
+    grafana = _validate_grafana(v, data.get("grafana"))
+    if v.errors:
+        raise ConfigError(v.errors)
+    return Config(models=tuple(models), exporter=exporter, alerting=alerting, grafana=grafana, path=path)
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a modelmon.yaml. Relative reference paths resolve against its folder."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError([f"{p}: cannot read: {e.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{p}: not valid YAML: {e}"]) from None
+    return parse_config(data, base_dir=p.parent, path=p)
