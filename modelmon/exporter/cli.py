@@ -1,0 +1,70 @@
+"""`modelmon serve`: the exporter on a prediction log and/or POST /ingest."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+
+DEFAULT_PORT = 9188
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="modelmon.yaml", help="modelmon.yaml (default: %(default)s)")
+    p.add_argument("--log", type=Path, help="prediction log (JSON Lines) to follow like tail -F")
+    p.add_argument("--from-start", action="store_true",
+                   help="replay the whole log instead of resuming (or, without a state file, starting at its end)")
+    p.add_argument("--state-file", type=Path,
+                   help="where the read offset is kept across restarts (default: LOG.modelmon-offset)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="listen port (default: %(default)s)")
+    p.add_argument("--ingest-token", help="bearer token required by POST /ingest (or env MODELMON_INGEST_TOKEN)")
+    p.add_argument("--ingest-max-bytes", type=int, default=10 << 20, help="POST /ingest body limit (413 above)")
+    p.add_argument("--refresh-interval", type=float, default=1.0,
+                   help="seconds between recomputations of windowed gauges (default: %(default)s)")
+    p.add_argument("--poll-interval", type=float, default=0.2, help="seconds between log polls when idle")
+    p.add_argument("--log-level", default="INFO")
+
+
+def run(args: argparse.Namespace) -> int:
+    from werkzeug.serving import make_server
+
+    from modelmon.config import load_config
+    from modelmon.exporter.pipeline import Exporter
+    from modelmon.exporter.server import create_app, ingest_token_from
+    from modelmon.exporter.source import FileSource
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("modelmon.serve")
+    config = load_config(args.config)
+    exporter = Exporter(config, refresh_interval=args.refresh_interval)
+    exporter.load_references()
+    exporter.start_background()
+
+    source = None
+    if args.log is not None:
+        state_file = args.state_file or args.log.with_name(args.log.name + ".modelmon-offset")
+        source = FileSource(exporter, args.log, state_file, from_start=args.from_start,
+                            poll_interval=args.poll_interval)
+        source.start()
+        log.info("following %s (offset kept in %s)", args.log, state_file)
+
+    app = create_app(exporter, ingest_token=ingest_token_from(args.ingest_token),
+                     ingest_max_bytes=args.ingest_max_bytes)
+    server = make_server(args.host, args.port, app, threaded=True)
+    log.info("serving http://%s:%d/metrics", args.host, server.port)
+
+    def shutdown(signum, _frame):
+        log.info("signal %d: shutting down", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    try:
+        server.serve_forever()
+    finally:
+        if source is not None:
+            source.stop()  # commits the offset of everything ingested
+        exporter.stop()
+    return 0

@@ -1,0 +1,60 @@
+"""Join late labels to their predictions by (model, id), within a TTL and a memory bound.
+
+Predictions that may still get a label wait here. An entry leaves when its label arrives,
+when it is older than the TTL (event time of the newest record seen), or when the buffer is
+full (oldest first). Every way of leaving is counted; nothing disappears silently.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(slots=True)
+class Pending:
+    model: str
+    version: str
+    ts: float
+    prediction: Any
+    score: Any  # binary: float score; multiclass: scores map; regression: None
+
+
+class LabelJoiner:
+    def __init__(self, ttl_seconds: float, max_entries: int,
+                 on_expired: Callable[[str, str, int], None]):
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self._on_expired = on_expired  # (model, reason, count)
+        # Insertion order approximates event-time order, so expiry pops from the front.
+        self._pending: OrderedDict[tuple[str, str], Pending] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, model: str, rid: str, entry: Pending) -> None:
+        key = (model, rid)
+        if key in self._pending:
+            # A re-sent id replaces the earlier prediction: the label answers the latest one.
+            del self._pending[key]
+            self._on_expired(model, "replaced", 1)
+        self._pending[key] = entry
+        while len(self._pending) > self.max_entries:
+            (old_model, _), _ = self._pending.popitem(last=False)
+            self._on_expired(old_model, "buffer_full", 1)
+
+    def take(self, model: str, rid: str) -> Pending | None:
+        return self._pending.pop((model, rid), None)
+
+    def expire(self, now: float) -> None:
+        """Drop predictions whose label can no longer arrive within the TTL."""
+        cutoff = now - self.ttl
+        counts: dict[str, int] = {}
+        while self._pending:
+            key, entry = next(iter(self._pending.items()))
+            if entry.ts >= cutoff:
+                break
+            self._pending.popitem(last=False)
+            counts[key[0]] = counts.get(key[0], 0) + 1
+        for model, n in counts.items():
+            self._on_expired(model, "ttl", n)

@@ -1,0 +1,326 @@
+"""Everything modelmon knows about one model: counters, histograms, windows, reference profiles.
+
+Ingest calls `add_predictions` / `add_labelled` with parsed columns; `refresh` turns the
+windows into a snapshot of gauge values (quality, drift). The collector only reads counters
+and the latest snapshot, so a scrape never computes statistics.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelmon.config import ExporterConfig, ModelConfig
+from modelmon.exporter import drift, quality
+from modelmon.exporter.histogram import (LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, OTHER, SCORE_BUCKETS,
+                                         Histogram, LabelBudget)
+from modelmon.exporter.records import PredictionColumns, class_key
+from modelmon.exporter.windows import SlidingWindow
+
+PRED = "__prediction__"  # drift-window column holding the model output
+PREDICTION_REFERENCE_SIZE = 5000  # predictions frozen as output reference when the file has none
+
+
+@dataclass
+class Snapshot:
+    """Gauge values computed at the last refresh (immutable once published)."""
+
+    quality: dict[str, dict[str, float]] = field(default_factory=dict)  # version -> metric -> value
+    window_labeled: dict[str, int] = field(default_factory=dict)
+    feature_drift: dict[str, dict[str, float]] = field(default_factory=dict)  # feature -> metric -> value
+    prediction_psi: float | None = None
+    drift_window_records: int = 0
+
+
+class Reference:
+    """Frozen reference profiles of a model's inputs and outputs."""
+
+    def __init__(self, model: ModelConfig, columns: dict[str, np.ndarray], exp: ExporterConfig,
+                 prediction: np.ndarray | None = None):
+        self.profiles: dict[str, Any] = {}
+        for f in model.numeric_features:
+            self.profiles[f] = drift.NumericProfile.from_values(
+                np.asarray(columns[f], dtype=np.float64), sample_max=exp.reference_sample_max)
+        for f in model.categorical_features:
+            self.profiles[f] = drift.CategoricalProfile.from_values(
+                np.asarray(columns[f], dtype=object), top_k=exp.top_k_categories)
+        self.size = len(next(iter(columns.values()))) if columns else 0
+        # A bounded, row-aligned sample for the multivariate worker.
+        rng = np.random.default_rng(0)
+        take = rng.choice(self.size, size=min(self.size, exp.multivariate_sample_size), replace=False) \
+            if self.size else np.array([], dtype=int)
+        self.rows = {f: np.asarray(columns[f])[np.sort(take)] for f in model.features}
+        self.prediction: Any = None
+        if prediction is not None:
+            self.set_prediction(model, prediction)
+
+    def set_prediction(self, model: ModelConfig, values: np.ndarray) -> None:
+        if model.task == "multiclass":
+            self.prediction = drift.CategoricalProfile.from_values(np.asarray(values, dtype=object), top_k=50)
+        else:
+            self.prediction = drift.NumericProfile.from_values(np.asarray(values, dtype=np.float64))
+
+
+class ModelState:
+    def __init__(self, model: ModelConfig, exp: ExporterConfig):
+        self.cfg = model
+        self.exp = exp
+        self.versions = LabelBudget(exp.max_versions_per_model)
+        self.classes = LabelBudget(exp.max_classes, [class_key(c) for c in (model.classes or ())])
+        self.positive = class_key(model.positive_class)
+        self.predictions_total: dict[tuple[str, str], int] = defaultdict(int)
+        self.latency: dict[str, Histogram] = {}
+        self.latency_bounds = LATENCY_BUCKETS
+        self.labels_total: dict[str, int] = defaultdict(int)
+        self.label_delay = Histogram(LABEL_DELAY_BUCKETS)
+        self.confusion: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.score_hist = Histogram(SCORE_BUCKETS)
+        self.last_ts: float | None = None
+        self.labels_unmatched = 0
+        self.expired: dict[str, int] = defaultdict(int)
+        self.quality_windows: dict[str, SlidingWindow] = {}
+        self.drift_window = SlidingWindow(model.drift_window)
+        self.reference: Reference | None = None
+        self.reference_error: str | None = None
+        self._collecting: list[dict[str, np.ndarray]] = []  # reference {first: N} or output reference
+        self._collected = 0
+        self.snapshot = Snapshot()
+        self.multivariate: dict[str, float] = {}  # drift_classifier_auc, outlier_ratio, last_run
+        self.dirty = False
+
+    # ------------------------------------------------------------------ ingest
+
+    def add_predictions(self, cols: PredictionColumns, latency_bounds: tuple[float, ...]) -> list[str]:
+        """Count a batch of predictions and slide the drift window; returns the folded versions."""
+        n = len(cols)
+        versions = self.versions.fold_many(cols.versions)
+        ok = cols.status_ok
+        for v, s in zip(versions, np.where(ok, "ok", "error")):
+            self.predictions_total[(v, s)] += 1
+        for v in set(versions):
+            mask = np.fromiter((x == v for x in versions), dtype=bool, count=n)
+            hist = self.latency.get(v)
+            if hist is None:
+                hist = self.latency[v] = Histogram(latency_bounds)
+            hist.observe(cols.latency_s[mask])
+        newest = float(np.max(cols.ts))
+        self.last_ts = newest if self.last_ts is None else max(self.last_ts, newest)
+
+        okidx = np.flatnonzero(ok)
+        if okidx.size == 0:
+            self.dirty = True
+            return versions
+        preds = [cols.predictions[i] for i in okidx]
+        out = self._output_values(cols, okidx, preds)
+        if self.cfg.task == "binary":
+            self.score_hist.observe(cols.scores[okidx])
+        elif self.cfg.task == "multiclass":
+            self.score_hist.observe(self._top_probability(cols, okidx))
+        window_cols = {"ts": cols.ts[okidx], PRED: out}
+        for f, values in cols.features.items():
+            window_cols[f] = values[okidx]
+        self.drift_window.append(window_cols)
+        self._feed_reference(window_cols)
+        self.dirty = True
+        return versions
+
+    def _output_values(self, cols: PredictionColumns, okidx: np.ndarray, preds: list) -> np.ndarray:
+        """The model output whose distribution prediction drift compares."""
+        if self.cfg.task == "regression":
+            return np.asarray(preds, dtype=np.float64)
+        if self.cfg.task == "binary":
+            scores = cols.scores[okidx]
+            if np.isfinite(scores).all():
+                return scores
+            return np.array([1.0 if class_key(p) == self.positive else 0.0 for p in preds])
+        out = np.empty(len(preds), dtype=object)
+        out[:] = [class_key(p) for p in preds]
+        return out
+
+    def _top_probability(self, cols: PredictionColumns, okidx: np.ndarray) -> np.ndarray:
+        maps = [cols.score_maps[i] for i in okidx]
+        return np.array([max(m.values()) if m else np.nan for m in maps], dtype=np.float64)
+
+    def add_labelled(self, versions: list[str], preds: list, labels: list, scores: list | np.ndarray,
+                     ts: np.ndarray, delays: np.ndarray | None) -> None:
+        """Labelled predictions (inline or joined): confusion counters and the quality window.
+
+        `ts` is the prediction's event time: it places the row in a time-based quality window.
+        """
+        n = len(labels)
+        if n == 0:
+            return
+        for v in versions:
+            self.labels_total[v] += 1
+        if delays is not None:
+            self.label_delay.observe(delays)
+        if self.cfg.task == "regression":
+            cols = {"y_true": np.asarray(labels, dtype=np.float64), "y_pred": np.asarray(preds, dtype=np.float64)}
+        else:
+            actual = self.classes.fold_many([class_key(x) for x in labels])
+            predicted = self.classes.fold_many([class_key(x) for x in preds])
+            for v, a, p in zip(versions, actual, predicted):
+                self.confusion[(v, a, p)] += 1
+            if self.cfg.task == "binary":
+                cols = {"y_true": np.array([a == self.positive for a in actual]),
+                        "y_pred": np.array([p == self.positive for p in predicted]),
+                        "score": np.asarray(scores, dtype=np.float64)}
+            else:
+                codes = {c: i for i, c in enumerate(self.classes.known)}
+                cols = {"y_true": np.array([codes.get(a, -1) for a in actual], dtype=np.int64),
+                        "y_pred": np.array([codes.get(p, -1) for p in predicted], dtype=np.int64),
+                        "proba": self._proba_matrix(scores)}
+        vers = np.asarray(versions, dtype=object)
+        for v in set(versions):
+            mask = vers == v
+            win = self.quality_windows.get(v)
+            if win is None:
+                win = self.quality_windows[v] = SlidingWindow(self.cfg.quality_window)
+            win.append({k: c[mask] for k, c in cols.items()} | {"ts": ts[mask]})
+        self.dirty = True
+
+    def _proba_matrix(self, score_maps: list) -> np.ndarray:
+        """Multiclass probabilities in configured class order; NaN rows where a record has none."""
+        classes = [class_key(c) for c in (self.cfg.classes or ())]
+        out = np.full((len(score_maps), max(len(classes), 1)), np.nan)
+        if not classes:
+            return out
+        for i, m in enumerate(score_maps):
+            if m:
+                row = [m.get(c, m.get(_maybe_int(c))) for c in classes]
+                if all(x is not None for x in row):
+                    out[i] = row
+        return out
+
+    # ------------------------------------------------------------------ reference
+
+    def set_reference(self, columns: dict[str, np.ndarray], prediction: np.ndarray | None) -> None:
+        self.reference = Reference(self.cfg, columns, self.exp, prediction)
+
+    def _feed_reference(self, window_cols: dict[str, np.ndarray]) -> None:
+        """Freeze the first N records as the reference, or the first outputs as the output reference."""
+        need_inputs = self.reference is None and self.cfg.reference.first is not None
+        need_output = self.reference is not None and self.reference.prediction is None
+        if not (need_inputs or need_output):
+            return
+        target = self.cfg.reference.first if need_inputs else PREDICTION_REFERENCE_SIZE
+        take = min(target - self._collected, len(window_cols["ts"]))
+        self._collecting.append({k: v[:take] for k, v in window_cols.items()})
+        self._collected += take
+        if self._collected < target:
+            return
+        merged = {k: np.concatenate([c[k] for c in self._collecting]) for k in window_cols}
+        self._collecting, self._collected = [], 0
+        if need_inputs:
+            self.set_reference({f: merged[f] for f in self.cfg.features}, merged[PRED])
+        else:
+            self.reference.set_prediction(self.cfg, merged[PRED])
+
+    @property
+    def reference_state(self) -> str:
+        if self.reference_error:
+            return "error"
+        if self.reference is None:
+            return "collecting"
+        return "ready"
+
+    # ------------------------------------------------------------------ refresh
+
+    def refresh(self) -> None:
+        """Recompute windowed gauges into a new snapshot."""
+        snap = Snapshot()
+        for version, win in self.quality_windows.items():
+            if self.cfg.quality_window.is_time and self.last_ts is not None:
+                win.expire(self.last_ts)
+            cols = win.columns()
+            n = len(win)
+            snap.window_labeled[version] = n
+            if n:
+                snap.quality[version] = self._quality(cols)
+        if self.cfg.drift_window.is_time and self.last_ts is not None:
+            self.drift_window.expire(self.last_ts)
+        snap.drift_window_records = len(self.drift_window)
+        if self.reference is not None and len(self.drift_window) >= self.cfg.min_drift_samples:
+            cols = self.drift_window.columns()
+            for f, profile in self.reference.profiles.items():
+                snap.feature_drift[f] = feature_drift(profile, cols[f])
+            if self.reference.prediction is not None:
+                snap.prediction_psi = drift.psi(self.reference.prediction.ref_counts,
+                                                self.reference.prediction.counts(cols[PRED]))
+        self.snapshot = snap
+        self.dirty = False
+
+    def _quality(self, cols: dict[str, np.ndarray]) -> dict[str, float]:
+        task = self.cfg.task
+        if task == "regression":
+            return quality.regression_quality(cols["y_true"], cols["y_pred"])
+        if task == "binary":
+            score = cols["score"]
+            finite = np.isfinite(score)
+            out = quality.binary_quality(cols["y_true"], cols["y_pred"], None)
+            if finite.any():
+                prob = quality.binary_quality(cols["y_true"][finite], cols["y_pred"][finite], score[finite])
+                for key in ("roc_auc", "log_loss", "brier_score"):
+                    if key in prob:
+                        out[key] = prob[key]
+            return out
+        y_true, y_pred = cols["y_true"], cols["y_pred"]
+        n_classes = len(self.classes.known)
+        out = quality.multiclass_quality(y_true, y_pred, n_classes, None)
+        proba = cols["proba"]
+        n_conf = len(self.cfg.classes or ())
+        if n_conf:
+            rows = np.isfinite(proba).all(axis=1) & (y_true >= 0) & (y_true < n_conf)
+            if rows.any():
+                prob = quality.multiclass_quality(y_true[rows], np.clip(y_pred[rows], 0, n_conf - 1), n_conf,
+                                                  proba[rows])
+                for key in ("roc_auc", "log_loss"):
+                    if key in prob:
+                        out[key] = prob[key]
+        return out
+
+    # ------------------------------------------------------------------ multivariate worker input
+
+    def multivariate_inputs(self, sample_size: int, rng: np.random.Generator):
+        """(reference rows, recent rows) as dicts of aligned columns, or None when not ready."""
+        if self.reference is None or len(self.drift_window) < self.cfg.min_drift_samples:
+            return None
+        cols = self.drift_window.columns()
+        n = len(self.drift_window)
+        take = np.sort(rng.choice(n, size=min(n, sample_size), replace=False))
+        recent = {f: cols[f][take] for f in self.cfg.features}
+        return self.reference.rows, recent
+
+
+def feature_drift(profile: Any, values: np.ndarray) -> dict[str, float]:
+    """Drift of one feature's window against its reference profile."""
+    if values.dtype == object:
+        missing = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    else:
+        missing = np.isnan(values)
+    present = values[~missing]
+    out = {"missing_ratio": float(missing.mean()) if len(values) else 0.0}
+    counts = profile.counts(present)
+    if present.size == 0:
+        return out
+    out["psi"] = drift.psi(profile.ref_counts, counts)
+    out["js_distance"] = drift.js_distance(profile.ref_counts, counts)
+    if isinstance(profile, drift.NumericProfile):
+        out["ks_pvalue"] = drift.ks_pvalue(profile.sample, present.astype(np.float64))
+    else:
+        out["chi2_pvalue"] = drift.chi2_pvalue(profile.ref_counts, counts)
+    return out
+
+
+def _maybe_int(c: str) -> Any:
+    try:
+        return int(c)
+    except ValueError:
+        return c
+
+
+def is_finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)

@@ -1,0 +1,223 @@
+"""The exporter's state machine: lines in, per-model state updated, snapshots refreshed.
+
+Sources (the log follower, POST /ingest) call `ingest_lines`; a refresher thread recomputes
+windowed gauges of changed models at most once per `refresh_interval`; the multivariate
+worker fits its models on bounded samples outside the lock. The collector reads under the lock.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from modelmon.config import Config
+from modelmon.exporter import multivariate
+from modelmon.exporter.histogram import LATENCY_BUCKETS
+from modelmon.exporter.joiner import LabelJoiner, Pending
+from modelmon.exporter.model_state import ModelState
+from modelmon.exporter.records import ParsedBatch, PredictionColumns, RecordParser, Reject
+from modelmon.exporter.reference import load_reference
+
+log = logging.getLogger("modelmon.exporter")
+
+
+@dataclass
+class IngestResult:
+    accepted: int
+    rejects: list[Reject]
+
+
+class Exporter:
+    def __init__(self, config: Config, refresh_interval: float = 1.0):
+        self.config = config
+        self.refresh_interval = refresh_interval
+        self.lock = threading.RLock()
+        self.parser = RecordParser(config)
+        self.states = {m.name: ModelState(m, config.exporter) for m in config.models}
+        self.latency_bounds = tuple(sorted(set(LATENCY_BUCKETS) | {
+            m.slo.latency_p99_seconds for m in config.models if m.slo.latency_p99_seconds}))
+        self.joiner = LabelJoiner(config.exporter.label_ttl_seconds, config.exporter.join_buffer_max,
+                                  self._count_expired)
+        self.rejected: dict[str, int] = defaultdict(int)
+        self.ingested: dict[str, int] = defaultdict(int)
+        self.log_lag_bytes = 0
+        self.log_rotations = 0
+        self.source_open = True  # a file source sets this; HTTP-only is always open
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ references
+
+    def load_references(self) -> None:
+        """Load file references; a model whose file fails is reported, the others go on."""
+        for m in self.config.models:
+            if m.reference.path is None:
+                continue
+            state = self.states[m.name]
+            try:
+                cols = load_reference(m.reference.path, m.numeric_features, m.categorical_features)
+                prediction = self._reference_prediction(m, cols)
+                with self.lock:
+                    state.set_reference({f: cols[f] for f in m.features}, prediction)
+                    state.reference_error = None
+                log.info("model %s: reference %s loaded (%d rows)", m.name, m.reference.path, state.reference.size)
+            except Exception as e:  # noqa: BLE001 - reported on /ready and in the log, never fatal
+                state.reference_error = f"{m.reference.path}: {e}"
+                log.error("model %s: cannot load reference: %s", m.name, e)
+
+    @staticmethod
+    def _reference_prediction(m, cols: dict) -> np.ndarray | None:
+        """Optional output columns in the reference file: `score` (binary) or `prediction`."""
+        key = "score" if m.task == "binary" and "score" in cols else "prediction"
+        return cols.get(key)
+
+    # ------------------------------------------------------------------ ingest
+
+    def ingest_lines(self, lines: Sequence[bytes], source: str) -> IngestResult:
+        batch = self.parser.parse_lines(lines)
+        with self.lock:
+            self._apply(batch, source)
+        return IngestResult(batch.accepted, batch.rejects)
+
+    def ingest_objects(self, objs: Sequence, source: str) -> IngestResult:
+        batch = self.parser.parse_objects(objs)
+        with self.lock:
+            self._apply(batch, source)
+        return IngestResult(batch.accepted, batch.rejects)
+
+    def _apply(self, batch: ParsedBatch, source: str) -> None:
+        for r in batch.rejects:
+            self.rejected[r.reason] += 1
+        self.ingested[source] += batch.accepted
+        newest = None
+        for model, cols in batch.predictions.items():
+            state = self.states[model]
+            versions = state.add_predictions(cols, self.latency_bounds)
+            self._labels_of(state, cols, versions)
+            newest = state.last_ts if newest is None else max(newest, state.last_ts)
+        for model, lab in batch.labels.items():
+            self._join(self.states[model], lab)
+        if newest is not None:
+            self.joiner.expire(newest)
+
+    def _labels_of(self, state: ModelState, cols: PredictionColumns, versions: list[str]) -> None:
+        """Inline labels go straight to quality; unlabelled predictions with an id wait for one."""
+        lab_idx, wait_idx = [], []
+        for i, (ok, label, rid) in enumerate(zip(cols.status_ok, cols.labels, cols.ids)):
+            if not ok:
+                continue
+            if label is not None:
+                lab_idx.append(i)
+            elif rid is not None:
+                wait_idx.append(i)
+        if lab_idx:
+            idx = np.asarray(lab_idx)
+            state.add_labelled([versions[i] for i in lab_idx], [cols.predictions[i] for i in lab_idx],
+                               [cols.labels[i] for i in lab_idx], self._scores(state, cols, lab_idx),
+                               cols.ts[idx], None)
+        name = state.cfg.name
+        task = state.cfg.task
+        for i in wait_idx:
+            score = cols.scores[i] if task == "binary" else (cols.score_maps[i] if task == "multiclass" else None)
+            self.joiner.add(name, cols.ids[i], Pending(name, versions[i], float(cols.ts[i]),
+                                                       cols.predictions[i], score))
+
+    @staticmethod
+    def _scores(state: ModelState, cols: PredictionColumns, idx: list[int]):
+        if state.cfg.task == "binary":
+            return cols.scores[np.asarray(idx)]
+        if state.cfg.task == "multiclass":
+            return [cols.score_maps[i] for i in idx]
+        return np.full(len(idx), np.nan)
+
+    def _join(self, state: ModelState, lab) -> None:
+        name = state.cfg.name
+        versions, preds, labels, scores, pred_ts, delays = [], [], [], [], [], []
+        for rid, label, ts in zip(lab.ids, lab.labels, lab.ts):
+            p = self.joiner.take(name, rid)
+            if p is None:
+                state.labels_unmatched += 1
+                continue
+            versions.append(p.version)
+            preds.append(p.prediction)
+            labels.append(label)
+            scores.append(p.score)
+            pred_ts.append(p.ts)
+            delays.append(ts - p.ts)  # NaN when the label record has no ts: not observed
+        if labels:
+            if state.cfg.task != "multiclass":
+                scores = np.asarray([np.nan if s is None else s for s in scores], dtype=np.float64)
+            state.add_labelled(versions, preds, labels, scores, np.asarray(pred_ts), np.asarray(delays))
+
+    def _count_expired(self, model: str, reason: str, n: int) -> None:
+        self.states[model].expired[reason] += n
+
+    # ------------------------------------------------------------------ refresh
+
+    def refresh(self, force: bool = False) -> None:
+        with self.lock:
+            for state in self.states.values():
+                if state.dirty or force:
+                    state.refresh()
+
+    def run_multivariate(self, seed: int = 0) -> None:
+        """One pass of the domain classifier and IsolationForest over every ready model."""
+        rng = np.random.default_rng(seed)
+        size = self.config.exporter.multivariate_sample_size
+        for state in self.states.values():
+            with self.lock:
+                inputs = state.multivariate_inputs(size, rng)
+                profiles = state.reference.profiles if inputs else None
+            if inputs is None:
+                continue
+            ref_rows, recent_rows = inputs
+            cfg = state.cfg
+            ref = multivariate.encode(ref_rows, cfg.numeric_features, cfg.categorical_features, profiles)
+            cur = multivariate.encode(recent_rows, cfg.numeric_features, cfg.categorical_features, profiles)
+            result = {
+                "drift_classifier_auc": multivariate.domain_classifier_auc(ref, cur, seed=seed),
+                "outlier_ratio": multivariate.outlier_ratio(ref, cur, seed=seed),
+                "last_run": time.time(),
+            }
+            with self.lock:
+                state.multivariate = result
+
+    def start_background(self) -> None:
+        self._threads.append(_loop("modelmon-refresh", self.refresh_interval, self.refresh, self._stop))
+        if self.config.exporter.multivariate_enabled:
+            self._threads.append(_loop("modelmon-multivariate", self.config.exporter.multivariate_interval_seconds,
+                                       self._safe_multivariate, self._stop))
+
+    def _safe_multivariate(self) -> None:
+        try:
+            self.run_multivariate()
+        except Exception:  # noqa: BLE001 - a failed fit must not kill the worker; it retries next interval
+            log.exception("multivariate worker failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    # ------------------------------------------------------------------ readiness
+
+    def readiness(self) -> tuple[bool, dict]:
+        models = {name: s.reference_state for name, s in self.states.items()}
+        errors = {name: s.reference_error for name, s in self.states.items() if s.reference_error}
+        ready = self.source_open and not errors and all(
+            s.reference is not None or s.cfg.reference.first is not None for s in self.states.values())
+        return ready, {"ready": ready, "source_open": self.source_open, "references": models, "errors": errors}
+
+
+def _loop(name: str, interval: float, fn, stop: threading.Event) -> threading.Thread:
+    def run() -> None:
+        while not stop.wait(interval):
+            fn()
+    t = threading.Thread(target=run, name=name, daemon=True)
+    t.start()
+    return t
