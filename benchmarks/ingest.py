@@ -144,7 +144,7 @@ def main() -> int:
     factory = LineFactory(2, 15, 5, seed=2)
     done, seconds, rss_first = 0, 0.0, None
     while done < total:
-        lines = factory.chunk(min(100_000, total - done))
+        lines = factory.chunk(min(20_000, total - done))
         seconds += ingest(ex, lines)
         done += len(lines)
         if rss_first is None and done >= first_mark:

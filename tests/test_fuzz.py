@@ -24,13 +24,15 @@ json_values = st.recursive(
 @st.composite
 def mutated_line(draw):
     rec = dict(draw(st.sampled_from(VALID + LATE)))
-    kind = draw(st.sampled_from(["keep", "drop", "retype", "bytes", "truncate", "model"]))
+    kind = draw(st.sampled_from(["keep", "drop", "retype", "feature", "bytes", "truncate", "model"]))
     if kind == "keep":
         return orjson.dumps(rec), True
     if kind == "drop":
         rec.pop(draw(st.sampled_from(sorted(rec))), None)
     elif kind == "retype":
         rec[draw(st.sampled_from(KEYS))] = draw(json_values)
+    elif kind == "feature" and "features" in rec:
+        rec["features"] = {**rec["features"], draw(st.sampled_from(["x1", "x2", "c"])): draw(json_values)}
     elif kind == "model":
         rec["model"] = draw(st.sampled_from(["multi", "reg", "bin", ""]))
     elif kind == "bytes":

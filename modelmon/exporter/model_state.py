@@ -7,7 +7,7 @@ and the latest snapshot, so a scrape never computes statistics.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +17,7 @@ from modelmon.config import ExporterConfig, ModelConfig
 from modelmon.exporter import drift, quality
 from modelmon.exporter.histogram import (LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, OTHER, SCORE_BUCKETS,
                                          Histogram, LabelBudget)
-from modelmon.exporter.records import PredictionColumns, class_key
+from modelmon.exporter.records import PredictionColumns, class_key, class_keys
 from modelmon.exporter.windows import SlidingWindow
 
 PRED = "__prediction__"  # drift-window column holding the model output
@@ -41,9 +41,13 @@ class Reference:
     def __init__(self, model: ModelConfig, columns: dict[str, np.ndarray], exp: ExporterConfig,
                  prediction: np.ndarray | None = None):
         self.profiles: dict[str, Any] = {}
+        self.unusable: list[str] = []  # features without a single reference value: no drift for them
         for f in model.numeric_features:
-            self.profiles[f] = drift.NumericProfile.from_values(
-                np.asarray(columns[f], dtype=np.float64), sample_max=exp.reference_sample_max)
+            try:
+                self.profiles[f] = drift.NumericProfile.from_values(
+                    np.asarray(columns[f], dtype=np.float64), sample_max=exp.reference_sample_max)
+            except ValueError:
+                self.unusable.append(f)
         for f in model.categorical_features:
             self.profiles[f] = drift.CategoricalProfile.from_values(
                 np.asarray(columns[f], dtype=object), top_k=exp.top_k_categories)
@@ -98,14 +102,19 @@ class ModelState:
         n = len(cols)
         versions = self.versions.fold_many(cols.versions)
         ok = cols.status_ok
-        for v, s in zip(versions, np.where(ok, "ok", "error")):
-            self.predictions_total[(v, s)] += 1
-        for v in set(versions):
-            mask = np.fromiter((x == v for x in versions), dtype=bool, count=n)
+        distinct = set(versions)
+        vers = np.asarray(versions, dtype=object) if len(distinct) > 1 else None
+        for v in distinct:
+            mask = ok if vers is None else ok & (vers == v)
+            total = n if vers is None else int((vers == v).sum())
+            good = int(mask.sum())
+            self.predictions_total[(v, "ok")] += good
+            if total > good:
+                self.predictions_total[(v, "error")] += total - good
             hist = self.latency.get(v)
             if hist is None:
                 hist = self.latency[v] = Histogram(latency_bounds)
-            hist.observe(cols.latency_s[mask])
+            hist.observe(cols.latency_s if vers is None else cols.latency_s[vers == v])
         newest = float(np.max(cols.ts))
         self.last_ts = newest if self.last_ts is None else max(self.last_ts, newest)
 
@@ -135,9 +144,9 @@ class ModelState:
             scores = cols.scores[okidx]
             if np.isfinite(scores).all():
                 return scores
-            return np.array([1.0 if class_key(p) == self.positive else 0.0 for p in preds])
+            return (np.asarray(class_keys(preds), dtype=object) == self.positive).astype(np.float64)
         out = np.empty(len(preds), dtype=object)
-        out[:] = [class_key(p) for p in preds]
+        out[:] = class_keys(preds)
         return out
 
     def _top_probability(self, cols: PredictionColumns, okidx: np.ndarray) -> np.ndarray:
@@ -153,20 +162,20 @@ class ModelState:
         n = len(labels)
         if n == 0:
             return
-        for v in versions:
-            self.labels_total[v] += 1
+        for v, k in Counter(versions).items():
+            self.labels_total[v] += k
         if delays is not None:
             self.label_delay.observe(delays)
         if self.cfg.task == "regression":
             cols = {"y_true": np.asarray(labels, dtype=np.float64), "y_pred": np.asarray(preds, dtype=np.float64)}
         else:
-            actual = self.classes.fold_many([class_key(x) for x in labels])
-            predicted = self.classes.fold_many([class_key(x) for x in preds])
-            for v, a, p in zip(versions, actual, predicted):
-                self.confusion[(v, a, p)] += 1
+            actual = self.classes.fold_many(class_keys(labels))
+            predicted = self.classes.fold_many(class_keys(preds))
+            for key, k in Counter(zip(versions, actual, predicted)).items():
+                self.confusion[key] += k
             if self.cfg.task == "binary":
-                cols = {"y_true": np.array([a == self.positive for a in actual]),
-                        "y_pred": np.array([p == self.positive for p in predicted]),
+                cols = {"y_true": np.asarray(actual, dtype=object) == self.positive,
+                        "y_pred": np.asarray(predicted, dtype=object) == self.positive,
                         "score": np.asarray(scores, dtype=np.float64)}
             else:
                 codes = {c: i for i, c in enumerate(self.classes.known)}

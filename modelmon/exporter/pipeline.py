@@ -179,8 +179,9 @@ class Exporter:
             cfg = state.cfg
             ref = multivariate.encode(ref_rows, cfg.numeric_features, cfg.categorical_features, profiles)
             cur = multivariate.encode(recent_rows, cfg.numeric_features, cfg.categorical_features, profiles)
+            mask = multivariate.categorical_mask(cfg.numeric_features, cfg.categorical_features)
             result = {
-                "drift_classifier_auc": multivariate.domain_classifier_auc(ref, cur, seed=seed),
+                "drift_classifier_auc": multivariate.domain_classifier_auc(ref, cur, seed=seed, categorical=mask),
                 "outlier_ratio": multivariate.outlier_ratio(ref, cur, seed=seed),
                 "last_run": time.time(),
             }

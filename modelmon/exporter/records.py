@@ -1,15 +1,19 @@
 """Parse a batch of prediction-log lines into per-model columns.
 
-One pass classifies each record (prediction, label, or rejected with a reason); the columns
-that drive the metrics (timestamps, latencies, scores, features) are then converted with numpy
-in bulk. Rejections carry the line index so that POST /ingest can report them per record.
+Records are grouped by model, then every field is pulled out as a column and validated a
+column at a time: a C-level type scan (`set(map(type, col))`) proves most columns clean at once,
+and only a column holding a suspicious type is checked record by record. Rejections carry the
+line index, reason and message, so POST /ingest can report them per record.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Iterable, Sequence
+from itertools import chain
+from datetime import datetime, timezone
+from operator import itemgetter
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import orjson
@@ -17,9 +21,15 @@ import orjson
 from modelmon.config import Config, ModelConfig
 from modelmon.exporter.reference import category_string
 
+# numpy parses "...Z" and "+02:00" offsets (converting to UTC) but warns that datetime64 is naive.
+warnings.filterwarnings("ignore", message="no explicit representation of timezones", category=UserWarning)
+
 STATUSES = ("ok", "error")
-_NUMBER_TYPES = (int, float)
-_NONE = type(None)
+NONE = type(None)
+NUMBER = frozenset({int, float})
+NUMBER_OR_NONE = frozenset({int, float, NONE})
+CLASS_TYPES = frozenset({str, int, bool, float})  # float only when integral, checked separately
+CATEGORY_OK = frozenset({str, NONE})
 
 
 @dataclass
@@ -63,270 +73,85 @@ class ParsedBatch:
     accepted: int = 0
 
 
-def parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, list[int]]:
-    """RFC 3339 strings or epoch seconds -> float64 epoch seconds, plus indices that failed.
+# ---------------------------------------------------------------------- column helpers
 
-    The common UTC form ('...Z') goes through numpy's vectorised ISO parser; other offsets
-    fall back to datetime.fromisoformat one by one.
+
+def _types(col: Sequence[Any]) -> set[type]:
+    return set(map(type, col))
+
+
+def _mask(col: Sequence[Any], bad: Callable[[Any], bool]) -> np.ndarray:
+    return np.fromiter(map(bad, col), dtype=bool, count=len(col))
+
+
+def float_column(col: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Numbers (None -> NaN) and a mask of values that are not numbers (booleans included)."""
+    if _types(col) <= NUMBER_OR_NONE:
+        return np.array(col, dtype=np.float64), np.zeros(len(col), dtype=bool)
+    bad = _mask(col, lambda v: type(v) not in NUMBER_OR_NONE)
+    clean = [None if b else v for v, b in zip(col, bad)]
+    return np.array(clean, dtype=np.float64), bad
+
+
+def _bad_class_mask(col: Sequence[Any]) -> np.ndarray:
+    """Class values must be strings, integers, booleans or integral floats."""
+    types = _types(col)
+    if types <= {str, int, bool, NONE}:
+        return np.zeros(len(col), dtype=bool)
+    return _mask(col, lambda v: v is not None and (type(v) not in CLASS_TYPES
+                                                   or (type(v) is float and not v.is_integer())))
+
+
+def parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """RFC 3339 strings or epoch seconds -> float64 epoch seconds, and a mask of unparseable ones.
+
+    A string without an offset is read as UTC. All-string batches parse in one numpy call.
     """
     n = len(values)
-    out = np.full(n, np.nan)
-    bad: list[int] = []
-    z_idx: list[int] = []
-    z_str: list[str] = []
-    for i, v in enumerate(values):
-        t = type(v)
-        if t is str:
-            if v.endswith("Z") and 19 <= len(v) <= 30:
-                z_idx.append(i)
-                z_str.append(v[:-1])
-            else:
-                out[i] = _parse_iso(v)
-        elif t in _NUMBER_TYPES:
-            out[i] = float(v)
-        else:
-            bad.append(i)
-    if z_idx:
+    types = _types(values)
+    if types == {str}:
         try:
-            parsed = np.array(z_str, dtype="datetime64[us]")
-            out[z_idx] = parsed.astype(np.int64) / 1e6
+            parsed = np.array(values, dtype="datetime64[us]")
+            out = parsed.astype(np.int64) / 1e6
+            return out, np.isnat(parsed)
         except ValueError:
-            for i, s in zip(z_idx, z_str):
-                out[i] = _parse_iso(s + "Z")
-    bad.extend(int(i) for i in np.flatnonzero(~np.isfinite(out)) if i not in set(bad))
-    return out, sorted(set(bad))
+            pass  # at least one bad string: fall through to the per-value path
+    elif types <= NUMBER:
+        out = np.array(values, dtype=np.float64)
+        return out, ~np.isfinite(out)
+    out = np.array([_parse_one(v) for v in values], dtype=np.float64)
+    return out, ~np.isfinite(out)
 
 
-def _parse_iso(s: str) -> float:
+def _parse_one(v: Any) -> float:
+    if type(v) in NUMBER:
+        return float(v)
+    if type(v) is not str:
+        return math.nan
     try:
-        dt = datetime.fromisoformat(s)
+        dt = datetime.fromisoformat(v)
     except ValueError:
         return math.nan
     if dt.tzinfo is None:
-        return math.nan  # RFC 3339 requires an offset; a naive time would be silently ambiguous
+        dt = dt.replace(tzinfo=timezone.utc)
     return dt.timestamp()
 
 
-def _is_number(v: Any) -> bool:
-    return type(v) in _NUMBER_TYPES and math.isfinite(v)
-
-
-class RecordParser:
-    """Turns raw lines into ParsedBatch for the models of a config."""
-
-    def __init__(self, config: Config):
-        self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
-
-    def parse_lines(self, lines: Sequence[bytes]) -> ParsedBatch:
-        objs: list[Any] = []
-        rejects: list[Reject] = []
-        ok_index: list[int] = []
-        try:  # one C call for the whole batch; a single bad line sends us to the per-line path
-            objs = orjson.loads(b"[" + b",".join(lines) + b"]") if lines else []
-            ok_index = list(range(len(objs)))
-            if len(objs) != len(lines):  # a line holding "1,2" would shift positions
-                raise orjson.JSONDecodeError("count mismatch", "", 0)
-        except orjson.JSONDecodeError:
-            objs, ok_index = [], []
-            for i, line in enumerate(lines):
-                try:
-                    objs.append(orjson.loads(line))
-                    ok_index.append(i)
-                except orjson.JSONDecodeError as e:
-                    rejects.append(Reject(i, "invalid_json", f"not valid JSON: {e}"))
-        batch = self.parse_objects(objs, ok_index)
-        batch.rejects = sorted(rejects + batch.rejects, key=lambda r: r.index)
-        return batch
-
-    def parse_objects(self, objs: Sequence[Any], index: Sequence[int] | None = None) -> ParsedBatch:
-        index = list(range(len(objs))) if index is None else index
-        batch = ParsedBatch()
-        rejects = batch.rejects
-        groups_pred: dict[str, list[tuple[int, dict]]] = {}
-        groups_label: dict[str, list[tuple[int, dict]]] = {}
-        for pos, obj in zip(index, objs):
-            if type(obj) is not dict:
-                rejects.append(Reject(pos, "not_object", "a record must be a JSON object"))
-                continue
-            model = obj.get("model")
-            if model is None:
-                rejects.append(Reject(pos, "missing_field", "missing field 'model'"))
-                continue
-            if type(model) is not str:
-                rejects.append(Reject(pos, "bad_type", "'model' must be a string"))
-                continue
-            if model not in self.models:
-                rejects.append(Reject(pos, "unknown_model", f"model {model[:100]!r} is not in the config"))
-                continue
-            if "prediction" in obj or "status" in obj:
-                groups_pred.setdefault(model, []).append((pos, obj))
-            elif "label" in obj:
-                groups_label.setdefault(model, []).append((pos, obj))
-            else:
-                rejects.append(Reject(pos, "missing_field",
-                                      "a record needs 'prediction' (or 'status') or, for a late label, 'label'"))
-        for model, items in groups_pred.items():
-            cols = self._prediction_columns(self.models[model], items, rejects)
-            if cols is not None:
-                batch.predictions[model] = cols
-                batch.accepted += len(cols)
-        for model, items in groups_label.items():
-            cols = self._label_columns(items, rejects)
-            if cols is not None:
-                batch.labels[model] = cols
-                batch.accepted += len(cols.ids)
-        return batch
-
-    # ------------------------------------------------------------------ predictions
-
-    def _prediction_columns(self, m: ModelConfig, items: list[tuple[int, dict]],
-                            rejects: list[Reject]) -> PredictionColumns | None:
-        ts, bad_ts = parse_timestamps([o.get("ts") for _, o in items])
-        keep = np.ones(len(items), dtype=bool)
-        for i in bad_ts:
-            pos, o = items[i]
-            reason = "missing_field" if o.get("ts") is None else "bad_value"
-            rejects.append(Reject(pos, reason, f"'ts' must be RFC 3339 with an offset or epoch seconds, "
-                                               f"got {str(o.get('ts'))[:60]!r}"))
-            keep[i] = False
-        for i, (pos, o) in enumerate(items):
-            if not keep[i]:
-                continue
-            err = self._check_prediction(m, o)
-            if err is not None:
-                rejects.append(Reject(pos, err[0], err[1]))
-                keep[i] = False
-        if not keep.all():
-            items = [it for it, k in zip(items, keep) if k]
-            ts = ts[keep]
-        if not items:
-            return None
-        objs = [o for _, o in items]
-        status_ok = np.array([o.get("status", "ok") == "ok" for o in objs], dtype=bool)
-        latency_ms = np.array([o.get("latency_ms") for o in objs], dtype=np.float64)  # None -> NaN
-        scores = np.array([o.get("score") for o in objs], dtype=np.float64) if m.task == "binary" \
-            else np.full(len(objs), np.nan)
-        feats = [o.get("features") or {} for o in objs]
-        features: dict[str, np.ndarray] = {}
-        for f in m.numeric_features:
-            features[f] = np.array([d.get(f) for d in feats], dtype=np.float64)
-        for f in m.categorical_features:
-            col = np.empty(len(feats), dtype=object)
-            col[:] = [category_string(d.get(f)) for d in feats]
-            features[f] = col
-        return PredictionColumns(
-            ts=ts,
-            ids=[_id(o.get("id")) for o in objs],
-            versions=[_version(o.get("version")) for o in objs],
-            status_ok=status_ok,
-            latency_s=latency_ms / 1000.0,
-            predictions=[o.get("prediction") for o in objs],
-            scores=scores,
-            score_maps=[o.get("scores") for o in objs] if m.task == "multiclass" else [],
-            labels=[o.get("label") for o in objs],
-            features=features,
-        )
-
-    def _check_prediction(self, m: ModelConfig, o: dict) -> tuple[str, str] | None:
-        """Schema checks on one prediction record; returns (reason, message) or None."""
-        status = o.get("status", "ok")
-        if status not in STATUSES:
-            return "bad_value", f"'status' must be 'ok' or 'error', got {str(status)[:40]!r}"
-        pred = o.get("prediction")
-        if status == "ok":
-            if pred is None:
-                return "missing_field", "an 'ok' record needs 'prediction'"
-            if m.task == "regression":
-                if not _is_number(pred) or type(pred) is bool:
-                    return "bad_type", "'prediction' must be a finite number for a regression model"
-            elif type(pred) not in (str, int, bool) and not (type(pred) is float and pred.is_integer()):
-                return "bad_type", "'prediction' must be a class value (string, integer or boolean)"
-        for key in ("latency_ms", "score"):
-            v = o.get(key)
-            if v is not None:
-                if not _is_number(v) or type(v) is bool:
-                    return "bad_type", f"'{key}' must be a number"
-                if v < 0 or (key == "score" and v > 1):
-                    return "bad_value", f"'{key}' out of range: {v}"
-        if m.task == "multiclass" and o.get("scores") is not None:
-            sc = o["scores"]
-            if type(sc) is not dict or not all(_is_number(x) and 0 <= x <= 1 for x in sc.values()):
-                return "bad_type", "'scores' must map class -> probability in [0, 1]"
-        label = o.get("label")
-        if label is not None:
-            err = _check_label(m, label)
-            if err:
-                return err
-        feats = o.get("features")
-        if feats is not None:
-            if type(feats) is not dict:
-                return "bad_type", "'features' must be an object"
-            for f in m.numeric_features:
-                v = feats.get(f)
-                if v is not None and (type(v) not in _NUMBER_TYPES or not math.isfinite(v)):
-                    return "bad_type", f"feature {f!r} must be a finite number or null"
-            for f in m.categorical_features:
-                v = feats.get(f)
-                if v is not None and type(v) not in (str, int, bool, float):
-                    return "bad_type", f"feature {f!r} must be a string, number, boolean or null"
-        v = o.get("id")
-        if v is not None and type(v) not in (str, int):
-            return "bad_type", "'id' must be a string or integer"
-        v = o.get("version")
-        if v is not None and type(v) not in (str, int, float):
-            return "bad_type", "'version' must be a string"
-        return None
-
-    # ------------------------------------------------------------------ late labels
-
-    def _label_columns(self, items: list[tuple[int, dict]], rejects: list[Reject]) -> LabelColumns | None:
-        ids: list[str] = []
-        labels: list[Any] = []
-        raw_ts: list[Any] = []
-        for pos, o in items:
-            rid = o.get("id")
-            if rid is None:
-                rejects.append(Reject(pos, "missing_field", "a late label needs the 'id' of its prediction"))
-                continue
-            if type(rid) not in (str, int):
-                rejects.append(Reject(pos, "bad_type", "'id' must be a string or integer"))
-                continue
-            err = _check_label(self.models[o["model"]], o.get("label"))
-            if err:
-                rejects.append(Reject(pos, *err))
-                continue
-            ts = o.get("ts")
-            if ts is not None:
-                t, bad = parse_timestamps([ts])
-                if bad:
-                    rejects.append(Reject(pos, "bad_value", "'ts' must be RFC 3339 with an offset or epoch seconds"))
-                    continue
-            ids.append(str(rid))
-            labels.append(o["label"])
-            raw_ts.append(ts)
-        if not ids:
-            return None
-        ts_arr = np.full(len(ids), np.nan)
-        have = [i for i, t in enumerate(raw_ts) if t is not None]
-        if have:
-            ts_arr[have], _ = parse_timestamps([raw_ts[i] for i in have])
-        return LabelColumns(ids=ids, labels=labels, ts=ts_arr)
-
-
-def _check_label(m: ModelConfig, label: Any) -> tuple[str, str] | None:
-    if label is None:
-        return "missing_field", "missing field 'label'"
-    if m.task == "regression":
-        if not _is_number(label) or type(label) is bool:
-            return "bad_type", "'label' must be a finite number for a regression model"
-    elif type(label) not in (str, int, bool) and not (type(label) is float and label.is_integer()):
-        return "bad_type", "'label' must be a class value (string, integer or boolean)"
-    return None
+def _rows(dicts: Sequence[dict], names: Sequence[str]) -> list[tuple]:
+    """Feature values as one tuple per record (missing keys -> None)."""
+    if len(names) > 1:
+        try:
+            return list(map(itemgetter(*names), dicts))  # fast path: every record has every key
+        except KeyError:
+            pass
+    return [tuple(map(d.get, names)) for d in dicts]
 
 
 def class_key(v: Any) -> str:
     """Normalise a class value so 1, 1.0, True and "1" compare equal as "1"."""
     t = type(v)
+    if t is str:
+        return v
     if t is bool:
         return "1" if v else "0"
     if t is float and v.is_integer():
@@ -334,12 +159,268 @@ def class_key(v: Any) -> str:
     return str(v)
 
 
-def _id(v: Any) -> str | None:
-    return None if v is None else str(v)
+def class_keys(values: Sequence[Any]) -> list[str]:
+    types = _types(values)
+    if types == {str}:
+        return list(values)
+    if types == {int}:
+        return list(map(str, values))
+    return [class_key(v) for v in values]
 
 
-def _version(v: Any) -> str:
-    return "unknown" if v is None or v == "" else str(v)
+class _Checks:
+    """Collects the first failing check of each record of a group."""
+
+    def __init__(self, positions: Sequence[int]):
+        self.positions = positions
+        self.bad = np.zeros(len(positions), dtype=bool)
+        self.rejects: list[Reject] = []
+
+    def flag(self, mask: np.ndarray, reason: str, message: str | Callable[[int], str]) -> None:
+        new = mask & ~self.bad
+        if new.any():
+            for i in np.flatnonzero(new):
+                msg = message(int(i)) if callable(message) else message
+                self.rejects.append(Reject(self.positions[i], reason, msg))
+            self.bad |= new
+
+
+# ---------------------------------------------------------------------- parser
+
+
+class RecordParser:
+    """Turns raw lines into a ParsedBatch for the models of a config."""
+
+    def __init__(self, config: Config):
+        self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
+
+    def parse_lines(self, lines: Sequence[bytes]) -> ParsedBatch:
+        rejects: list[Reject] = []
+        try:  # one C call for the whole batch; a bad line sends us to the per-line path
+            objs = orjson.loads(b"[" + b",".join(lines) + b"]") if lines else []
+            if len(objs) != len(lines):  # a line like `1,2` parses but shifts positions
+                raise orjson.JSONDecodeError("count mismatch", "", 0)
+            index: list[int] | None = None
+        except orjson.JSONDecodeError:
+            objs, index = [], []
+            for i, line in enumerate(lines):
+                try:
+                    objs.append(orjson.loads(line))
+                    index.append(i)
+                except orjson.JSONDecodeError as e:
+                    rejects.append(Reject(i, "invalid_json", f"not valid JSON: {e}"))
+        batch = self.parse_objects(objs, index)
+        if rejects:
+            batch.rejects = sorted(rejects + batch.rejects, key=lambda r: r.index)
+        return batch
+
+    def parse_objects(self, objs: Sequence[Any], index: Sequence[int] | None = None) -> ParsedBatch:
+        index = range(len(objs)) if index is None else index
+        batch = ParsedBatch()
+        rejects = batch.rejects
+        groups: dict[str, tuple[list[int], list[dict]]] = {}
+        models = self.models
+        for pos, obj in zip(index, objs):
+            if type(obj) is not dict:
+                rejects.append(Reject(pos, "not_object", "a record must be a JSON object"))
+                continue
+            model = obj.get("model")
+            if type(model) is str and model in models:
+                g = groups.get(model)
+                if g is None:
+                    g = groups[model] = ([], [])
+                g[0].append(pos)
+                g[1].append(obj)
+            elif model is None:
+                rejects.append(Reject(pos, "missing_field", "missing field 'model'"))
+            elif type(model) is not str:
+                rejects.append(Reject(pos, "bad_type", "'model' must be a string"))
+            else:
+                rejects.append(Reject(pos, "unknown_model", f"model {model[:100]!r} is not in the config"))
+        for model, (positions, group) in groups.items():
+            pred_pos, pred_objs, lab_pos, lab_objs = [], [], [], []
+            for pos, o in zip(positions, group):
+                if "prediction" in o or "status" in o:
+                    pred_pos.append(pos)
+                    pred_objs.append(o)
+                elif "label" in o:
+                    lab_pos.append(pos)
+                    lab_objs.append(o)
+                else:
+                    rejects.append(Reject(pos, "missing_field", "a record needs 'prediction' (or 'status') "
+                                                                "or, for a late label, 'id' and 'label'"))
+            if pred_objs:
+                cols = self._predictions(models[model], pred_pos, pred_objs, rejects)
+                if cols is not None:
+                    batch.predictions[model] = cols
+                    batch.accepted += len(cols)
+            if lab_objs:
+                labs = self._labels(models[model], lab_pos, lab_objs, rejects)
+                if labs is not None:
+                    batch.labels[model] = labs
+                    batch.accepted += len(labs.ids)
+        if len(groups) > 1 or (rejects and groups):
+            rejects.sort(key=lambda r: r.index)
+        return batch
+
+    # ------------------------------------------------------------------ predictions
+
+    def _predictions(self, m: ModelConfig, positions: list[int], objs: list[dict],
+                     rejects: list[Reject]) -> PredictionColumns | None:
+        n = len(objs)
+        c = _Checks(positions)
+        raw_ts = [o.get("ts") for o in objs]
+        ts, bad_ts = parse_timestamps(raw_ts)
+        missing_ts = np.fromiter((v is None for v in raw_ts), dtype=bool, count=n)
+        c.flag(missing_ts, "missing_field", "missing field 'ts'")
+        c.flag(bad_ts, "bad_value", lambda i: f"'ts' must be RFC 3339 or epoch seconds, got {str(raw_ts[i])[:60]!r}")
+
+        status = [o.get("status", "ok") for o in objs]
+        if _types(status) == {str} and set(status) <= {"ok"}:
+            status_ok = np.ones(n, dtype=bool)
+        else:
+            status_ok = np.fromiter((s == "ok" for s in status), dtype=bool, count=n)
+            c.flag(_mask(status, lambda s: s not in STATUSES), "bad_value",
+                   lambda i: f"'status' must be 'ok' or 'error', got {str(status[i])[:40]!r}")
+
+        preds = [o.get("prediction") for o in objs]
+        c.flag(status_ok & _mask(preds, lambda v: v is None), "missing_field", "an 'ok' record needs 'prediction'")
+        if m.task == "regression":
+            pred_values, bad = float_column(preds)
+            c.flag(bad, "bad_type", "'prediction' must be a number for a regression model")
+        else:
+            c.flag(_bad_class_mask(preds), "bad_type", "'prediction' must be a class value (string, integer, boolean)")
+
+        latency, bad = float_column([o.get("latency_ms") for o in objs])
+        c.flag(bad, "bad_type", "'latency_ms' must be a number")
+        c.flag(latency < 0, "bad_value", "'latency_ms' must not be negative")
+        if m.task == "binary":
+            scores, bad = float_column([o.get("score") for o in objs])
+            c.flag(bad, "bad_type", "'score' must be a number")
+            c.flag((scores < 0) | (scores > 1), "bad_value", "'score' must be a probability in [0, 1]")
+        else:
+            scores = np.full(n, np.nan)
+        score_maps: list = []
+        if m.task == "multiclass":
+            score_maps = [o.get("scores") for o in objs]
+            c.flag(_mask(score_maps, _bad_score_map), "bad_type", "'scores' must map class -> probability in [0, 1]")
+
+        labels = [o.get("label") for o in objs]
+        self._check_label_values(m, labels, c, allow_none=True)
+
+        feats = [o.get("features") for o in objs]
+        if _types(feats) != {dict}:
+            bad = _mask(feats, lambda f: f is not None and type(f) is not dict)
+            c.flag(bad, "bad_type", "'features' must be an object")
+            feats = [f if type(f) is dict else {} for f in feats]
+        features = self._features(m, feats, c)
+
+        ids = [o.get("id") for o in objs]
+        versions = [o.get("version") for o in objs]
+        if not _types(ids) <= {str, NONE}:
+            c.flag(_mask(ids, lambda v: type(v) not in (str, int, NONE)), "bad_type", "'id' must be a string or integer")
+            ids = [None if v is None else str(v) for v in ids]
+        if _types(versions) != {str} or "" in versions:
+            c.flag(_mask(versions, lambda v: type(v) not in (str, int, float, NONE)), "bad_type",
+                   "'version' must be a string")
+            versions = ["unknown" if v is None or v == "" else str(v) for v in versions]
+
+        rejects.extend(c.rejects)
+        keep = ~c.bad
+        if not keep.any():
+            return None
+        if c.bad.any():
+            sel = np.flatnonzero(keep)
+            pick = lambda xs: [xs[i] for i in sel]  # noqa: E731
+            ts, status_ok, latency, scores = ts[keep], status_ok[keep], latency[keep], scores[keep]
+            features = {k: v[keep] for k, v in features.items()}
+            ids, versions, preds, labels = pick(ids), pick(versions), pick(preds), pick(labels)
+            score_maps = pick(score_maps) if score_maps else score_maps
+        return PredictionColumns(ts=ts, ids=ids, versions=versions, status_ok=status_ok,
+                                 latency_s=latency / 1000.0, predictions=preds, scores=scores,
+                                 score_maps=score_maps, labels=labels, features=features)
+
+    @staticmethod
+    def _features(m: ModelConfig, feats: list[dict], c: _Checks) -> dict[str, np.ndarray]:
+        n = len(feats)
+        out: dict[str, np.ndarray] = {}
+        if m.numeric_features:
+            names = m.numeric_features
+            rows = _rows(feats, names)
+            if _types(chain.from_iterable(rows)) <= NUMBER_OR_NONE:
+                matrix = np.array(rows, dtype=np.float64).reshape(n, len(names))
+            else:
+                bad = _mask(rows, lambda r: any(type(v) not in NUMBER_OR_NONE for v in r))
+                c.flag(bad, "bad_type", lambda i: "numeric feature(s) must be numbers or null: " + ", ".join(
+                    f for f, v in zip(names, rows[i]) if type(v) not in NUMBER_OR_NONE))
+                matrix = np.array([r if not b else (None,) * len(names) for r, b in zip(rows, bad)],
+                                  dtype=np.float64).reshape(n, len(names))
+            for j, f in enumerate(names):
+                out[f] = matrix[:, j].copy()  # contiguous: windows slice and concatenate it
+        if m.categorical_features:
+            names = m.categorical_features
+            rows = _rows(feats, names)
+            matrix = np.empty((n, len(names)), dtype=object)
+            if _types(chain.from_iterable(rows)) <= CATEGORY_OK:
+                matrix[:] = rows  # only strings and None: numpy cannot mistake a value for a sequence
+            else:
+                for i, r in enumerate(rows):
+                    for j, v in enumerate(r):
+                        matrix[i, j] = v
+            for j, f in enumerate(names):
+                col = matrix[:, j]
+                if not _types(col) <= CATEGORY_OK:
+                    bad = _mask(col, lambda v: type(v) in (dict, list))
+                    c.flag(bad, "bad_type", f"categorical feature {f!r} must be a string, number, boolean or null")
+                    col = np.array([None if type(v) in (dict, list) else category_string(v) for v in col] or [],
+                                   dtype=object)
+                out[f] = np.ascontiguousarray(col)
+        return out
+
+    @staticmethod
+    def _check_label_values(m: ModelConfig, labels: list, c: _Checks, allow_none: bool) -> None:
+        if not allow_none:
+            c.flag(_mask(labels, lambda v: v is None), "missing_field", "missing field 'label'")
+        if m.task == "regression":
+            values, bad = float_column(labels)
+            c.flag(bad, "bad_type", "'label' must be a number for a regression model")
+        else:
+            c.flag(_bad_class_mask(labels), "bad_type", "'label' must be a class value (string, integer, boolean)")
+
+    # ------------------------------------------------------------------ late labels
+
+    def _labels(self, m: ModelConfig, positions: list[int], objs: list[dict],
+                rejects: list[Reject]) -> LabelColumns | None:
+        n = len(objs)
+        c = _Checks(positions)
+        ids = [o.get("id") for o in objs]
+        c.flag(_mask(ids, lambda v: v is None), "missing_field", "a late label needs the 'id' of its prediction")
+        c.flag(_mask(ids, lambda v: type(v) not in (str, int, NONE)), "bad_type", "'id' must be a string or integer")
+        labels = [o.get("label") for o in objs]
+        self._check_label_values(m, labels, c, allow_none=False)
+        raw_ts = [o.get("ts") for o in objs]
+        ts = np.full(n, np.nan)
+        present = np.fromiter((v is not None for v in raw_ts), dtype=bool, count=n)
+        if present.any():
+            sel = np.flatnonzero(present)
+            parsed, bad = parse_timestamps([raw_ts[i] for i in sel])
+            ts[sel] = parsed
+            bad_full = np.zeros(n, dtype=bool)
+            bad_full[sel] = bad
+            c.flag(bad_full, "bad_value", "'ts' must be RFC 3339 or epoch seconds")
+        rejects.extend(c.rejects)
+        keep = np.flatnonzero(~c.bad)
+        if keep.size == 0:
+            return None
+        return LabelColumns(ids=[str(ids[i]) for i in keep], labels=[labels[i] for i in keep], ts=ts[keep])
+
+
+def _bad_score_map(v: Any) -> bool:
+    if v is None:
+        return False
+    if type(v) is not dict:
+        return True
+    return not all(type(x) in NUMBER and 0 <= x <= 1 for x in v.values())
 
 
 def iter_lines(data: bytes) -> Iterable[bytes]:
