@@ -249,3 +249,56 @@ def test_promtool_check_metrics_is_clean(promtool):
     proc = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
     assert proc.stdout.decode().strip() == "" and proc.stderr.decode().strip() == ""
+
+
+def write_reference_csv(path, records, with_score: bool):
+    cols = ["x1", "x2", "c"] + (["score"] if with_score else [])
+    rows = [",".join(cols)]
+    for r in records:
+        f = r["features"]
+        rows.append(",".join([repr(f["x1"]), repr(f["x2"]), f["c"]] + ([repr(r["score"])] if with_score else [])))
+    path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("with_score", [True, False])
+def test_file_reference_and_prediction_drift(tmp_path, with_score):
+    ref_records, _ = binary_records(2000, seed=30, inline_share=1.0)
+    ref = tmp_path / "ref.csv"
+    write_reference_csv(ref, ref_records, with_score)
+    ex = Exporter(make_config(tmp_path, reference="ref.csv", drift_window=1000))
+    ex.load_references()
+    assert ex.readiness()[0]
+    state = ex.states["bin"]
+    assert state.reference.size == 2000
+    assert (state.reference.prediction is not None) == with_score
+    # Stable traffic first (freezes the output reference when the file has none), then a shift in
+    # x1 that moves the scores: prediction PSI must see it.
+    stable, _ = binary_records(5000, seed=31, inline_share=1.0)
+    ex.ingest_lines(lines(stable), "file")
+    assert state.reference.prediction is not None
+    ex.refresh(force=True)
+    calm = value(scrape(ex), "modelmon_prediction_psi", model="bin")
+    shifted, _ = binary_records(1000, seed=32, start=T0 + 10_000, inline_share=1.0, shift=1.5)
+    ex.ingest_lines(lines(shifted), "file")
+    ex.refresh(force=True)
+    text = scrape(ex)
+    assert calm < 0.1
+    assert value(text, "modelmon_prediction_psi", model="bin") > 0.25
+    assert value(text, "modelmon_feature_psi", model="bin", feature="x1") > 0.25
+
+
+def test_multivariate_worker_sees_joint_drift_and_exports_it():
+    ex = Exporter(make_config(reference={"first": 1000}, drift_window=800))
+    base, _ = binary_records(1800, seed=40, inline_share=1.0)
+    ex.ingest_lines(lines(base), "file")
+    ex.run_multivariate()
+    calm = ex.states["bin"].multivariate
+    shifted, _ = binary_records(800, seed=41, start=T0 + 5000, inline_share=1.0, shift=1.5)
+    ex.ingest_lines(lines(shifted), "file")
+    ex.run_multivariate()
+    text = scrape(ex)
+    assert calm["drift_classifier_auc"] < 0.6
+    assert value(text, "modelmon_drift_classifier_auc", model="bin") > 0.75
+    assert value(text, "modelmon_outlier_ratio", model="bin") > calm["outlier_ratio"]
+    assert has(text, "modelmon_multivariate_last_run_timestamp_seconds", model="bin")
+    assert not has(text, "modelmon_drift_classifier_auc", model="reg")  # no traffic, no value

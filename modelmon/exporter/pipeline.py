@@ -21,7 +21,7 @@ from modelmon.exporter.histogram import LATENCY_BUCKETS
 from modelmon.exporter.joiner import LabelJoiner, Pending
 from modelmon.exporter.model_state import ModelState
 from modelmon.exporter.records import ParsedBatch, PredictionColumns, RecordParser, Reject
-from modelmon.exporter.reference import load_reference
+from modelmon.exporter.reference import ReferenceDataError, load_reference
 
 log = logging.getLogger("modelmon.exporter")
 
@@ -61,7 +61,7 @@ class Exporter:
             state = self.states[m.name]
             try:
                 cols = load_reference(m.reference.path, m.numeric_features, m.categorical_features)
-                prediction = self._reference_prediction(m, cols)
+                prediction = self._reference_prediction(m)
                 with self.lock:
                     state.set_reference({f: cols[f] for f in m.features}, prediction)
                     state.reference_error = None
@@ -71,10 +71,20 @@ class Exporter:
                 log.error("model %s: cannot load reference: %s", m.name, e)
 
     @staticmethod
-    def _reference_prediction(m, cols: dict) -> np.ndarray | None:
-        """Optional output columns in the reference file: `score` (binary) or `prediction`."""
-        key = "score" if m.task == "binary" and "score" in cols else "prediction"
-        return cols.get(key)
+    def _reference_prediction(m) -> np.ndarray | None:
+        """The model's reference outputs, when the file has them: `score` (binary) or `prediction`.
+
+        Without them, the first predictions seen are frozen as the output reference instead.
+        """
+        candidates = {"binary": [("score", True), ("prediction", True)], "regression": [("prediction", True)],
+                      "multiclass": [("prediction", False)]}[m.task]
+        for column, numeric in candidates:
+            try:
+                cols = load_reference(m.reference.path, [column] if numeric else [], [] if numeric else [column])
+            except ReferenceDataError:
+                continue
+            return cols[column]
+        return None
 
     # ------------------------------------------------------------------ ingest
 
