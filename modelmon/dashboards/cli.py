@@ -1,0 +1,123 @@
+"""`modelmon dashboards push|list`: send the generated dashboards to a Grafana, or list them.
+
+Credentials, in order: --token-file, GRAFANA_TOKEN (a service-account token, sent as a Bearer
+header), then GRAFANA_USER/GRAFANA_PASSWORD (basic auth). They are never printed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Callable
+
+DEFAULT_MESSAGE = "modelmon dashboards push"
+
+
+class CredentialsError(Exception):
+    """The credentials named on the command line cannot be used."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="dashboards_command", metavar="ACTION")
+    sub.required = True
+    push = sub.add_parser("push", help="create or update the dashboards through the Grafana HTTP API",
+                          description="Create or update the folder, the Prometheus datasource (by uid) and "
+                                      "every generated dashboard; report created/updated/unchanged.")
+    push.add_argument("--config", default="modelmon.yaml", help="modelmon config (default: %(default)s)")
+    push.add_argument("--url", help="Grafana base URL (default: grafana.url from the config)")
+    push.add_argument("--folder", help="folder title (default: grafana.folder from the config)")
+    push.add_argument("--token-file", help="file holding a Grafana service-account token "
+                                           "(default: env GRAFANA_TOKEN, then GRAFANA_USER/GRAFANA_PASSWORD)")
+    push.add_argument("--prometheus-url", default="http://localhost:9090",
+                      help="Prometheus URL as seen from Grafana, used only when the datasource must be "
+                           "created (default: %(default)s)")
+    push.add_argument("--message", default=DEFAULT_MESSAGE, help="version-history message (default: %(default)s)")
+    push.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
+    push.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request (default: %(default)s)")
+    push.add_argument("--retries", type=int, default=4,
+                      help="retries on connection errors and 5xx, with exponential backoff (default: %(default)s)")
+    lst = sub.add_parser("list", help="list the generated dashboards (uid, title, panels, file)")
+    lst.add_argument("--config", default="modelmon.yaml", help="modelmon config (default: %(default)s)")
+
+
+def _credentials(args: argparse.Namespace, environ: dict[str, str]):
+    from modelmon.dashboards.client import Credentials
+
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except OSError as e:
+            raise CredentialsError(f"cannot read --token-file {args.token_file}: {e.strerror}") from None
+        if not token:
+            raise CredentialsError(f"--token-file {args.token_file} is empty")
+        return Credentials(token=token)
+    if environ.get("GRAFANA_TOKEN"):
+        return Credentials(token=environ["GRAFANA_TOKEN"].strip())
+    if environ.get("GRAFANA_USER"):
+        return Credentials(user=environ["GRAFANA_USER"], password=environ.get("GRAFANA_PASSWORD", ""))
+    return Credentials()
+
+
+def _push(args: argparse.Namespace, sleep: Callable[[float], None], environ: dict[str, str]) -> int:
+    from modelmon.config import load_config
+    from modelmon.dashboards.client import GrafanaClient, GrafanaError
+    from modelmon.dashboards.generate import dashboards
+    from modelmon.dashboards.provisioning import DEFAULT_SCRAPE_INTERVAL, datasource_definition, folder_uid
+    from modelmon.dashboards.push import push
+
+    config = load_config(args.config)
+    url = args.url or config.grafana.url
+    folder = args.folder or config.grafana.folder
+    try:
+        credentials = _credentials(args, environ)
+    except CredentialsError as e:
+        print(f"modelmon dashboards push: {e}", file=sys.stderr)
+        return 2
+    if credentials.kind == "no credentials" and not args.dry_run:
+        print("modelmon dashboards push: no credentials: set GRAFANA_TOKEN (or --token-file) to a service-account "
+              "token with the Editor role, or GRAFANA_USER and GRAFANA_PASSWORD", file=sys.stderr)
+        return 2
+    client = GrafanaClient(url, credentials, timeout=args.timeout, retries=args.retries, sleep=sleep)
+    print(f"{'dry run: ' if args.dry_run else ''}pushing to {client.display_url} "
+          f"(folder {folder!r}, {credentials.kind})")
+    counts: dict[str, int] = {}
+
+    def report(outcome) -> None:
+        print("  " + outcome.line(args.dry_run))
+        if outcome.kind == "dashboard":
+            counts[outcome.action] = counts.get(outcome.action, 0) + 1
+
+    try:
+        push(client, dashboards(config), folder_uid=folder_uid(folder), folder_title=folder,
+             datasource=datasource_definition(config, args.prometheus_url, DEFAULT_SCRAPE_INTERVAL),
+             message=args.message, dry_run=args.dry_run, report=report)
+    except GrafanaError as e:
+        print(f"modelmon dashboards push: {e}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    would = "would be " if args.dry_run else ""
+    summary = ", ".join(f"{n} {would if action in ('created', 'updated') else ''}{action}"
+                        for action, n in sorted(counts.items()))
+    print(f"dashboards: {summary}{' (dry run, nothing written)' if args.dry_run else ''}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from modelmon.config import load_config
+    from modelmon.dashboards.generate import dashboard_path, dashboards
+    from modelmon.dashboards.queries import iter_panels
+
+    for d in dashboards(load_config(args.config)):
+        panels = [p for p in iter_panels(d) if p["type"] != "row"]
+        print(f"{d['uid']:<20} {d['title']:<36} {len(panels):>3} panels  {dashboard_path(d)}")
+    return 0
+
+
+def run(args: argparse.Namespace, *, sleep: Callable[[float], None] = time.sleep,
+        environ: dict[str, str] | None = None) -> int:
+    if args.dashboards_command == "list":
+        return _list(args)
+    return _push(args, sleep, dict(os.environ) if environ is None else environ)

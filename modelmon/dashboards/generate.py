@@ -1,0 +1,35 @@
+"""All Grafana artefacts of a config: dashboard JSON and provisioning files.
+
+``modelmon generate`` writes ``artefacts(config)``; ``dashboards push`` sends ``dashboards(config)``.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from modelmon.config import Config
+from modelmon.dashboards import drift, model_detail, overview, self_monitoring, service
+from modelmon.dashboards.provisioning import provisioning_files
+
+DASHBOARD_DIR = "grafana/dashboards"
+BUILDERS = (overview.build, model_detail.build, drift.build, service.build, self_monitoring.build)
+
+
+def dashboards(config: Config) -> list[dict[str, Any]]:
+    return [build(config) for build in BUILDERS]
+
+
+def render(dashboard: dict[str, Any]) -> str:
+    """The committed form of a dashboard: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(dashboard, sort_keys=True, indent=2) + "\n"
+
+
+def dashboard_path(dashboard: dict[str, Any]) -> str:
+    return f"{DASHBOARD_DIR}/{dashboard['uid']}.json"
+
+
+def artefacts(config: Config) -> dict[str, str]:
+    """Repo-relative path -> exact file text, for every Grafana file modelmon generates."""
+    files = {dashboard_path(d): render(d) for d in dashboards(config)}
+    files.update(provisioning_files(config))
+    return dict(sorted(files.items()))

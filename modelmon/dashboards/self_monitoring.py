@@ -1,0 +1,114 @@
+"""modelmon itself: is the exporter keeping up with the log, and is its input healthy?"""
+from __future__ import annotations
+
+from typing import Any
+
+from modelmon.config import Config
+from modelmon.dashboards import thresholds as th
+from modelmon.dashboards.base import SELF_UID, build_dashboard, factory
+from modelmon.dashboards.panels import Cell, PanelFactory, Query
+from modelmon.dashboards.promql import rate
+
+RATE = "$__rate_interval"
+EXPORTER = 'job="modelmon"'
+
+
+def _ingest_row(f: PanelFactory) -> list[Cell]:
+    return [
+        f.timeseries(
+            "Records ingested by source",
+            "Log records per second the exporter parsed, from the tailed file or POST /ingest.",
+            [Query(f"sum by (source) ({rate('modelmon_records_ingested_total', RATE)})", legend="{{source}}")],
+            unit="reqps", w=8),
+        f.timeseries(
+            "Rejected records by reason",
+            "Lines skipped as invalid (bad JSON, missing field, unknown model...). The exporter never stops "
+            "on bad input, so this is where a broken producer shows up.",
+            [Query(f"sum by (reason) ({rate('modelmon_records_rejected_total', RATE)})", legend="{{reason}}")],
+            unit="reqps", bars=True, w=8, empty_until="the log contains an invalid record"),
+        f.timeseries(
+            "Log lag",
+            "Bytes written to the prediction log that the exporter has not read yet. Growing lag means "
+            "parsing cannot keep up with the writer.",
+            [Query("sum by (instance) (modelmon_log_lag_bytes)", legend="{{instance}}")],
+            unit="bytes", w=8),
+    ]
+
+
+def _freshness_row(f: PanelFactory) -> list[Cell]:
+    return [
+        f.timeseries(
+            "Age of the newest record",
+            "Now minus the event time of each model's newest record. A model whose line climbs has stopped "
+            "logging (or its producer's clock is off).",
+            [Query("time() - max by (model) (modelmon_last_record_timestamp_seconds)", legend="{{model}}")],
+            unit="s", w=8),
+        f.timeseries(
+            "Join losses by model",
+            "Labels that found no prediction and predictions dropped before their label (ttl, full buffer).",
+            [Query(f"sum by (model) ({rate('modelmon_labels_unmatched_total', RATE)})",
+                   legend="{{model}} unmatched labels"),
+             Query(f"sum by (model, reason) ({rate('modelmon_predictions_expired_total', RATE)})",
+                   legend="{{model}} expired ({{reason}})")],
+            unit="reqps", w=8, empty_until="a label cannot be joined or a prediction expires"),
+        f.timeseries(
+            "Cardinality overflow",
+            "Label values folded into __other__ because a model exceeded its budget (versions, classes, "
+            "categories). Non-zero: raise the budget in modelmon.yaml or fix the producer.",
+            [Query(f"sum by (model, label) ({rate('modelmon_cardinality_overflow_total', RATE)})",
+                   legend="{{model}} {{label}}")],
+            unit="reqps", w=8, empty_until="a label exceeds its cardinality budget"),
+    ]
+
+
+def _scrape_row(f: PanelFactory) -> list[Cell]:
+    return [
+        f.timeseries(
+            "Scrape duration",
+            "How long Prometheus takes to scrape each exporter. Scrapes only read state, so this should "
+            "stay far below the scrape interval.",
+            [Query(f"scrape_duration_seconds{{{EXPORTER}}}", legend="{{instance}}")], unit="s", w=8),
+        f.timeseries(
+            "Samples per scrape",
+            "Series each exporter exposes. A jump means a new label value set (version, feature, class).",
+            [Query(f"scrape_samples_scraped{{{EXPORTER}}}", legend="{{instance}}")], unit="short", w=8),
+        f.stat(
+            "Targets up",
+            "1 when Prometheus reached the target at its last scrape: exporters, Prometheus, Alertmanager.",
+            [Query('up{job=~"modelmon|prometheus|alertmanager"}', legend="{{job}} {{instance}}")],
+            unit="short", steps=[th.step(th.RED, None), th.step(th.GREEN, 1)], w=8, h=8),
+        f.stat(
+            "Log rotations",
+            "Times the exporter followed a rotated or truncated log during the dashboard's time range.",
+            [Query("sum(increase(modelmon_log_rotations_total[$__range])) or vector(0)")],
+            unit="short", color_mode="value", w=6, h=6),
+        f.table(
+            "Exporter build",
+            "modelmon version each exporter instance runs.",
+            [Query("modelmon_build_info", instant=True, format="table")],
+            transformations=[{"id": "organize", "options": {
+                "excludeByName": {"Time": True, "Value": True, "__name__": True}, "indexByName": {},
+                "renameByName": {}}}],
+            w=6, h=6),
+        f.table(
+            "Firing alerts without a model",
+            "Firing alerts about the pipeline itself (exporter down, log stalled, rejected records).",
+            [Query('ALERTS{alertstate="firing", model=""}', instant=True, format="table")],
+            transformations=[{"id": "organize", "options": {
+                "excludeByName": {"Time": True, "Value": True, "__name__": True, "alertstate": True},
+                "indexByName": {}, "renameByName": {}}}],
+            w=12, h=6, empty_until="a pipeline alert fires"),
+    ]
+
+
+def build(config: Config) -> dict[str, Any]:
+    f = factory(config)
+    sections = [
+        ("Ingest", _ingest_row(f)),
+        ("Freshness and joins", _freshness_row(f)),
+        ("Scrapes", _scrape_row(f)),
+    ]
+    return build_dashboard(
+        config, uid=SELF_UID, title="modelmon · modelmon itself", kind="self",
+        description="Health of the monitoring pipeline: ingest, rejected input, log lag, joins, scrapes.",
+        sections=sections, variables=[], annotation_expr='ALERTS{alertstate="firing", model=""}')

@@ -1,0 +1,186 @@
+"""`modelmon simulate`: write a realistic prediction log, reference data and a matching config.
+
+Batch mode (--records N, or --batch with --duration/--schedule) writes everything at once with
+event times spaced 1/rate apart from --start; live mode (the default) writes in real time.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from modelmon.config import parse_duration
+from modelmon.simulate.scenarios import SCENARIOS, Timeline, parse_schedule
+
+if TYPE_CHECKING:
+    from modelmon.simulate.simulator import Simulator
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return names
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = parse_duration(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    out = p.add_argument_group("output")
+    out.add_argument("--out", metavar="LOG", help="append JSON Lines records to LOG ('-' for stdout)")
+    out.add_argument("--reference-dir", metavar="DIR", type=Path,
+                     help="write <model>.csv reference rows from the stable distribution into DIR")
+    out.add_argument("--reference-rows", metavar="N", type=int, default=5000, help="rows per reference file (5000)")
+    out.add_argument("--config-out", metavar="PATH", type=Path,
+                     help="write a modelmon.yaml for the simulated models (reference paths relative to it)")
+
+    traffic = p.add_argument_group("traffic")
+    traffic.add_argument("--models", type=_names, default=None, metavar="A,B",
+                         help="demo models to simulate (default: credit,segment,eta)")
+    traffic.add_argument("--seed", metavar="N", type=int, default=0, help="random seed; same seed and arguments, same bytes (0)")
+    traffic.add_argument("--scenario", choices=tuple(SCENARIOS), default="stable", help="scenario to run (stable)")
+    traffic.add_argument("--schedule", metavar="NAME:SECONDS,...",
+                         help="scenarios in sequence, e.g. stable:60,concept_drift:120,latency_regression:60")
+    traffic.add_argument("--loop", action="store_true", help="repeat --schedule forever (live mode)")
+    traffic.add_argument("--rate", metavar="R", type=float, default=50.0, help="records per second, all models together (50)")
+    traffic.add_argument("--records", type=int, metavar="N", help="batch mode: write N records' worth of traffic")
+    traffic.add_argument("--batch", action="store_true",
+                         help="batch mode for --duration or --schedule: write it all at once, in event time")
+    traffic.add_argument("--duration", type=_seconds, metavar="S", help="seconds (or 90s, 5m, 2h) to run")
+    traffic.add_argument("--start", metavar="TIME",
+                         help="batch mode: event time of the first record, RFC 3339 (default: so the log ends now)")
+    traffic.add_argument("--target-models", type=_names, metavar="A,B",
+                         help="models the scenario applies to (default: all; the others stay stable)")
+    traffic.add_argument("--drift-features", type=_names, metavar="F,G",
+                         help="features covariate_drift shifts (default per model: credit income,country; "
+                              "segment monthly_spend,plan; eta distance_km,city)")
+    traffic.add_argument("--missing-rate", metavar="P", type=_share, default=0.005, help="share of missing numeric values (0.005)")
+    traffic.add_argument("--error-rate", metavar="P", type=_share, default=0.001, help="baseline share of failed requests (0.001)")
+
+    labels = p.add_argument_group("labels")
+    labels.add_argument("--label-rate", metavar="P", type=_share, default=0.9, help="share of predictions that get a label (0.9)")
+    labels.add_argument("--label-delay", default="exp:30s", metavar="DIST",
+                        help="delay of label records: exp:MEAN, fixed:D, uniform:LOW..HIGH, lognormal:MEDIAN[:SIGMA] "
+                             "(exp:30s)")
+    labels.add_argument("--inline-labels", action="store_true",
+                        help="put labels on the prediction records instead (except in late_labels)")
+    labels.add_argument("--late-label-rate", metavar="P", type=_share, default=0.6,
+                        help="late_labels scenario: share of predictions that ever get a label (0.6)")
+    labels.add_argument("--late-label-delay", default="lognormal:15m", metavar="DIST",
+                        help="late_labels scenario: label delay distribution (lognormal:15m)")
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    """The first problem with this combination of options, or None."""
+    batch = args.records is not None or args.batch
+    if not (args.out or args.reference_dir or args.config_out):
+        return "nothing to do: give --out, --reference-dir and/or --config-out"
+    if args.rate <= 0:
+        return "--rate must be positive"
+    if args.records is not None and args.records < 0:
+        return "--records must not be negative"
+    if args.reference_rows < 1:
+        return "--reference-rows must be at least 1"
+    if args.records is not None and (args.schedule or args.duration):
+        return "--records sets the length: drop --schedule/--duration, or use --batch with them"
+    if args.loop and not args.schedule:
+        return "--loop repeats a --schedule"
+    if batch and args.loop:
+        return "--loop runs forever: it needs live mode (drop --records/--batch)"
+    if args.batch and args.records is None and not (args.duration or args.schedule):
+        return "--batch needs --duration or --schedule (or use --records N)"
+    if args.start and not batch:
+        return "--start is for batch mode (--records or --batch); live mode stamps records with the time now"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = _check(args)
+    if problem:
+        print(f"modelmon simulate: {problem}", file=sys.stderr)
+        return 2
+    from modelmon.simulate.demo_models import DEMO_MODELS
+    from modelmon.simulate.simulator import Simulator, parse_start
+
+    try:
+        schedule = parse_schedule(args.schedule) if args.schedule else None
+        start = parse_start(args.start) if args.start else None
+        sim = Simulator(
+            args.models or tuple(DEMO_MODELS), args.seed, target_models=args.target_models,
+            drift_features=args.drift_features, label_rate=args.label_rate, label_delay=args.label_delay,
+            inline_labels=args.inline_labels, late_label_rate=args.late_label_rate,
+            late_label_delay=args.late_label_delay, missing_rate=args.missing_rate, error_rate=args.error_rate)
+    except ValueError as e:
+        print(f"modelmon simulate: {e}", file=sys.stderr)
+        return 2
+
+    references = None
+    if args.reference_dir:
+        references = sim.write_reference(args.reference_dir, args.reference_rows)
+        print(f"wrote {len(references)} reference files to {args.reference_dir}", file=sys.stderr)
+    if args.config_out:
+        sim.write_config(args.config_out, references, args.reference_rows)
+        print(f"wrote {args.config_out}", file=sys.stderr)
+    if not args.out:
+        return 0
+    if args.records is not None or args.batch:
+        return _batch(sim, args, schedule, start)
+    return _live(sim, args, schedule)
+
+
+def _open(out: str, buffered: bool) -> AbstractContextManager[IO[bytes]]:
+    if out == "-":
+        return nullcontext(sys.stdout.buffer)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    return open(out, "ab", buffering=-1 if buffered else 0)
+
+
+def _batch(sim: Simulator, args: argparse.Namespace, schedule: list[tuple[str, float]] | None,
+           start: float | None) -> int:
+    n = args.records
+    if n is None and schedule is None:
+        n = round(args.duration * args.rate)
+    with _open(args.out, buffered=True) as fh:
+        lines = sim.write(fh, n, args.scenario, start=start, rate=args.rate, schedule=schedule)
+    print(f"wrote {lines} lines to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _live(sim: Simulator, args: argparse.Namespace, schedule: list[tuple[str, float]] | None) -> int:
+    from modelmon.simulate.live import run_live
+
+    if schedule:
+        timeline = Timeline.from_schedule(schedule, args.rate, loop=args.loop)
+    else:  # one scenario for --duration, or forever
+        timeline = Timeline(((args.scenario, 1),), loop=True)
+    stopping: list[int] = []  # SIGTERM (docker stop) ends the run as cleanly as Ctrl-C
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    print(f"writing {args.rate:g} records/s to {args.out} (Ctrl-C stops)", file=sys.stderr)
+    try:
+        with _open(args.out, buffered=False) as fh:
+            lines = run_live(sim, timeline, fh, args.rate, duration=args.duration, stop=lambda: bool(stopping))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"stopped after {lines} lines", file=sys.stderr)
+    return 0

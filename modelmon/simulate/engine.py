@@ -1,0 +1,182 @@
+"""Turn fitted models and scenarios into prediction-log records (schema v1 dicts).
+
+``RecordStream`` produces the records of consecutive traffic slots in event-time order. Labels
+that come later than their prediction wait in a heap and are emitted once their time has come,
+so a log written by one stream is ordered by ``ts`` throughout.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from modelmon.simulate.delays import DelayDistribution
+from modelmon.simulate.scenarios import SCENARIOS, Scenario, scenario
+from modelmon.simulate.spec import FittedModel, with_missing
+
+STABLE = SCENARIOS["stable"]
+LATENCY_SIGMA = 0.4  # lognormal spread of healthy latency: p99 is about 2.5x the median
+SLOW_MEDIAN_MS = 600.0  # the slow path of latency_regression
+SLOW_SIGMA = 0.5
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    """Which predictions get a ground-truth label, and when it arrives."""
+
+    rate: float = 0.9  # share of successful predictions that ever get a label
+    delay: DelayDistribution = DelayDistribution("exp", 30.0)
+    inline: bool = False  # label on the prediction record instead of a later label record
+    late_rate: float = 0.6  # the late_labels scenario: fewer labels ...
+    late_delay: DelayDistribution = DelayDistribution("lognormal", 900.0, 1.0)  # ... much later
+
+    def __post_init__(self) -> None:
+        for name in ("rate", "late_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"label {name.replace('_', ' ')} must be between 0 and 1")
+
+
+def format_ts(ms: np.ndarray) -> list[str]:
+    """Epoch milliseconds -> RFC 3339 UTC strings with millisecond precision."""
+    text = np.datetime_as_string(np.asarray(ms, dtype=np.int64).astype("datetime64[ms]"), unit="ms")
+    return [t + "Z" for t in text.tolist()]
+
+
+def _python_values(values: np.ndarray, integer: bool) -> list[Any]:
+    """A numeric column as JSON-ready Python values; NaN becomes None."""
+    missing = np.isnan(values)
+    out = (np.where(missing, 0, values).astype(np.int64) if integer else values).tolist()
+    for i in np.flatnonzero(missing).tolist():
+        out[i] = None
+    return out
+
+
+class RecordStream:
+    """Records for consecutive slots of traffic. Not thread-safe; one per output."""
+
+    def __init__(self, models: Mapping[str, FittedModel], *, targets: frozenset[str],
+                 drifted: Mapping[str, frozenset[str]], labels: LabelPolicy, rng: np.random.Generator,
+                 run_tag: str, missing_rate: float, error_rate: float):
+        self.models = list(models.values())
+        self.targets = targets
+        self.drifted = drifted
+        self.labels = labels
+        self.rng = rng
+        self.run_tag = run_tag
+        self.missing_rate = missing_rate
+        self.error_rate = error_rate
+        self._heap: list[tuple[int, int, dict]] = []  # (due ms, tie-breaker, label record)
+        self._seq = itertools.count()
+        self._next_id = 0
+
+    def emit(self, scenario_name: str, times_ms: np.ndarray) -> list[dict]:
+        """Records for one slot per time (each slot goes to a random model), preceded by every
+        pending label that is due by then."""
+        scen = scenario(scenario_name)
+        owner = self.rng.integers(len(self.models), size=len(times_ms))
+        bodies: list[dict | None] = [None] * len(times_ms)
+        later: dict[int, tuple[int, Any]] = {}  # slot -> (delay ms, label) for a later label record
+        for j, fitted in enumerate(self.models):
+            slots = np.flatnonzero(owner == j).tolist()
+            effective = scen if fitted.spec.name in self.targets else STABLE
+            if not slots or not effective.traffic:
+                continue
+            model_bodies, pending = self._model_records(fitted, effective, len(slots))
+            for k, slot in enumerate(slots):
+                bodies[slot] = model_bodies[k]
+            for k, item in pending.items():
+                later[slots[k]] = item
+        stamps = format_ts(times_ms)
+        later_slots = sorted(later)
+        due_ms = [int(times_ms[i]) + later[i][0] for i in later_slots]
+        due = dict(zip(later_slots, zip(due_ms, format_ts(np.array(due_ms, dtype=np.int64)))))
+        out: list[dict] = []
+        for i, body in enumerate(bodies):
+            self._pop_due(int(times_ms[i]), out)
+            if body is None:
+                continue
+            rid = f"req-{self.run_tag}-{self._next_id:07d}"
+            self._next_id += 1
+            out.append({"ts": stamps[i], "id": rid, **body})
+            if i in due:
+                due_at, stamp = due[i]
+                label = {"ts": stamp, "id": rid, "model": body["model"], "label": later[i][1]}
+                heapq.heappush(self._heap, (due_at, next(self._seq), label))
+        return out
+
+    def due_labels(self, until_ms: float) -> list[dict]:
+        """Pending label records due at or before ``until_ms`` (all of them for +inf)."""
+        out: list[dict] = []
+        self._pop_due(until_ms, out)
+        return out
+
+    def _pop_due(self, t: float, out: list[dict]) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= t:
+            out.append(heapq.heappop(heap)[2])
+
+    def _model_records(self, fitted: FittedModel, scen: Scenario, n: int
+                       ) -> tuple[list[dict], dict[int, tuple[int, Any]]]:
+        """n request bodies (no ts/id yet) for one model, and the later labels by position."""
+        spec, rng = fitted.spec, self.rng
+        drifted = self.drifted[spec.name] if scen.covariate_drift else frozenset()
+        cols = spec.sample(rng, n, drifted)
+        truth = spec.truth(rng, cols, scen.concept_drift)
+        seen = with_missing(spec, rng, cols, self.missing_rate)
+        predicted, proba = fitted.predict(spec.matrix(seen))
+
+        failed = rng.random(n) < (self.error_rate if scen.error_rate is None else scen.error_rate)
+        latency = rng.lognormal(np.log(spec.latency_ms), LATENCY_SIGMA, n)
+        slow = rng.random(n) < scen.slow_share
+        latency[slow] = rng.lognormal(np.log(SLOW_MEDIAN_MS), SLOW_SIGMA, int(slow.sum()))
+        policy = self.labels
+        rate, delay = (policy.late_rate, policy.late_delay) if scen.late_labels else (policy.rate, policy.delay)
+        labelled = ~failed & (rng.random(n) < rate)
+        inline = policy.inline and not scen.late_labels
+        delays_ms = np.round(delay.sample(rng, n) * 1000).astype(np.int64).tolist()
+
+        names = spec.feature_names
+        columns = [_python_values(seen[f.name], f.decimals == 0) for f in spec.numeric]
+        columns += [np.asarray(c.values, dtype=object)[seen[c.name]].tolist() for c in spec.categorical]
+        features = [dict(zip(names, row)) for row in zip(*columns)]
+        latency_ms = np.round(latency, 2).tolist()
+        outputs = self._outputs(fitted, predicted, proba)
+        label_values = self._label_values(fitted, truth)
+
+        bodies: list[dict] = []
+        later: dict[int, tuple[int, Any]] = {}
+        head = {"model": spec.name, "version": spec.version}
+        for i in range(n):
+            if failed[i]:
+                bodies.append({**head, "features": features[i], "latency_ms": latency_ms[i], "status": "error"})
+                continue
+            body = {**head, "features": features[i], **outputs[i], "latency_ms": latency_ms[i], "status": "ok"}
+            if labelled[i]:
+                if inline:
+                    body["label"] = label_values[i]
+                else:
+                    later[i] = (delays_ms[i], label_values[i])
+            bodies.append(body)
+        return bodies, later
+
+    @staticmethod
+    def _outputs(fitted: FittedModel, predicted: np.ndarray, proba: np.ndarray | None) -> list[dict]:
+        spec = fitted.spec
+        if spec.task == "regression":
+            return [{"prediction": p} for p in np.round(predicted, 2).tolist()]
+        classes = list(spec.classes)
+        labels = [classes[k] for k in predicted.tolist()]
+        if spec.task == "binary":
+            return [{"prediction": p, "score": s} for p, s in zip(labels, np.round(proba[:, 1], 4).tolist())]
+        rounded = np.round(proba, 4).tolist()
+        return [{"prediction": p, "scores": dict(zip(classes, row))} for p, row in zip(labels, rounded)]
+
+    @staticmethod
+    def _label_values(fitted: FittedModel, truth: np.ndarray) -> list[Any]:
+        if fitted.spec.task == "regression":
+            return np.asarray(truth, dtype=np.float64).tolist()
+        classes = fitted.spec.classes
+        return [classes[k] for k in truth.tolist()]

@@ -1,0 +1,234 @@
+"""The simulator's Python API: train the models once, then produce records, logs and references."""
+from __future__ import annotations
+
+import hashlib
+import time
+import zlib
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from modelmon.simulate.delays import DelayDistribution
+from modelmon.simulate.demo_models import DEMO_MODELS
+from modelmon.simulate.engine import LabelPolicy, RecordStream
+from modelmon.simulate.output import config_yaml, encode_lines, reference_csv, relative_reference
+from modelmon.simulate.scenarios import Timeline, parse_schedule
+from modelmon.simulate.spec import FittedModel, ModelSpec
+from modelmon.simulate.wide import wide_model
+
+DEFAULT_RATE = 50.0  # records per second, all models together
+CHUNK = 2048  # slots generated per vectorised step in batch mode
+MISSING_RATE = 0.005  # baseline share of missing numeric feature values
+ERROR_RATE = 0.001  # baseline share of failed requests
+StartTime = datetime | str | float | int | None
+Schedule = str | Sequence[tuple[str, float]]
+
+
+def _rng(seed: int, *keys: str) -> np.random.Generator:
+    """An independent random stream per purpose, so e.g. a model's training data does not depend
+    on which other models are simulated."""
+    return np.random.default_rng(np.random.SeedSequence([seed, *(zlib.crc32(k.encode()) for k in keys)]))
+
+
+def parse_start(start: StartTime) -> float:
+    """RFC 3339 text, a datetime with a timezone, or epoch seconds -> epoch seconds."""
+    if isinstance(start, (int, float)) and not isinstance(start, bool):
+        return float(start)
+    if isinstance(start, str):
+        try:
+            start = datetime.fromisoformat(start.replace("Z", "+00:00") if start.endswith("Z") else start)
+        except ValueError:
+            raise ValueError(f"start {start!r}: expected RFC 3339, e.g. 2026-11-23T10:00:00Z") from None
+    if isinstance(start, datetime):
+        if start.tzinfo is None:
+            raise ValueError(f"start {start.isoformat()}: needs a timezone, e.g. a trailing Z")
+        return start.timestamp()
+    raise ValueError(f"start: expected RFC 3339 text, a datetime or epoch seconds, got {start!r}")
+
+
+class Simulator:
+    """Simulated models, trained on construction (deterministic for a seed, well under 2 s).
+
+    ``models``: names of demo models (credit, segment, eta) and/or ``ModelSpec`` objects such as
+    ``Simulator.wide_model(...)``. Scenarios apply to ``target_models`` (default: all); the other
+    models stay stable. ``drift_features`` picks the features covariate_drift shifts (default: a
+    pair per model); a targeted model owning none of them keeps its features unchanged.
+    """
+
+    wide_model = staticmethod(wide_model)
+
+    def __init__(self, models: Iterable[str | ModelSpec] = tuple(DEMO_MODELS), seed: int = 0, *,
+                 target_models: Iterable[str] | None = None, drift_features: Iterable[str] | None = None,
+                 label_rate: float = 0.9, label_delay: str | DelayDistribution = "exp:30s",
+                 inline_labels: bool = False, late_label_rate: float = 0.6,
+                 late_label_delay: str | DelayDistribution = "lognormal:15m",
+                 missing_rate: float = MISSING_RATE, error_rate: float = ERROR_RATE):
+        self.seed = int(seed)
+        self.specs: dict[str, ModelSpec] = {}
+        for m in models:
+            spec = m if isinstance(m, ModelSpec) else self._demo(m)
+            if spec.name in self.specs:
+                raise ValueError(f"model {spec.name!r} given twice")
+            self.specs[spec.name] = spec
+        if not self.specs:
+            raise ValueError("no models to simulate")
+        targets = set(self.specs) if target_models is None else set(target_models)
+        unknown = targets - set(self.specs)
+        if unknown:
+            raise ValueError(f"target model(s) {', '.join(sorted(unknown))} not simulated "
+                             f"(models: {', '.join(self.specs)})")
+        self.targets = frozenset(targets)
+        self.drifted = self._drifted(drift_features)
+        self.labels = LabelPolicy(
+            rate=label_rate, delay=self._delay(label_delay), inline=inline_labels,
+            late_rate=late_label_rate, late_delay=self._delay(late_label_delay))
+        if not (0 <= missing_rate < 1 and 0 <= error_rate < 1):
+            raise ValueError("missing_rate and error_rate must be in [0, 1)")
+        self.missing_rate = missing_rate
+        self.error_rate = error_rate
+        self.fitted = {name: FittedModel(spec, _rng(self.seed, "train", name), missing_rate)
+                       for name, spec in self.specs.items()}
+
+    @staticmethod
+    def _demo(name: str) -> ModelSpec:
+        try:
+            return DEMO_MODELS[name]
+        except KeyError:
+            raise ValueError(f"unknown model {name!r} (demo models: {', '.join(DEMO_MODELS)})") from None
+
+    @staticmethod
+    def _delay(value: str | DelayDistribution) -> DelayDistribution:
+        return value if isinstance(value, DelayDistribution) else DelayDistribution.parse(value)
+
+    def _drifted(self, features: Iterable[str] | None) -> dict[str, frozenset[str]]:
+        if features is None:
+            return {name: frozenset(s.drift_defaults) for name, s in self.specs.items()}
+        wanted = set(features)
+        owned = set().union(*(self.specs[t].feature_names for t in self.targets))
+        unknown = wanted - owned
+        if unknown:
+            raise ValueError(f"drift feature(s) {', '.join(sorted(unknown))} belong to no target model")
+        return {name: frozenset(wanted & set(s.feature_names)) for name, s in self.specs.items()}
+
+    # ------------------------------------------------------------------ records
+
+    def stream(self, start: float) -> RecordStream:
+        """A record stream for a run starting at epoch seconds ``start``. Its ids carry a tag of
+        seed and start, so runs appended to one log do not reuse ids."""
+        tag = hashlib.blake2b(f"{self.seed}:{round(start * 1000)}".encode(), digest_size=3).hexdigest()
+        return RecordStream(self.fitted, targets=self.targets, drifted=self.drifted, labels=self.labels,
+                            rng=_rng(self.seed, "traffic"), run_tag=tag, missing_rate=self.missing_rate,
+                            error_rate=self.error_rate)
+
+    def _timeline(self, n: int | None = None, scenario: str = "stable", *, rate: float = DEFAULT_RATE,
+                 schedule: Schedule | None = None) -> Timeline:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        if schedule is not None:
+            if n is not None:
+                raise ValueError("give either a record count or a schedule, not both")
+            phases = parse_schedule(schedule) if isinstance(schedule, str) else list(schedule)
+            return Timeline.from_schedule(phases, rate)
+        if n is None or n < 0:
+            raise ValueError("give a record count n >= 0 or a schedule")
+        return Timeline.single(scenario, n)
+
+    def iter_records(self, n: int | None = None, scenario: str = "stable", *, start: StartTime = None,
+                     rate: float = DEFAULT_RATE, schedule: Schedule | None = None,
+                     flush_labels: bool = True) -> Iterator[dict]:
+        """Batch mode: the records of ``n`` slots of traffic (or of a schedule of
+        (scenario, seconds) phases), one slot every 1/rate s of event time from ``start``
+        (default: so that the last slot is about now). Every slot holds one request, except in
+        traffic_stop. Labels due after the last slot follow at the end unless ``flush_labels``
+        is False."""
+        timeline = self._timeline(n, scenario, rate=rate, schedule=schedule)
+        total = timeline.total or 0
+        t0 = time.time() - total / rate if start is None else parse_start(start)
+        start_ms = round(t0 * 1000)
+        stream = self.stream(start_ms / 1000)
+        for name, lo, hi in timeline.segments(0, total):
+            for a in range(lo, hi, CHUNK):
+                slots = np.arange(a, min(hi, a + CHUNK))
+                yield from stream.emit(name, start_ms + np.round(slots * 1000 / rate).astype(np.int64))
+        yield from stream.due_labels(start_ms + total * 1000 / rate)
+        if flush_labels:
+            yield from stream.due_labels(float("inf"))
+
+    def records(self, n: int | None = None, scenario: str = "stable", **kwargs) -> list[dict]:
+        """``iter_records`` as a list."""
+        return list(self.iter_records(n, scenario, **kwargs))
+
+    def write(self, out: str | Path | IO[bytes], n: int | None = None, scenario: str = "stable",
+              **kwargs) -> int:
+        """Append the records of ``iter_records`` to a file (path or binary file object) as JSON
+        Lines; returns the number of lines written."""
+        if not isinstance(out, (str, Path)):
+            return self._write_to(out, self.iter_records(n, scenario, **kwargs))
+        with open(out, "ab") as fh:
+            return self._write_to(fh, self.iter_records(n, scenario, **kwargs))
+
+    @staticmethod
+    def _write_to(fh: IO[bytes], records: Iterator[dict]) -> int:
+        count = 0
+        batch: list[dict] = []
+        for rec in records:
+            batch.append(rec)
+            if len(batch) >= CHUNK:
+                fh.write(encode_lines(batch))
+                count += len(batch)
+                batch.clear()
+        fh.write(encode_lines(batch))
+        return count + len(batch)
+
+    # ------------------------------------------------------------------ reference data and config
+
+    def reference_rows(self, model: str, n: int = 5000) -> list[dict]:
+        """n feature rows from the model's stable distribution (no missing values)."""
+        spec = self._spec(model)
+        cols = spec.sample(_rng(self.seed, "reference", model), n)
+        names = spec.feature_names
+        columns = [cols[f.name].astype(np.int64).tolist() if f.decimals == 0 else cols[f.name].tolist()
+                   for f in spec.numeric]
+        columns += [[c.values[k] for k in cols[c.name].tolist()] for c in spec.categorical]
+        return [dict(zip(names, row)) for row in zip(*columns)]
+
+    def reference_csv(self, model: str, n: int = 5000) -> str:
+        """The same rows as ``reference_rows``, as CSV text with about 4 significant digits, plus
+        the model's outputs on them (``prediction``, and ``score`` for a binary model)."""
+        spec = self._spec(model)
+        cols = spec.sample(_rng(self.seed, "reference", model), n)
+        predicted, proba = self.fitted[model].predict(spec.matrix(cols))
+        return reference_csv(spec, cols, RecordStream._outputs(self.fitted[model], predicted, proba))
+
+    def write_reference(self, directory: str | Path, n: int = 5000) -> dict[str, Path]:
+        """Write <model>.csv for every model into ``directory``; returns model -> path."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for name in self.specs:
+            paths[name] = folder / f"{name}.csv"
+            paths[name].write_text(self.reference_csv(name, n))
+        return paths
+
+    def config_yaml(self, config_path: str | Path, reference_paths: dict[str, Path] | None = None,
+                    reference_first: int = 5000) -> str:
+        """modelmon.yaml text for the simulated models. With reference files their paths are
+        written relative to ``config_path``; without, each model freezes its first records."""
+        refs = {name: (relative_reference(Path(config_path), reference_paths[name]) if reference_paths
+                       else {"first": reference_first}) for name in self.specs}
+        return config_yaml(self.specs.values(), refs)
+
+    def write_config(self, config_path: str | Path, reference_paths: dict[str, Path] | None = None,
+                     reference_first: int = 5000) -> Path:
+        path = Path(config_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.config_yaml(path, reference_paths, reference_first))
+        return path
+
+    def _spec(self, model: str) -> ModelSpec:
+        try:
+            return self.specs[model]
+        except KeyError:
+            raise ValueError(f"model {model!r} is not simulated (models: {', '.join(self.specs)})") from None

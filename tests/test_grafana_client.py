@@ -1,0 +1,299 @@
+"""`modelmon dashboards push` and the Grafana client against a local fake Grafana (tests/fake_grafana.py)."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pytest
+
+from fake_grafana import FakeGrafana
+from modelmon.config import load_config
+from modelmon.dashboards import cli
+from modelmon.dashboards.client import Credentials, GrafanaClient, GrafanaError
+from modelmon.dashboards.generate import dashboards
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = str(ROOT / "modelmon.yaml")
+ADMIN_TOKEN = "glsa_admin_S3cr3t_token_0123456789"
+EDITOR_TOKEN = "glsa_editor_S3cr3t_token_abcdef"
+VIEWER_TOKEN = "glsa_viewer_S3cr3t_token_zyxwvu"
+PASSWORD = "basic-auth-Pa55word-secret"
+SECRETS = (ADMIN_TOKEN, EDITOR_TOKEN, VIEWER_TOKEN, PASSWORD)
+UIDS = {"modelmon-overview", "modelmon-model", "modelmon-drift", "modelmon-service", "modelmon-self"}
+
+
+@pytest.fixture
+def grafana():
+    with FakeGrafana() as fake:
+        fake.state.tokens.update({ADMIN_TOKEN: "Admin", EDITOR_TOKEN: "Editor", VIEWER_TOKEN: "Viewer"})
+        fake.state.users[("admin", PASSWORD)] = "Admin"
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def capture_all_logs(caplog):
+    """Record every logger (client, urllib3, requests) at DEBUG, to prove no secret reaches a log."""
+    caplog.set_level(logging.DEBUG)
+    yield caplog
+    for record in caplog.records:
+        text = record.getMessage()
+        for secret in SECRETS:
+            assert secret not in text, f"a secret leaked into log record {record.name}"
+
+
+class Run:
+    def __init__(self, rc: int, out: str, err: str, sleeps: list[float]):
+        self.rc, self.out, self.err, self.sleeps = rc, out, err, sleeps
+
+    def assert_no_secret(self) -> None:
+        for secret in SECRETS:
+            assert secret not in self.out and secret not in self.err
+
+
+def push(capsys, url: str, *extra: str, env: dict[str, str] | None = None, config: str = CONFIG) -> Run:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["push", "--config", config, "--url", url, "--retries", "3", "--timeout", "5", *extra])
+    sleeps: list[float] = []
+    rc = cli.run(args, sleep=sleeps.append, environ={"GRAFANA_TOKEN": ADMIN_TOKEN} if env is None else env)
+    captured = capsys.readouterr()
+    run = Run(rc, captured.out, captured.err, sleeps)
+    run.assert_no_secret()
+    return run
+
+
+def dashboard_lines(out: str) -> dict[str, str]:
+    """uid -> action from the per-dashboard report lines."""
+    result = {}
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("dashboard "):
+            uid = line.split()[1]
+            result[uid] = line.rsplit(": ", 1)[1]
+    return result
+
+
+def test_first_push_creates_everything_second_is_unchanged(grafana, capsys):
+    first = push(capsys, grafana.url)
+    assert first.rc == 0, first.err
+    assert dashboard_lines(first.out) == {uid: "created" for uid in UIDS}
+    assert "folder modelmon (modelmon): created" in first.out
+    assert "datasource modelmon-prometheus" in first.out and "created" in first.out
+    assert set(grafana.state.dashboards) == UIDS
+    assert all(e["folderUid"] == "modelmon" for e in grafana.state.dashboards.values())
+    assert grafana.state.datasources["modelmon-prometheus"]["type"] == "prometheus"
+    assert all(e["message"] == "modelmon dashboards push" for e in grafana.state.dashboards.values())
+    assert grafana.state.authorization_headers[-1] == f"Bearer {ADMIN_TOKEN}"
+
+    writes_before = len(grafana.writes())
+    second = push(capsys, grafana.url, "--message", "second run")
+    assert second.rc == 0, second.err
+    assert dashboard_lines(second.out) == {uid: "unchanged" for uid in UIDS}
+    assert "5 unchanged" in second.out
+    assert len(grafana.writes()) == writes_before  # nothing was written the second time
+    assert all(e["dashboard"]["version"] == 1 for e in grafana.state.dashboards.values())
+
+
+def test_changed_threshold_updates_only_affected_dashboards(grafana, capsys, tmp_path):
+    assert push(capsys, grafana.url).rc == 0
+    text = (ROOT / "modelmon.yaml").read_text().replace(
+        "mae: {warning: 6.0, critical: 9.0}", "mae: {warning: 7.0, critical: 9.0}")
+    changed = tmp_path / "modelmon.yaml"
+    changed.write_text(text)
+    run = push(capsys, grafana.url, config=str(changed))
+    assert run.rc == 0, run.err
+    actions = dashboard_lines(run.out)
+    # MAE thresholds appear on the overview (eta's quality stat) and the model detail dashboard.
+    assert actions == {"modelmon-overview": "updated", "modelmon-model": "updated", "modelmon-drift": "unchanged",
+                       "modelmon-service": "unchanged", "modelmon-self": "unchanged"}
+    assert grafana.state.dashboards["modelmon-model"]["dashboard"]["version"] == 2
+
+
+def test_dry_run_reports_and_writes_nothing(grafana, capsys):
+    run = push(capsys, grafana.url, "--dry-run")
+    assert run.rc == 0, run.err
+    assert dashboard_lines(run.out) == {uid: "would be created" for uid in UIDS}
+    assert "dashboards: 5 would be created (dry run, nothing written)" in run.out
+    assert grafana.writes() == []
+    assert grafana.state.dashboards == {} and grafana.state.folders == {}
+
+
+def test_dry_run_shows_updates_against_an_existing_grafana(grafana, capsys):
+    assert push(capsys, grafana.url).rc == 0
+    grafana.state.dashboards["modelmon-drift"]["dashboard"]["title"] = "edited by hand"
+    run = push(capsys, grafana.url, "--dry-run")
+    assert dashboard_lines(run.out)["modelmon-drift"] == "would be updated"
+    assert dashboard_lines(run.out)["modelmon-self"] == "unchanged"
+    assert grafana.state.dashboards["modelmon-drift"]["dashboard"]["title"] == "edited by hand"
+
+
+def test_retries_5xx_and_dropped_connections_with_backoff(grafana, capsys):
+    grafana.fail_next("GET", "/api/health", 503, times=2)
+    grafana.fail_next("POST", "/api/dashboards/db", "drop")
+    grafana.fail_next("GET", "/api/dashboards/uid/modelmon-self", 502)
+    run = push(capsys, grafana.url)
+    assert run.rc == 0, run.err
+    assert dashboard_lines(run.out) == {uid: "created" for uid in UIDS}
+    # Exponential: two health retries (0.5, 1.0), then one retry each for the drop and the 502.
+    assert run.sleeps == [0.5, 1.0, 0.5, 0.5]
+    statuses = [s for _, _, s in grafana.state.requests]
+    assert statuses.count(503) == 2 and statuses.count("drop") == 1 and statuses.count(502) == 1
+
+
+def test_retries_are_bounded(grafana, capsys):
+    grafana.fail_next("GET", "/api/health", 500, times=10)
+    run = push(capsys, grafana.url)
+    assert run.rc == 1
+    assert "after 4 attempts" in run.err and "HTTP 500" in run.err
+    assert run.sleeps == [0.5, 1.0, 2.0]
+
+
+def test_unreachable_grafana_fails_clearly(capsys):
+    from conftest import free_port
+
+    run = push(capsys, f"http://127.0.0.1:{free_port()}")
+    assert run.rc == 1
+    assert "did not answer" in run.err and "ConnectionError" in run.err
+    assert len(run.sleeps) == 3
+
+
+@pytest.mark.parametrize("env", [{"GRAFANA_TOKEN": "wrong-" + ADMIN_TOKEN},
+                                 {"GRAFANA_USER": "admin", "GRAFANA_PASSWORD": "wrong-" + PASSWORD}])
+def test_401_names_the_credentials_to_fix(grafana, capsys, env):
+    run = push(capsys, grafana.url, env=env)
+    assert run.rc == 1
+    assert "HTTP 401" in run.err and "Unauthorized" in run.err and "GRAFANA_TOKEN" in run.err
+    assert grafana.writes() == []
+
+
+def test_no_credentials_is_refused_before_any_request(grafana, capsys):
+    run = push(capsys, grafana.url, env={})
+    assert run.rc == 2 and "no credentials" in run.err
+    assert grafana.state.requests == []
+
+
+def test_403_for_a_viewer_token(grafana, capsys):
+    run = push(capsys, grafana.url, env={"GRAFANA_TOKEN": VIEWER_TOKEN})
+    assert run.rc == 1
+    assert "HTTP 403" in run.err and "folders:create" in run.err and "Editor role" in run.err
+    assert grafana.state.dashboards == {}
+
+
+def test_editor_token_pushes_dashboards_without_datasource_access(grafana, capsys):
+    run = push(capsys, grafana.url, env={"GRAFANA_TOKEN": EDITOR_TOKEN})
+    assert run.rc == 0, run.err
+    assert "datasource modelmon-prometheus (modelmon Prometheus): skipped" in run.out
+    assert set(grafana.state.dashboards) == UIDS and grafana.state.datasources == {}
+
+
+def test_basic_auth_fallback_and_token_file(grafana, capsys, tmp_path):
+    run = push(capsys, grafana.url, env={"GRAFANA_USER": "admin", "GRAFANA_PASSWORD": PASSWORD})
+    assert run.rc == 0, run.err
+    assert "basic auth" in run.out
+    assert grafana.state.authorization_headers[-1].startswith("Basic ")
+
+    token_file = tmp_path / "token"
+    token_file.write_text(EDITOR_TOKEN + "\n")
+    run = push(capsys, grafana.url, "--token-file", str(token_file), env={"GRAFANA_TOKEN": "ignored"})
+    assert run.rc == 0, run.err
+    assert grafana.state.authorization_headers[-1] == f"Bearer {EDITOR_TOKEN}"
+
+
+def test_unusable_token_file(grafana, capsys, tmp_path):
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    for path in (empty, tmp_path / "missing"):
+        run = push(capsys, grafana.url, "--token-file", str(path))
+        assert run.rc == 2 and "--token-file" in run.err
+    assert grafana.state.requests == []
+
+
+def test_existing_datasource_is_left_alone(grafana, capsys):
+    grafana.state.datasources["modelmon-prometheus"] = {"uid": "modelmon-prometheus", "name": "Prom", "type":
+                                                        "prometheus", "url": "http://elsewhere:9090"}
+    run = push(capsys, grafana.url)
+    assert run.rc == 0
+    assert "datasource modelmon-prometheus (Prom): exists" in run.out
+    assert grafana.state.datasources["modelmon-prometheus"]["url"] == "http://elsewhere:9090"
+
+
+def test_datasource_name_taken_by_another_uid(grafana, capsys):
+    grafana.state.datasources["other"] = {"uid": "other", "name": "modelmon Prometheus", "type": "prometheus"}
+    run = push(capsys, grafana.url)
+    assert run.rc == 1
+    assert "HTTP 409" in run.err and "grafana.datasource_uid" in run.err
+
+
+def test_provisioned_dashboard_is_not_overwritten(grafana, capsys):
+    config = load_config(CONFIG)
+    stale = {**dashboards(config)[0], "title": "older provisioned copy"}
+    grafana.add_dashboard(stale, "modelmon", provisioned=True)
+    run = push(capsys, grafana.url)
+    assert run.rc == 1
+    assert "provisioning files" in run.err and "modelmon-overview" in run.err
+    assert grafana.state.dashboards["modelmon-overview"]["dashboard"]["title"] == "older provisioned copy"
+
+
+def test_plugin_dashboard_412(grafana, capsys):
+    config = load_config(CONFIG)
+    grafana.add_dashboard({**dashboards(config)[1], "title": "plugin copy"}, "modelmon", plugin="some-app")
+    run = push(capsys, grafana.url)
+    assert run.rc == 1
+    assert "HTTP 412 (plugin-dashboard)" in run.err and "belongs to plugin some-app" in run.err
+
+
+# ---------------------------------------------------------------------- client API level
+
+
+def client_for(grafana: FakeGrafana, token: str = ADMIN_TOKEN) -> GrafanaClient:
+    return GrafanaClient(grafana.url, Credentials(token=token), retries=0, sleep=lambda s: None)
+
+
+def test_412_version_mismatch_without_overwrite(grafana):
+    client = client_for(grafana)
+    client.create_folder("modelmon", "modelmon")
+    dash = dashboards(load_config(CONFIG))[4]
+    first = client.save_dashboard({**dash, "id": None}, folder_uid="modelmon", message="m")
+    assert first["status"] == "success" and first["version"] == 1
+    client.save_dashboard({**dash, "id": None, "version": 1}, folder_uid="modelmon", message="m", overwrite=False)
+    with pytest.raises(GrafanaError) as err:  # version 1 is stale now: Grafana holds version 2
+        client.save_dashboard({**dash, "id": None, "version": 1}, folder_uid="modelmon", message="m",
+                              overwrite=False)
+    assert err.value.status == 412 and err.value.grafana_status == "version-mismatch"
+    assert "changed by someone else" in str(err.value) and "push again" in str(err.value)
+
+
+def test_412_name_exists_without_overwrite(grafana):
+    client = client_for(grafana)
+    dash = dashboards(load_config(CONFIG))[4]
+    client.save_dashboard({**dash, "id": None}, folder_uid="", message="m")
+    with pytest.raises(GrafanaError) as err:
+        client.save_dashboard({**dash, "id": None, "uid": "another-uid"}, folder_uid="", message="m",
+                              overwrite=False)
+    assert err.value.status == 412 and err.value.grafana_status == "name-exists"
+
+
+def test_400_messages_are_grafanas(grafana):
+    client = client_for(grafana)
+    with pytest.raises(GrafanaError) as err:
+        client.save_dashboard({"uid": "x", "title": " "}, folder_uid="", message="m")
+    assert err.value.status == 400 and "Dashboard title cannot be empty" in str(err.value)
+    grafana.add_dashboard({"uid": "prov", "title": "Provisioned"}, provisioned=True)
+    with pytest.raises(GrafanaError) as err:
+        client.save_dashboard({"uid": "prov", "title": "Provisioned"}, folder_uid="", message="m")
+    assert err.value.status == 400 and "Cannot save provisioned dashboard" in str(err.value)
+    assert "modelmon generate" in str(err.value)
+
+
+def test_get_dashboard_404_is_none_and_health_needs_database_ok(grafana):
+    client = client_for(grafana)
+    assert client.get_dashboard("nope") is None
+    assert client.health()["database"] == "ok"
+
+
+def test_credentials_never_show_in_repr_or_url():
+    creds = Credentials(token=ADMIN_TOKEN)
+    assert ADMIN_TOKEN not in repr(creds) and ADMIN_TOKEN not in str(creds)
+    client = GrafanaClient(f"http://admin:{PASSWORD}@127.0.0.1:1", Credentials(user="admin", password=PASSWORD))
+    assert PASSWORD not in client.display_url
