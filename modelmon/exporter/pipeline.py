@@ -117,14 +117,11 @@ class Exporter:
 
     def _labels_of(self, state: ModelState, cols: PredictionColumns, versions: list[str]) -> None:
         """Inline labels go straight to quality; unlabelled predictions with an id wait for one."""
-        lab_idx, wait_idx = [], []
-        for i, (ok, label, rid) in enumerate(zip(cols.status_ok, cols.labels, cols.ids)):
-            if not ok:
-                continue
-            if label is not None:
-                lab_idx.append(i)
-            elif rid is not None:
-                wait_idx.append(i)
+        n = len(cols)
+        labelled = cols.status_ok & np.fromiter((x is not None for x in cols.labels), dtype=bool, count=n)
+        with_id = np.fromiter((x is not None for x in cols.ids), dtype=bool, count=n)
+        lab_idx = np.flatnonzero(labelled).tolist()
+        wait_idx = np.flatnonzero(cols.status_ok & ~labelled & with_id).tolist()
         if lab_idx:
             idx = np.asarray(lab_idx)
             state.add_labelled([versions[i] for i in lab_idx], [cols.predictions[i] for i in lab_idx],

@@ -187,6 +187,18 @@ class _Checks:
 
 # ---------------------------------------------------------------------- parser
 
+_NOT_OBJECT = object()  # stands for "this record is not a JSON object" in the model column
+
+
+def _bad_model(pos: int, name: Any) -> Reject:
+    if name is _NOT_OBJECT:
+        return Reject(pos, "not_object", "a record must be a JSON object")
+    if name is None:
+        return Reject(pos, "missing_field", "missing field 'model'")
+    if type(name) is not str:
+        return Reject(pos, "bad_type", "'model' must be a string")
+    return Reject(pos, "unknown_model", f"model {name[:100]!r} is not in the config")
+
 
 class RecordParser:
     """Turns raw lines into a ParsedBatch for the models of a config."""
@@ -196,16 +208,15 @@ class RecordParser:
 
     def parse_lines(self, lines: Sequence[bytes]) -> ParsedBatch:
         rejects: list[Reject] = []
-        try:  # one C call for the whole batch; a bad line sends us to the per-line path
-            objs = orjson.loads(b"[" + b",".join(lines) + b"]") if lines else []
-            if len(objs) != len(lines):  # a line like `1,2` parses but shifts positions
-                raise orjson.JSONDecodeError("count mismatch", "", 0)
-            index: list[int] | None = None
+        loads = orjson.loads
+        try:  # the common case: every line parses (per-line loads beat one joined array)
+            objs = [loads(line) for line in lines]
+            index: Sequence[int] | None = None
         except orjson.JSONDecodeError:
             objs, index = [], []
             for i, line in enumerate(lines):
                 try:
-                    objs.append(orjson.loads(line))
+                    objs.append(loads(line))
                     index.append(i)
                 except orjson.JSONDecodeError as e:
                     rejects.append(Reject(i, "invalid_json", f"not valid JSON: {e}"))
@@ -218,37 +229,38 @@ class RecordParser:
         index = range(len(objs)) if index is None else index
         batch = ParsedBatch()
         rejects = batch.rejects
-        groups: dict[str, tuple[list[int], list[dict]]] = {}
         models = self.models
-        for pos, obj in zip(index, objs):
-            if type(obj) is not dict:
-                rejects.append(Reject(pos, "not_object", "a record must be a JSON object"))
-                continue
-            model = obj.get("model")
-            if type(model) is str and model in models:
-                g = groups.get(model)
-                if g is None:
-                    g = groups[model] = ([], [])
-                g[0].append(pos)
-                g[1].append(obj)
-            elif model is None:
-                rejects.append(Reject(pos, "missing_field", "missing field 'model'"))
-            elif type(model) is not str:
-                rejects.append(Reject(pos, "bad_type", "'model' must be a string"))
-            else:
-                rejects.append(Reject(pos, "unknown_model", f"model {model[:100]!r} is not in the config"))
-        for model, (positions, group) in groups.items():
-            pred_pos, pred_objs, lab_pos, lab_objs = [], [], [], []
-            for pos, o in zip(positions, group):
-                if "prediction" in o or "status" in o:
-                    pred_pos.append(pos)
-                    pred_objs.append(o)
-                elif "label" in o:
-                    lab_pos.append(pos)
-                    lab_objs.append(o)
+        names = [o.get("model") if type(o) is dict else _NOT_OBJECT for o in objs]
+        if _types(names) != {str} or not set(names) <= models.keys():  # some records have no usable model
+            usable = []
+            for i, n in enumerate(names):
+                if type(n) is str and n in models:
+                    usable.append(n)
                 else:
-                    rejects.append(Reject(pos, "missing_field", "a record needs 'prediction' (or 'status') "
-                                                                "or, for a late label, 'id' and 'label'"))
+                    rejects.append(_bad_model(index[i], n))
+                    usable.append(None)
+            names = usable
+        distinct = set(names) - {None}
+        for model in sorted(distinct):
+            sel = [i for i, n in enumerate(names) if n == model] if len(distinct) > 1 or None in names \
+                else range(len(objs))
+            group = [objs[i] for i in sel]
+            kinds = ["prediction" in o or "status" in o for o in group]
+            if all(kinds):
+                pred_pos, pred_objs, lab_pos, lab_objs = [index[i] for i in sel], group, [], []
+            else:
+                pred_pos = [index[i] for i, k in zip(sel, kinds) if k]
+                pred_objs = [o for o, k in zip(group, kinds) if k]
+                lab_pos, lab_objs = [], []
+                for i, o, k in zip(sel, group, kinds):
+                    if k:
+                        continue
+                    if "label" in o:
+                        lab_pos.append(index[i])
+                        lab_objs.append(o)
+                    else:
+                        rejects.append(Reject(index[i], "missing_field", "a record needs 'prediction' (or 'status') "
+                                                                         "or, for a late label, 'id' and 'label'"))
             if pred_objs:
                 cols = self._predictions(models[model], pred_pos, pred_objs, rejects)
                 if cols is not None:
@@ -259,7 +271,7 @@ class RecordParser:
                 if labs is not None:
                     batch.labels[model] = labs
                     batch.accepted += len(labs.ids)
-        if len(groups) > 1 or (rejects and groups):
+        if rejects:
             rejects.sort(key=lambda r: r.index)
         return batch
 
@@ -347,14 +359,15 @@ class RecordParser:
         if m.numeric_features:
             names = m.numeric_features
             rows = _rows(feats, names)
-            if _types(chain.from_iterable(rows)) <= NUMBER_OR_NONE:
+            try:  # numbers, null, and (leniently) booleans and numeric strings convert in one call
                 matrix = np.array(rows, dtype=np.float64).reshape(n, len(names))
-            else:
-                bad = _mask(rows, lambda r: any(type(v) not in NUMBER_OR_NONE for v in r))
+            except (ValueError, TypeError, OverflowError):
+                bad = _mask(rows, lambda r: any(map(_not_a_number, r)))
                 c.flag(bad, "bad_type", lambda i: "numeric feature(s) must be numbers or null: " + ", ".join(
-                    f for f, v in zip(names, rows[i]) if type(v) not in NUMBER_OR_NONE))
+                    f for f, v in zip(names, rows[i]) if _not_a_number(v)))
                 matrix = np.array([r if not b else (None,) * len(names) for r, b in zip(rows, bad)],
                                   dtype=np.float64).reshape(n, len(names))
+            c.flag(np.isinf(matrix).any(axis=1), "bad_value", "numeric features must be finite")
             for j, f in enumerate(names):
                 out[f] = matrix[:, j].copy()  # contiguous: windows slice and concatenate it
         if m.categorical_features:
@@ -413,6 +426,21 @@ class RecordParser:
         if keep.size == 0:
             return None
         return LabelColumns(ids=[str(ids[i]) for i in keep], labels=[labels[i] for i in keep], ts=ts[keep])
+
+
+def _not_a_number(v: Any) -> bool:
+    """What a numeric feature cannot hold. Booleans (0/1) and numeric strings are accepted."""
+    if v is None or type(v) in (float, bool):
+        return False
+    if type(v) is int:
+        return abs(v) > 2**1023  # beyond float range
+    if type(v) is not str:
+        return True
+    try:
+        float(v)
+    except ValueError:
+        return True
+    return False
 
 
 def _bad_score_map(v: Any) -> bool:

@@ -1,0 +1,422 @@
+"""Follow a JSON Lines prediction log like ``tail -F``, with a position that survives restarts.
+
+`LogFollower` is the exporter's file source. One thread calls `poll()` to get the complete lines
+written since the last call, processes them, then calls `commit()` to persist the position.
+
+Guarantees and limits (the tests in tests/test_tailer.py check each one):
+
+* **Start.** A state file that matches the file (same ``(st_dev, st_ino)`` and the same first
+  bytes up to the saved offset, at most 256) resumes exactly at the committed offset. If the
+  committed file was renamed away while we were down (logrotate ``create``), it is found among
+  the log's siblings (``app.log*``) by identity, drained, and then the new file is read from 0.
+  A state that matches nothing (file replaced, recycled inode with other content, truncated below
+  the offset) starts the current file at 0 and counts a rotation. ``from_start=True`` ignores the
+  state and reads from 0. No state: start at the END of the current file (tail semantics: only
+  lines completed after start are delivered; a line being written at start is delivered whole),
+  or at 0 if the file does not exist yet. A missing file is waited for, never an error.
+* **Rename rotation** (``app.log`` -> ``app.log.1``, new ``app.log``): when ``path`` names another
+  file *that has data*, the old descriptor is drained to EOF (lines the writer appended after the
+  rename are kept), its unterminated last line is delivered, and the new file is read from 0.
+  While the new file is still empty the old one keeps being followed, so a writer that reopens
+  late (logrotate ``create`` + a postrotate signal) loses nothing. Lost: lines written to the old
+  file after we switched, and a whole file if it was rotated out *twice* between two polls while
+  we were running (poll far more often than you rotate).
+* **Copytruncate / truncation**: the file shrinking below the read offset, or its first bytes
+  changing (truncated and rewritten past our offset), restarts it at 0 and counts a rotation.
+  A buffered partial line is dropped: its start went to the copy. Lines appended between the copy
+  and the truncate are lost by copytruncate itself; no reader can see them.
+* **Lines**: split on ``\\n``; one trailing ``\\r`` is stripped; empty and whitespace-only lines
+  are skipped; a final line without ``\\n`` is held back until completed (or its file is
+  abandoned by a rename rotation). A line longer than ``max_line_bytes`` (16 MiB) is skipped
+  without buffering it whole and counted in `oversized_lines`.
+* **Memory**: at most ``max_batch_bytes`` are read per poll (in 1 MiB chunks); the only carried
+  buffer is one partial line (< ``max_line_bytes`` + 1 MiB).
+* **Restart**: the start position is committed by the constructor, so a crash before the first
+  `commit()` resumes where this instance started instead of at a new end of file. `commit()` writes the offset just past the last line returned (or skipped) to the
+  state file atomically (tmp file, fsync, ``os.replace``, directory fsync). Delivery is
+  at-least-once: a crash after `poll()` and before `commit()` re-delivers exactly the lines
+  returned since the last commit; a crash after `commit()` re-delivers nothing and loses nothing.
+  The state also records being inside an oversized line, so a restart keeps skipping it.
+
+Not thread-safe: call `poll`/`commit`/`close` from one thread. The counters and `lag_bytes`
+(measured at the end of each poll) may be read from any thread.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_BYTES = 256
+READ_CHUNK = 1 << 20
+DEFAULT_MAX_LINE_BYTES = 16 << 20
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class _SavedPosition:
+    """The committed position in one file, as read from the state file."""
+    dev: int
+    ino: int
+    offset: int
+    fingerprint_len: int
+    fingerprint_sha256: str
+    skipping: bool  # the offset is inside an oversized line
+
+
+# State written while no file is open yet: start the file at 0 whenever it appears.
+_WAITING = "waiting"
+
+
+class _OpenFile:
+    """An open descriptor, its identity, and the first bytes we read from it."""
+
+    def __init__(self, fd: int, st: os.stat_result, read_offset: int):
+        self.fd = fd
+        self.identity = (st.st_dev, st.st_ino)
+        self.read_offset = read_offset
+        # Invariant: prefix == the file's first min(FINGERPRINT_BYTES, read_offset) bytes.
+        self.prefix = os.pread(fd, min(FINGERPRINT_BYTES, read_offset), 0)
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class LogFollower:
+    """Complete lines of a growing, rotating log file, with a committable position."""
+
+    def __init__(self, path: str | Path, state_path: str | Path | None = None, from_start: bool = False,
+                 max_batch_bytes: int = 4 << 20, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
+        if max_batch_bytes <= 0 or max_line_bytes <= 0:
+            raise ValueError("max_batch_bytes and max_line_bytes must be positive")
+        self.path = Path(path)
+        self.state_path = Path(state_path) if state_path is not None else None
+        self.max_batch_bytes = max_batch_bytes
+        self.max_line_bytes = max_line_bytes
+        self._file: _OpenFile | None = None
+        self._pending = bytearray()  # the unterminated last line read so far
+        self._skipping = False  # inside an oversized line: drop bytes up to the next newline
+        self._consumed = 0  # offset just past the last line returned or skipped
+        self._rotations = 0
+        self._oversized = 0
+        self._lag = 0
+        self._closed = False
+        self._last_state: dict | None = None
+        self._last_open_error: str | None = None
+        self._start(from_start)
+        self._lag = self._measure_lag()
+        # Make the start position durable now: a crash before the first commit() must not make
+        # the next start tail from a later end of file (losing the lines in between).
+        self.commit()
+
+    # -- public API --------------------------------------------------------------------------
+
+    def poll(self) -> list[bytes]:
+        """Complete lines available now, oldest first; [] when there is nothing new."""
+        if self._closed:
+            raise ValueError("poll() on a closed LogFollower")
+        out: list[bytes] = []
+        if self._file is None:
+            self._open_path(at_end=False)
+        if self._file is not None:
+            self._check_truncation()
+            budget, at_eof = self._read(self.max_batch_bytes, out)
+            if at_eof and self._successor_has_data():
+                # The writer may have appended to the old file between our read and the stat.
+                budget, at_eof = self._read(budget, out)
+                if at_eof:
+                    self._switch_to_successor(out)
+                    if self._file is not None:
+                        self._read(budget, out)
+        self._lag = self._measure_lag()
+        return out
+
+    def commit(self) -> None:
+        """Persist the position after every line returned so far (no-op without a state file)."""
+        if self._closed:
+            raise ValueError("commit() on a closed LogFollower")
+        if self.state_path is None:
+            return
+        state = self._state()
+        if state == self._last_state:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_name(f"{self.state_path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(json.dumps(state, sort_keys=True).encode() + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.state_path)
+        dir_fd = os.open(self.state_path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
+        self._last_state = state
+
+    def close(self) -> None:
+        """Release the file descriptor. Commit first if the position should be kept."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._closed = True
+
+    def __enter__(self) -> LogFollower:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def lag_bytes(self) -> int:
+        """Bytes written but not yet returned (old file rest + a pending new file), as of the last poll."""
+        return self._lag
+
+    @property
+    def rotations(self) -> int:
+        """Rename rotations, truncations and unresumable state files seen by this instance."""
+        return self._rotations
+
+    @property
+    def oversized_lines(self) -> int:
+        """Lines longer than max_line_bytes that were skipped."""
+        return self._oversized
+
+    @property
+    def is_open(self) -> bool:
+        return self._file is not None
+
+    # -- start -------------------------------------------------------------------------------
+
+    def _start(self, from_start: bool) -> None:
+        saved = None if from_start else self._load_state()
+        if from_start or saved == _WAITING:
+            self._open_path(at_end=False)
+        elif saved is None:
+            self._open_path(at_end=True)
+        elif not self._resume(saved):
+            log.info("log %s: saved position does not match any file, reading from the start", self.path)
+            self._rotations += 1
+            self._open_path(at_end=False)
+
+    def _load_state(self) -> _SavedPosition | str | None:
+        if self.state_path is None or not self.state_path.exists():
+            return None
+        try:
+            data = json.loads(self.state_path.read_bytes())
+            if data["version"] != STATE_VERSION:
+                raise ValueError(f"unsupported version {data['version']!r}")
+            if data["file"] is None:
+                return _WAITING
+            f = data["file"]
+            return _SavedPosition(int(f["dev"]), int(f["ino"]), int(f["offset"]), int(f["fingerprint_len"]),
+                                  str(f["fingerprint_sha256"]), bool(f["skipping"]))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("ignoring unreadable state file %s (%s); tailing %s from its end",
+                        self.state_path, e, self.path)
+            return None
+
+    def _resume(self, saved: _SavedPosition) -> bool:
+        """Open the saved file at the saved offset: `path` itself, or a renamed sibling of it."""
+        siblings = sorted(glob.glob(glob.escape(str(self.path)) + "?*"))
+        for candidate in [str(self.path), *siblings]:
+            try:
+                fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (saved.dev, saved.ino) and self._content_matches(fd, st, saved):
+                self._file = _OpenFile(fd, st, saved.offset)
+                self._consumed = saved.offset
+                self._skipping = saved.skipping
+                if candidate != str(self.path):
+                    log.info("log %s: resuming rotated file %s before the new one", self.path, candidate)
+                return True
+            os.close(fd)
+        return False
+
+    @staticmethod
+    def _content_matches(fd: int, st: os.stat_result, saved: _SavedPosition) -> bool:
+        if st.st_size < saved.offset:
+            return False
+        head = os.pread(fd, saved.fingerprint_len, 0)
+        return len(head) == saved.fingerprint_len and hashlib.sha256(head).hexdigest() == saved.fingerprint_sha256
+
+    def _open_path(self, at_end: bool) -> None:
+        """Open `path` at 0, or at the start of its last incomplete line; stay closed if absent."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            self._report_open_error(e)
+            return
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            self._report_open_error(OSError(f"{self.path} is not a regular file"))
+            return
+        self._last_open_error = None
+        offset = self._last_line_start(fd, st.st_size) if at_end else 0
+        self._file = _OpenFile(fd, st, offset)
+        self._consumed = offset
+
+    def _report_open_error(self, e: OSError) -> None:
+        if isinstance(e, FileNotFoundError):
+            return  # waiting for the file to appear is normal
+        if str(e) != self._last_open_error:
+            log.warning("cannot open log %s: %s (will retry)", self.path, e)
+            self._last_open_error = str(e)
+
+    def _last_line_start(self, fd: int, size: int) -> int:
+        """Offset just after the last newline, so a line being written now is delivered whole."""
+        pos = size
+        while pos > 0 and size - pos <= self.max_line_bytes:
+            n = min(64 << 10, pos)
+            pos -= n
+            nl = os.pread(fd, n, pos).rfind(b"\n")
+            if nl >= 0:
+                return pos + nl + 1
+        if pos == 0:
+            return 0
+        self._start_oversized_skip()  # the last line is too long already: skip what remains of it
+        return size
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _read(self, budget: int, out: list[bytes]) -> tuple[int, bool]:
+        """Read up to `budget` bytes into `out`; return the budget left and whether EOF was reached."""
+        f = self._file
+        assert f is not None
+        while budget > 0:
+            chunk = os.pread(f.fd, min(READ_CHUNK, budget), f.read_offset)
+            if not chunk:
+                return budget, True
+            if f.read_offset < FINGERPRINT_BYTES:
+                f.prefix += chunk[:FINGERPRINT_BYTES - f.read_offset]
+            self._feed(chunk, f.read_offset, out)
+            f.read_offset += len(chunk)
+            budget -= len(chunk)
+        return 0, False
+
+    def _feed(self, chunk: bytes, chunk_offset: int, out: list[bytes]) -> None:
+        start = 0
+        if self._skipping:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                self._consumed = chunk_offset + len(chunk)
+                return
+            self._skipping = False
+            start = nl + 1
+            self._consumed = chunk_offset + start
+        last_nl = chunk.rfind(b"\n", start)
+        if last_nl < 0:
+            self._pending += chunk[start:]
+        else:
+            block = bytes(self._pending) + chunk[start:last_nl] if self._pending else chunk[start:last_nl]
+            self._pending = bytearray(chunk[last_nl + 1:])
+            self._consumed = chunk_offset + last_nl + 1
+            self._emit(block, out)
+        if len(self._pending) > self.max_line_bytes:
+            self._start_oversized_skip()
+            self._consumed = chunk_offset + len(chunk)
+
+    def _emit(self, block: bytes, out: list[bytes]) -> None:
+        """Append the lines of `block` (newline-separated, no trailing newline) to `out`."""
+        parts = block.split(b"\n")
+        if b"\r" in block:
+            parts = [p[:-1] if p.endswith(b"\r") else p for p in parts]
+        if len(block) > self.max_line_bytes:
+            kept = [p for p in parts if len(p) <= self.max_line_bytes]
+            self._count_oversized(len(parts) - len(kept))
+            parts = kept
+        out.extend(p for p in parts if p and not p.isspace())
+
+    def _start_oversized_skip(self) -> None:
+        self._pending = bytearray()
+        self._skipping = True
+        self._count_oversized(1)
+
+    def _count_oversized(self, n: int) -> None:
+        if n:
+            self._oversized += n
+            log.warning("log %s: skipped %d line(s) longer than %d bytes", self.path, n, self.max_line_bytes)
+
+    # -- rotation ----------------------------------------------------------------------------
+
+    def _check_truncation(self) -> None:
+        """Restart at 0 when the file shrank below our offset or its first bytes changed."""
+        f = self._file
+        assert f is not None
+        shrank = f.size() < f.read_offset
+        if shrank or (f.prefix and os.pread(f.fd, len(f.prefix), 0) != f.prefix):
+            log.info("log %s: truncated (copytruncate?), reading from the start", self.path)
+            f.read_offset = 0
+            f.prefix = b""
+            self._pending = bytearray()  # its beginning is gone
+            self._skipping = False
+            self._consumed = 0
+            self._rotations += 1
+
+    def _path_stat(self) -> os.stat_result | None:
+        try:
+            return os.stat(self.path)
+        except OSError:
+            return None
+
+    def _successor_has_data(self) -> bool:
+        """`path` now names another file, and its writer has started writing to it."""
+        st = self._path_stat()
+        assert self._file is not None
+        return st is not None and (st.st_dev, st.st_ino) != self._file.identity and st.st_size > 0
+
+    def _switch_to_successor(self, out: list[bytes]) -> None:
+        """Abandon the drained old file (delivering its unterminated last line), open the new one at 0."""
+        assert self._file is not None
+        if self._pending and not self._skipping:
+            self._emit(bytes(self._pending), out)
+        self._pending = bytearray()
+        self._skipping = False
+        self._file.close()
+        self._file = None
+        self._consumed = 0
+        self._rotations += 1
+        log.info("log %s: rotated, following the new file", self.path)
+        self._open_path(at_end=False)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _measure_lag(self) -> int:
+        if self._file is None:
+            return 0
+        lag = max(0, self._file.size() - self._consumed)
+        st = self._path_stat()
+        if st is not None and (st.st_dev, st.st_ino) != self._file.identity:
+            lag += st.st_size
+        return lag
+
+    def _state(self) -> dict:
+        f = self._file
+        if f is None:
+            return {"version": STATE_VERSION, "path": str(self.path), "file": None}
+        n = min(FINGERPRINT_BYTES, self._consumed)
+        return {
+            "version": STATE_VERSION,
+            "path": str(self.path),
+            "file": {
+                "dev": f.identity[0],
+                "ino": f.identity[1],
+                "offset": self._consumed,
+                "fingerprint_len": n,
+                "fingerprint_sha256": hashlib.sha256(f.prefix[:n]).hexdigest(),
+                "skipping": self._skipping,
+            },
+        }
