@@ -17,6 +17,7 @@ class FileSource:
         self.exporter = exporter
         self.follower = LogFollower(path, state_path=state_path, from_start=from_start)
         self.poll_interval = poll_interval
+        self._oversized_seen = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="modelmon-file-source", daemon=True)
 
@@ -28,12 +29,18 @@ class FileSource:
         lines = self.follower.poll()
         if lines:
             self.exporter.ingest_lines(lines, "file")
-            self.follower.commit()  # only after the batch is in state: a restart re-reads nothing ingested
+        # Only after the batch is in state: a restart re-reads nothing ingested. A poll that moved
+        # past blank or oversized lines, or switched files, commits too; an idle one writes nothing.
+        self.follower.commit()
         ex = self.exporter
         with ex.lock:
             ex.log_lag_bytes = self.follower.lag_bytes
             ex.log_rotations = self.follower.rotations
             ex.source_open = self.follower.is_open
+            oversized = self.follower.oversized_lines
+            if oversized > self._oversized_seen:
+                ex.rejected["oversized_line"] += oversized - self._oversized_seen
+                self._oversized_seen = oversized
         return len(lines)
 
     def _run(self) -> None:
@@ -48,5 +55,8 @@ class FileSource:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        if self._thread.is_alive():  # still inside poll(): the follower is single-threaded, leave it be
+            log.warning("log reader did not stop within 10 s; its last batch may be read again on restart")
+            return
         self.follower.commit()
         self.follower.close()

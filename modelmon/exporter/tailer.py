@@ -3,7 +3,7 @@
 `LogFollower` is the exporter's file source. One thread calls `poll()` to get the complete lines
 written since the last call, processes them, then calls `commit()` to persist the position.
 
-Guarantees and limits (the tests in tests/test_tailer.py check each one):
+Guarantees and limits (tests/test_tailer.py checks every guarantee):
 
 * **Start.** A state file that matches the file (same ``(st_dev, st_ino)`` and the same first
   bytes up to the saved offset, at most 256) resumes exactly at the committed offset. If the
@@ -19,8 +19,8 @@ Guarantees and limits (the tests in tests/test_tailer.py check each one):
   rename are kept), its unterminated last line is delivered, and the new file is read from 0.
   While the new file is still empty the old one keeps being followed, so a writer that reopens
   late (logrotate ``create`` + a postrotate signal) loses nothing. Lost: lines written to the old
-  file after we switched, and a whole file if it was rotated out *twice* between two polls while
-  we were running (poll far more often than you rotate).
+  file after we switched, and a whole intermediate file if the log was rotated *twice* between
+  two polls or while we were down (poll far more often than you rotate).
 * **Copytruncate / truncation**: the file shrinking below the read offset, or its first bytes
   changing (truncated and rewritten past our offset), restarts it at 0 and counts a rotation.
   A buffered partial line is dropped: its start went to the copy. Lines appended between the copy
@@ -31,12 +31,13 @@ Guarantees and limits (the tests in tests/test_tailer.py check each one):
   without buffering it whole and counted in `oversized_lines`.
 * **Memory**: at most ``max_batch_bytes`` are read per poll (in 1 MiB chunks); the only carried
   buffer is one partial line (< ``max_line_bytes`` + 1 MiB).
-* **Restart**: the start position is committed by the constructor, so a crash before the first
-  `commit()` resumes where this instance started instead of at a new end of file. `commit()` writes the offset just past the last line returned (or skipped) to the
+* **Restart**: `commit()` writes the offset just past the last line returned (or skipped) to the
   state file atomically (tmp file, fsync, ``os.replace``, directory fsync). Delivery is
   at-least-once: a crash after `poll()` and before `commit()` re-delivers exactly the lines
   returned since the last commit; a crash after `commit()` re-delivers nothing and loses nothing.
-  The state also records being inside an oversized line, so a restart keeps skipping it.
+  The constructor commits the start position, so a crash before the first `commit()` resumes
+  where this instance started, not at a later end of file. The state also records being inside
+  an oversized line, so a restart keeps skipping it. Without a state file nothing is persisted.
 
 Not thread-safe: call `poll`/`commit`/`close` from one thread. The counters and `lag_bytes`
 (measured at the end of each poll) may be read from any thread.
@@ -250,7 +251,8 @@ class LogFollower:
         if st.st_size < saved.offset:
             return False
         head = os.pread(fd, saved.fingerprint_len, 0)
-        return len(head) == saved.fingerprint_len and hashlib.sha256(head).hexdigest() == saved.fingerprint_sha256
+        digest = hashlib.sha256(head).hexdigest()
+        return len(head) == saved.fingerprint_len and digest == saved.fingerprint_sha256
 
     def _open_path(self, at_end: bool) -> None:
         """Open `path` at 0, or at the start of its last incomplete line; stay closed if absent."""
@@ -338,7 +340,7 @@ class LogFollower:
             kept = [p for p in parts if len(p) <= self.max_line_bytes]
             self._count_oversized(len(parts) - len(kept))
             parts = kept
-        out.extend(p for p in parts if p and not p.isspace())
+        out += [p for p in parts if p and not p.isspace()]
 
     def _start_oversized_skip(self) -> None:
         self._pending = bytearray()
