@@ -497,10 +497,6 @@ def _validate_alerting(v: _Validator, raw: Any, models: list[ModelConfig]) -> Al
                     v.err(f"{tp}.{sev}[{j}]", f"unknown receiver {rn!r}")
             routes[sev] = got
         teams[str(team)] = TeamRoute(team=str(team), critical=routes["critical"], warning=routes["warning"])
-    for i, m in enumerate(models):
-        if m.team not in teams and teams:
-            # A team without routes falls back to the default receiver; that is allowed but worth knowing.
-            pass
     kw = {}
     for key in ("group_wait", "group_interval", "repeat_interval"):
         if key in raw:

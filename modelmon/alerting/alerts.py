@@ -1,0 +1,316 @@
+"""Alert rules: what to page or ticket on, per model from its thresholds and SLOs, and for the exporter.
+
+Every alert carries `severity` (critical pages, warning tickets, info is routed nowhere),
+`family` (critical inhibits warning/info of the same model and family), `team` when it belongs
+to a model, a static `summary`, a `description` templated with the value and model/version,
+a `runbook_url` anchor in alerting/RUNBOOK.md and a `dashboard_url`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from modelmon.alerting import recording as rec
+from modelmon.alerting.options import RuleOptions
+from modelmon.alerting.policy import Policy
+from modelmon.alerting.promql import number, seconds, selector
+from modelmon.config import AlertingConfig, ModelConfig, Threshold, format_duration, parse_duration
+
+EXPORTER_JOB = "modelmon"
+
+# Grafana dashboard uids (modelmon.dashboards.base); alerts link to the one that explains them.
+DASHBOARD_MODEL = "modelmon-model"
+DASHBOARD_DRIFT = "modelmon-drift"
+DASHBOARD_SERVICE = "modelmon-service"
+DASHBOARD_SELF = "modelmon-self"
+
+# Families: the unit of inhibition (a critical alert silences warning and info of its family).
+QUALITY, DRIFT, LATENCY, AVAILABILITY, TRAFFIC, LABELS, CARDINALITY, VERSIONS, EXPORTER, INPUT = (
+    "quality", "drift", "latency", "availability", "traffic", "labels", "cardinality", "versions",
+    "exporter", "input")
+# Families whose alerts a dead exporter causes; ModelmonExporterDown/Absent inhibit them.
+CAUSED_BY_EXPORTER = (TRAFFIC, LABELS)
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A thresholded quantity from modelmon.yaml and how its alert reads."""
+
+    key: str
+    metric: str
+    title: str
+    value_format: str  # Go template pipeline stage applied to $value
+    policy_key: str  # entry of policy.yml `alerts` that gives its `for`
+    per_feature: bool = False
+
+
+_Q, _F = "quality", "feature_drift"
+QUANTITIES: dict[str, Quantity] = {q.key: q for q in (
+    Quantity("accuracy", "modelmon_accuracy_ratio", "Accuracy", 'printf "%.3g"', _Q),
+    Quantity("precision", "modelmon_precision_ratio", "Precision", 'printf "%.3g"', _Q),
+    Quantity("recall", "modelmon_recall_ratio", "Recall", 'printf "%.3g"', _Q),
+    Quantity("f1", "modelmon_f1_ratio", "F1 score", 'printf "%.3g"', _Q),
+    Quantity("roc_auc", "modelmon_roc_auc_ratio", "ROC AUC", 'printf "%.3g"', _Q),
+    Quantity("log_loss", "modelmon_log_loss", "Log loss", 'printf "%.3g"', _Q),
+    Quantity("brier_score", "modelmon_brier_score", "Brier score", 'printf "%.3g"', _Q),
+    Quantity("mae", "modelmon_mae", "Mean absolute error", 'printf "%.4g"', _Q),
+    Quantity("rmse", "modelmon_rmse", "Root mean squared error", 'printf "%.4g"', _Q),
+    Quantity("r2", "modelmon_r2", "R2", 'printf "%.3g"', _Q),
+    Quantity("psi", "modelmon_feature_psi", "PSI", "", _F, per_feature=True),
+    Quantity("js_distance", "modelmon_feature_js_distance", "Jensen-Shannon distance", "", _F, per_feature=True),
+    Quantity("ks_pvalue", "modelmon_feature_ks_pvalue", "KS test p-value", "", _F, per_feature=True),
+    Quantity("chi2_pvalue", "modelmon_feature_chi2_pvalue", "Chi-square test p-value", "", _F, per_feature=True),
+    Quantity("missing_ratio", "modelmon_feature_missing_ratio", "Missing-value ratio", "", _F, per_feature=True),
+    Quantity("prediction_psi", "modelmon_prediction_psi", "Prediction PSI", 'printf "%.3g"', "prediction_drift"),
+    Quantity("drift_classifier_auc", "modelmon_drift_classifier_auc", "Domain-classifier AUC", 'printf "%.3g"',
+             "multivariate_drift"),
+    Quantity("outlier_ratio", "modelmon_outlier_ratio", "Outlier ratio", "humanizePercentage",
+             "multivariate_drift"),
+)}
+
+
+def camel(key: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in key.split("_"))
+
+
+def threshold_alert_name(key: str, direction: str) -> str:
+    prefix = "Feature" if QUANTITIES[key].per_feature else ""
+    return f"Modelmon{prefix}{camel(key)}{'Low' if direction == 'below' else 'High'}"
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    expr: str
+    severity: str
+    pending: str
+    family: str
+    summary: str
+    description: str
+    dashboard: str
+    model: ModelConfig | None = None
+    extra_labels: tuple[tuple[str, str], ...] = ()  # tell apart rules of one alert, e.g. burn windows
+
+    def render(self, alerting: AlertingConfig) -> dict:
+        labels = {"severity": self.severity}
+        if self.model is not None:
+            labels["team"] = self.model.team
+        labels["family"] = self.family
+        labels.update(self.extra_labels)
+        dashboard_url = f"{alerting.dashboard_url}/d/{self.dashboard}"
+        if self.model is not None:
+            dashboard_url += f"?var-model={self.model.name}"
+        return {
+            "alert": self.name,
+            "expr": self.expr,
+            "for": self.pending,
+            "labels": labels,
+            "annotations": {
+                "summary": self.summary,
+                "description": self.description,
+                "runbook_url": f"{alerting.runbook_url}#{self.name.lower()}",
+                "dashboard_url": dashboard_url,
+            },
+        }
+
+
+def _value(stage: str) -> str:
+    return "{{ $value | " + stage + " }}" if stage else "{{ $value }}"
+
+
+_MODEL = "{{ $labels.model }}"
+_INTEGER = _value('printf "%.0f"')
+_NUMBER = _value('printf "%.3g"')
+_VERSION = "{{ $labels.version }}"
+
+
+class ModelAlerts:
+    """Builds the alerts of one model."""
+
+    def __init__(self, m: ModelConfig, policy: Policy, options: RuleOptions):
+        self.m = m
+        self.policy = policy
+        self.options = options
+        self.sel = {"model": m.name}
+        self.min_requests = options.min_requests or policy.min_requests
+
+    def all(self) -> list[Alert]:
+        alerts: list[Alert] = []
+        for key, threshold in self.m.thresholds.items():
+            alerts.extend(self.threshold(key, threshold))
+        alerts.extend(self.latency())
+        alerts.extend(self.error_budget())
+        alerts.extend(self.traffic())
+        return alerts
+
+    def _alert(self, name: str, expr: str, *, severity: str | None = None, policy_key: str | None = None,
+               family: str, summary: str, description: str, dashboard: str) -> Alert:
+        p = self.policy.alert(policy_key or name)
+        return Alert(name=name, expr=expr, severity=severity or p.severity or "warning",
+                     pending=self.options.pending(name, p.pending), family=family, summary=summary,
+                     description=description, dashboard=dashboard, model=self.m)
+
+    def _requests_in(self, window: str) -> str:
+        rate = selector(rec.predictions_rate("model", window), **self.sel)
+        return f"{rate} * {seconds(window)} >= {self.min_requests}"
+
+    # ---------------------------------------------------------------- thresholds (quality, drift)
+
+    def threshold(self, key: str, t: Threshold) -> list[Alert]:
+        q = QUANTITIES[key]
+        op = "<" if t.direction == "below" else ">"
+        side = "below" if t.direction == "below" else "above"
+        name = threshold_alert_name(key, t.direction)
+        out = []
+        for severity, limit in (("warning", t.warning), ("critical", t.critical)):
+            if limit is None:
+                continue
+            value = number(limit)
+            if q.policy_key == "quality":
+                expr = (f"{selector(q.metric, **self.sel)} {op} {value}\n"
+                        f"and on (model, version)\n"
+                        f"{selector('modelmon_window_labeled', **self.sel)} >= {self.m.min_labeled}")
+                description = (f"{q.title} of model {_MODEL} version {_VERSION} is {_value(q.value_format)} "
+                               f"over its quality window ({self.m.quality_window.describe()}, at least "
+                               f"{self.m.min_labeled} labelled), {side} the {severity} threshold {value}.")
+                family, dashboard = QUALITY, DASHBOARD_MODEL
+                summary = f"Model quality ({q.title}) is {side} its threshold"
+            elif q.per_feature:
+                need = self.m.drift_min_features
+                expr = (f"count by (model) ({selector(q.metric, **self.sel)} {op} {value}) >= {need}\n"
+                        f"and on (model)\n{self._drift_guard()}")
+                description = (f"{_INTEGER} feature(s) of model {_MODEL} have a {q.title} {side} "
+                               f"the {severity} threshold {value} over the drift window "
+                               f"({self.m.drift_window.describe()}); the alert needs at least {need}.")
+                family, dashboard = DRIFT, DASHBOARD_DRIFT
+                summary = f"Input features drifted ({q.title} {side} threshold)"
+            else:
+                expr = f"{selector(q.metric, **self.sel)} {op} {value}\nand on (model)\n{self._drift_guard()}"
+                description = (f"{q.title} of model {_MODEL} is {_value(q.value_format)} over the drift window "
+                               f"({self.m.drift_window.describe()}), {side} the {severity} threshold {value}.")
+                family, dashboard = DRIFT, DASHBOARD_DRIFT
+                summary = f"{q.title} is {side} its threshold"
+            out.append(self._alert(name, expr, severity=severity, policy_key=q.policy_key, family=family,
+                                   summary=summary, description=description, dashboard=dashboard))
+        return out
+
+    def _drift_guard(self) -> str:
+        return f"{selector('modelmon_drift_window_records', **self.sel)} >= {self.m.min_drift_samples}"
+
+    # ---------------------------------------------------------------- service level
+
+    def latency(self) -> list[Alert]:
+        slo = self.m.slo.latency_p99_seconds
+        if slo is None:
+            return []
+        w = self.options.rate_window
+        expr = (f"{selector(rec.latency_quantile('model', 0.99, w), **self.sel)} > {number(slo)}\n"
+                f"and on (model)\n{self._requests_in(w)}")
+        return [self._alert(
+            "ModelmonLatencyP99High", expr, family=LATENCY, dashboard=DASHBOARD_SERVICE,
+            summary="Prediction latency p99 is above its SLO",
+            description=(f"p99 latency of model {_MODEL} is {_value('humanizeDuration')} over the last {w}, "
+                         f"above its SLO of {format_duration(slo)}."))]
+
+    def error_budget(self) -> list[Alert]:
+        availability = self.m.slo.availability
+        if availability is None:
+            return []
+        budget = 1 - Fraction(str(availability)) / 100
+        period = self.m.slo.period_days
+        reference = self.policy.burn_reference_days
+        out = []
+        for b in self.policy.burn_windows:
+            factor = b.factor_for(period, reference)
+            limit = number(factor * budget)
+            long_ratio = selector(rec.error_ratio("model", b.long), **self.sel)
+            short_ratio = selector(rec.error_ratio("model", b.short), **self.sel)
+            expr = (f"{long_ratio} > {limit}\nand on (model)\n{short_ratio} > {limit}\n"
+                    f"and on (model)\n{self._requests_in(b.short)}")
+            share = number(b.budget_share(reference) * 100)
+            name = "ModelmonErrorBudgetBurn"
+            alert = Alert(
+                name=name, expr=expr, severity=b.severity, pending=self.options.pending(name, b.pending),
+                family=AVAILABILITY, dashboard=DASHBOARD_SERVICE, model=self.m,
+                extra_labels=(("window", b.long),),  # one alert per window pair, not one merged series
+                summary="Prediction errors are burning the availability error budget",
+                description=(f"Model {_MODEL} failed {_value('humanizePercentage')} of its predictions over the "
+                             f"last {b.long} and more than {number(factor * budget * 100)}% over the last {b.short}: "
+                             f"{number(factor)}x "
+                             f"the error budget of its {number(availability)}% availability SLO, which spends "
+                             f"{share}% of the {period}-day budget within {b.long}."))
+            out.append(alert)
+        return out
+
+    def traffic(self) -> list[Alert]:
+        w = self.options.rate_window
+        rate_now = selector(rec.predictions_rate("model", w), **self.sel)
+        up = f'up{{job="{EXPORTER_JOB}"}} == 1'
+        no_predictions = (f"{rate_now} == 0\nor\n(absent({selector(rec.PREDICTIONS, **self.sel)}) * 0\n"
+                          f" and on () {up})")
+        lw = self.policy.labels_window
+        labels = (f"{selector(rec.predictions_rate('model', lw), **self.sel)} > 0\n"
+                  f"and on (model)\n{selector(rec.labels_rate(lw), **self.sel)} == 0")
+        stale = format_duration(parse_duration(self.policy.stale_after))
+        log_stale = (f"time() - {selector('modelmon_last_record_timestamp_seconds', **self.sel)}"
+                     f" > {seconds(self.policy.stale_after)}")
+        ow = self.policy.overflow_window
+        overflow = (f"sum by (model, label) (increase({selector('modelmon_cardinality_overflow_total', **self.sel)}"
+                    f"[{ow}])) > 0")
+        versions = f"count by (model) ({selector(rec.predictions_rate('model_version', w), **self.sel)} > 0) > 1"
+        return [
+            self._alert(
+                "ModelmonNoPredictions", no_predictions, family=TRAFFIC, dashboard=DASHBOARD_SERVICE,
+                summary="The model receives no predictions",
+                description=(f"Model {_MODEL} logged {_NUMBER} predictions per second over the "
+                             f"last {w}: traffic has stopped, or the model never logged since the exporter "
+                             f"started.")),
+            self._alert(
+                "ModelmonLogStale", log_stale, family=TRAFFIC, dashboard=DASHBOARD_SELF,
+                summary="The newest prediction record is old",
+                description=(f"The newest record of model {_MODEL} is {_value('humanizeDuration')} old "
+                             f"(event time); records older than {stale} mean the log is stale or delayed.")),
+            self._alert(
+                "ModelmonLabelsNotArriving", labels, family=LABELS, dashboard=DASHBOARD_MODEL,
+                summary="Ground-truth labels stopped arriving",
+                description=(f"No label was joined to a prediction of model {_MODEL} in the last {lw}, while "
+                             f"predictions kept arriving ({_NUMBER} per second): quality "
+                             f"metrics are frozen.")),
+            self._alert(
+                "ModelmonCardinalityBudgetExhausted", overflow, family=CARDINALITY, dashboard=DASHBOARD_SELF,
+                summary="Label values are folded into __other__",
+                description=(f"{_INTEGER} values of label {{{{ $labels.label }}}} of model "
+                             f"{_MODEL} were folded into \"__other__\" in the last {ow}: its cardinality "
+                             f"budget is exhausted.")),
+            self._alert(
+                "ModelmonMultipleVersionsServing", versions, family=VERSIONS, dashboard=DASHBOARD_MODEL,
+                summary="More than one model version serves traffic",
+                description=(f"Model {_MODEL} served {_INTEGER} versions at once over the last "
+                             f"{w} (canary or A/B test): compare them on the model dashboard.")),
+        ]
+
+
+def exporter_alerts(policy: Policy, options: RuleOptions) -> list[Alert]:
+    """Alerts about modelmon itself: no model label, routed to the default receiver."""
+    w = options.rate_window
+    min_requests = options.min_requests or policy.min_requests
+    up = f'up{{job="{EXPORTER_JOB}"}}'
+    rejected = (f"{rec.REJECTED_RATIO.format(window=w)} > {number(policy.max_rejected_ratio)}\n"
+                f"and on (job)\n{rec.RECORDS_RATE.format(window=w)} * {seconds(w)} >= {min_requests}")
+
+    def alert(name: str, expr: str, family: str, summary: str, description: str) -> Alert:
+        p = policy.alert(name)
+        return Alert(name=name, expr=expr, severity=p.severity or "warning", pending=options.pending(name, p.pending),
+                     family=family, summary=summary, description=description, dashboard=DASHBOARD_SELF)
+
+    return [
+        alert("ModelmonExporterDown", f"{up} == 0", EXPORTER, "The modelmon exporter cannot be scraped",
+              "Prometheus failed to scrape the modelmon exporter at {{ $labels.instance }}: every model's "
+              "metrics are frozen and model alerts cannot fire."),
+        alert("ModelmonExporterAbsent", f"absent({up})", EXPORTER, "No modelmon exporter is being scraped",
+              f"Prometheus has no target for job \"{EXPORTER_JOB}\": the exporter is missing from its "
+              f"scrape configuration or service discovery."),
+        alert("ModelmonRecordsRejected", rejected, INPUT, "Prediction records are rejected as bad input",
+              f"{{{{ $value | humanizePercentage }}}} of the records read by {{{{ $labels.job }}}} over the last "
+              f"{w} were rejected as bad input (more than {number(policy.max_rejected_ratio * 100)}%)."),
+    ]

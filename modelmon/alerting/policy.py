@@ -1,0 +1,112 @@
+"""The alerting policy that is the same for every model (policy.yml), as typed objects."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelmon.config import parse_duration
+
+POLICY_FILE = Path(__file__).with_name("policy.yml")
+SEVERITIES = ("critical", "warning", "info")
+
+
+@dataclass(frozen=True)
+class BurnWindow:
+    """One multiwindow pair: fire while both windows burn budget faster than ``factor``."""
+
+    severity: str
+    long: str
+    short: str
+    factor: Fraction  # for the policy's reference period
+    pending: str  # the alert's `for`
+
+    def factor_for(self, period_days: int, reference_days: int) -> Fraction:
+        """Scale the factor so the same share of the budget is spent for any SLO period."""
+        return self.factor * Fraction(period_days, reference_days)
+
+    def budget_share(self, reference_days: int) -> Fraction:
+        """Share of the period's error budget spent when this pair starts firing."""
+        return self.factor * Fraction(int(parse_duration(self.long)), reference_days * 86400)
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    pending: str
+    severity: str | None = None  # None: severity comes from the model's thresholds
+
+
+@dataclass(frozen=True)
+class Policy:
+    burn_reference_days: int
+    burn_windows: tuple[BurnWindow, ...]
+    min_requests: int
+    labels_window: str
+    overflow_window: str
+    stale_after: str
+    max_rejected_ratio: float
+    alerts: dict[str, AlertPolicy]
+
+    def alert(self, key: str) -> AlertPolicy:
+        try:
+            return self.alerts[key]
+        except KeyError:
+            raise KeyError(f"{POLICY_FILE.name}: alerts.{key} is missing") from None
+
+    @property
+    def burn_durations(self) -> tuple[str, ...]:
+        """Every window the burn-rate alerts read, shortest first."""
+        names = {w for b in self.burn_windows for w in (b.long, b.short)}
+        return tuple(sorted(names, key=parse_duration))
+
+
+def _duration(value: Any, where: str) -> str:
+    try:
+        parse_duration(value)
+    except ValueError as e:
+        raise ValueError(f"{POLICY_FILE.name}: {where}: {e}") from None
+    return str(value)
+
+
+def parse_policy(data: dict[str, Any]) -> Policy:
+    burn = data["burn_rates"]
+    reference = parse_duration(burn["reference_period"])
+    if reference % 86400:
+        raise ValueError(f"{POLICY_FILE.name}: burn_rates.reference_period must be whole days")
+    windows = []
+    for i, w in enumerate(burn["windows"]):
+        where = f"burn_rates.windows[{i}]"
+        if w["severity"] not in SEVERITIES:
+            raise ValueError(f"{POLICY_FILE.name}: {where}.severity: expected one of {SEVERITIES}")
+        if parse_duration(w["short"]) >= parse_duration(w["long"]):
+            raise ValueError(f"{POLICY_FILE.name}: {where}: short window must be shorter than long")
+        windows.append(BurnWindow(
+            severity=w["severity"], long=_duration(w["long"], f"{where}.long"),
+            short=_duration(w["short"], f"{where}.short"),
+            factor=Fraction(str(w["factor"])), pending=_duration(w["for"], f"{where}.for")))
+    guards = data["guards"]
+    alerts = {}
+    for key, spec in data["alerts"].items():
+        severity = spec.get("severity")
+        if severity is not None and severity not in SEVERITIES:
+            raise ValueError(f"{POLICY_FILE.name}: alerts.{key}.severity: expected one of {SEVERITIES}")
+        alerts[key] = AlertPolicy(pending=_duration(spec["for"], f"alerts.{key}.for"), severity=severity)
+    return Policy(
+        burn_reference_days=int(reference // 86400),
+        burn_windows=tuple(windows),
+        min_requests=int(guards["min_requests"]),
+        labels_window=_duration(guards["labels_window"], "guards.labels_window"),
+        overflow_window=_duration(guards["overflow_window"], "guards.overflow_window"),
+        stale_after=_duration(guards["stale_after"], "guards.stale_after"),
+        max_rejected_ratio=float(guards["max_rejected_ratio"]),
+        alerts=alerts,
+    )
+
+
+@cache
+def load_policy(path: Path = POLICY_FILE) -> Policy:
+    return parse_policy(yaml.safe_load(path.read_text()))

@@ -1,0 +1,150 @@
+"""Recording rules (`level:metric:operation`) that alerts and dashboards reuse.
+
+Per model: request and error rates, latency quantiles from the histogram, labels joined, and
+accuracy/precision/recall computed from the confusion counters (which, unlike the exporter's
+windowed gauges, add up across exporter replicas). Ratios whose numerator may not exist yet
+(no error ever seen) use ``(numerator or denominator * 0)`` so they read 0, not "no data".
+"""
+from __future__ import annotations
+
+from modelmon.alerting.policy import Policy
+from modelmon.alerting.promql import quote, selector
+from modelmon.config import ModelConfig, parse_duration
+from modelmon.exporter.records import class_key
+
+PREDICTIONS = "modelmon_predictions_total"
+CONFUSION = "modelmon_confusion_total"
+LATENCY_BUCKETS = "modelmon_prediction_latency_seconds_bucket"
+LATENCY_QUANTILES = (0.5, 0.9, 0.99)
+QUALITY_WINDOW = "1h"  # confusion ratios are recorded over the alert window and this one
+
+
+def predictions_rate(level: str, window: str) -> str:
+    return f"{level}:modelmon_predictions:rate{window}"
+
+
+def error_ratio(level: str, window: str) -> str:
+    return f"{level}:modelmon_prediction_errors:ratio_rate{window}"
+
+
+def latency_quantile(level: str, q: float, window: str) -> str:
+    return f"{level}:modelmon_prediction_latency_seconds:p{round(q * 100)}_{window}"
+
+
+def labels_rate(window: str) -> str:
+    return f"model:modelmon_labels:rate{window}"
+
+
+def confusion_ratio(kind: str, window: str) -> str:
+    return f"model_version:modelmon_confusion:{kind}_rate{window}"
+
+
+RECORDS_RATE = "job:modelmon_records:rate{window}"
+REJECTED_RATIO = "job:modelmon_records_rejected:ratio_rate{window}"
+
+_LEVEL_LABELS = {"model": "model", "model_version": "model, version"}
+
+
+def _windows(*windows: str) -> list[str]:
+    return sorted(set(windows), key=parse_duration)
+
+
+def _rate(metric: str, window: str, *matchers: str, **labels: str) -> str:
+    return f"rate({selector(metric, *matchers, **labels)}[{window}])"
+
+
+def _record(name: str, expr: str) -> dict[str, str]:
+    return {"record": name, "expr": expr}
+
+
+def model_recording_rules(m: ModelConfig, policy: Policy, rate_window: str) -> list[dict[str, str]]:
+    name = m.name
+    rules: list[dict[str, str]] = []
+
+    prediction_windows = [rate_window, policy.labels_window]
+    error_windows = [rate_window]
+    if m.slo.availability is not None:
+        prediction_windows += policy.burn_durations
+        error_windows += policy.burn_durations
+    for level in ("model_version", "model"):
+        by = _LEVEL_LABELS[level]
+        windows = _windows(*prediction_windows) if level == "model" else [rate_window]
+        for w in windows:
+            rules.append(_record(predictions_rate(level, w),
+                                 f"sum by ({by}) ({_rate(PREDICTIONS, w, model=name)})"))
+    for level in ("model_version", "model"):
+        by = _LEVEL_LABELS[level]
+        windows = _windows(*error_windows) if level == "model" else [rate_window]
+        for w in windows:
+            errors = f"sum by ({by}) ({_rate(PREDICTIONS, w, model=name, status='error')})"
+            total = f"sum by ({by}) ({_rate(PREDICTIONS, w, model=name)})"
+            rules.append(_record(error_ratio(level, w), f"(\n  {errors}\n  or\n  {total} * 0\n)\n/\n{total}"))
+    for level in ("model_version", "model"):
+        by = _LEVEL_LABELS[level]
+        for q in LATENCY_QUANTILES:
+            buckets = f"sum by ({by}, le) ({_rate(LATENCY_BUCKETS, rate_window, model=name)})"
+            rules.append(_record(latency_quantile(level, q, rate_window), f"histogram_quantile({q}, {buckets})"))
+
+    w = policy.labels_window
+    joined = f"sum by (model) ({_rate('modelmon_labels_total', w, model=name)})"
+    fallback = f"sum by (model) ({_rate(PREDICTIONS, w, model=name)}) * 0"
+    rules.append(_record(labels_rate(w), f"{joined}\nor\n{fallback}"))
+
+    if m.is_classification:
+        for w in _windows(rate_window, QUALITY_WINDOW):
+            rules.extend(_confusion_rules(m, w))
+    return rules
+
+
+def _confusion_rules(m: ModelConfig, window: str) -> list[dict[str, str]]:
+    """Accuracy, precision and recall over ``window`` from the confusion counters.
+
+    Binary: precision and recall of the positive class. Multiclass: macro averages over the
+    classes seen in the window, from the diagonal of the configured ``classes``; without
+    configured classes the diagonal cannot be written in PromQL and nothing is recorded.
+    """
+    name = m.name
+
+    def rate(*matchers: str) -> str:
+        return _rate(CONFUSION, window, *matchers, model=name)
+
+    def by(labels: str, inner: str) -> str:
+        return f"sum by ({labels}) ({inner})"
+
+    total = by("model, version", rate())
+    if m.task == "binary":
+        pos = quote(class_key(m.positive_class))
+        tp = rate(f"actual={pos}", f"predicted={pos}")
+        tn = rate(f"actual!={pos}", f"predicted!={pos}")
+        correct = by("model, version", f"{tp} or {tn}")
+        ratios = {
+            "accuracy": (correct, total),
+            "precision": (by("model, version", tp), by("model, version", rate(f"predicted={pos}"))),
+            "recall": (by("model, version", tp), by("model, version", rate(f"actual={pos}"))),
+        }
+        return [_record(confusion_ratio(kind, window), f"(\n  {num}\n  or\n  {den} * 0\n)\n/\n({den} > 0)")
+                for kind, (num, den) in ratios.items()]
+    if not m.classes:
+        return []
+    diagonal = " or ".join(rate(f"actual={quote(c)}", f"predicted={quote(c)}")
+                           for c in (class_key(c) for c in m.classes))
+    rules = [_record(confusion_ratio("accuracy", window),
+                     f"(\n  {by('model, version', diagonal)}\n  or\n  {total} * 0\n)\n/\n({total} > 0)")]
+    for kind, axis in (("precision", "predicted"), ("recall", "actual")):
+        num = by(f"model, version, {axis}", diagonal)
+        den = by(f"model, version, {axis}", rate())
+        rules.append(_record(confusion_ratio(kind, window),
+                             f"avg by (model, version) (\n  (\n    {num}\n    or\n    {den} * 0\n  )\n"
+                             f"  /\n  ({den} > 0)\n)"))
+    return rules
+
+
+def exporter_recording_rules(rate_window: str) -> list[dict[str, str]]:
+    w = rate_window
+    records = RECORDS_RATE.format(window=w)
+    total = f'sum by (job) (rate({{__name__=~"modelmon_records_ingested_total|modelmon_records_rejected_total"}}[{w}]))'
+    rejected = f"sum by (job) (rate(modelmon_records_rejected_total[{w}]))"
+    return [
+        _record(records, total),
+        _record(REJECTED_RATIO.format(window=w), f"(\n  {rejected}\n  or\n  {records} * 0\n)\n/\n{records}"),
+    ]

@@ -1,0 +1,124 @@
+"""modelmon.exporter.reference: CSV, JSON Lines and Parquet reference data, and its error messages."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelmon.exporter.reference import ReferenceDataError, category_string, load_reference
+
+NUM = ["income", "age"]
+CAT = ["country"]
+EXPECTED_INCOME = [5120.5, np.nan, 3000.0]
+EXPECTED_AGE = [41.0, 35.0, np.nan]
+EXPECTED_COUNTRY = ["DE", None, "1"]
+
+
+def check(cols: dict[str, np.ndarray]) -> None:
+    assert set(cols) == {"income", "age", "country"}
+    assert cols["income"].dtype == np.float64 and cols["age"].dtype == np.float64
+    np.testing.assert_array_equal(cols["income"], EXPECTED_INCOME)
+    np.testing.assert_array_equal(cols["age"], EXPECTED_AGE)
+    assert cols["country"].dtype == object
+    assert cols["country"].tolist() == EXPECTED_COUNTRY
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_csv(tmp_path):
+    p = write(tmp_path, "ref.csv", "income,age,country,unused\n5120.5,41,DE,x\n,35,,y\n\n3000,NaN,1,z\n")
+    check(load_reference(p, NUM, CAT))
+
+
+def test_csv_missing_tokens_and_stripping(tmp_path):
+    p = write(tmp_path, "ref.csv", " income , country\nnull, NA \nN/A,de\n 7 , \n")
+    cols = load_reference(p, ["income"], ["country"])
+    np.testing.assert_array_equal(cols["income"], [np.nan, np.nan, 7.0])
+    assert cols["country"].tolist() == ["NA", "de", None]  # NA is a value in a categorical column
+
+
+def test_json_lines_flat_and_prediction_log_records(tmp_path):
+    rows = [
+        {"income": 5120.5, "age": 41, "country": "DE"},
+        {"ts": "2026-11-23T10:00:00Z", "model": "credit", "prediction": 1,
+         "features": {"income": None, "age": 35}},  # country absent: missing
+        {"income": 3000, "age": None, "country": 1.0},  # 1.0 is the same category as 1 and "1"
+    ]
+    text = "\n".join(json.dumps(r) for r in rows) + "\n\n"
+    for suffix in (".jsonl", ".ndjson", ".json"):
+        check(load_reference(write(tmp_path, "ref" + suffix, text), NUM, CAT))
+    check(load_reference(write(tmp_path, "array.json", json.dumps(rows)), NUM, CAT))
+
+
+def test_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    table = pa.table({"income": [5120.5, None, 3000.0], "age": pa.array([41, 35, None], pa.int64()),
+                      "country": ["DE", None, "1"], "other": [1, 2, 3]})
+    p = tmp_path / "ref.parquet"
+    pq.write_table(table, p, row_group_size=2)  # several chunks
+    check(load_reference(p, NUM, CAT))
+
+
+def test_parquet_non_numeric_column_names_the_row(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    p = tmp_path / "ref.parquet"
+    pq.write_table(pa.table({"income": [None, "lots"], "age": [None, None]}), p)
+    with pytest.raises(ReferenceDataError, match=r"row 2: column 'income': expected a number, got 'lots'"):
+        load_reference(p, ["income"], [])
+    pq.write_table(pa.table({"income": pa.array([None, None], pa.string())}), p)
+    assert np.isnan(load_reference(p, ["income"], [])["income"]).all()
+
+
+def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
+    p = tmp_path / "ref.parquet"
+    p.write_bytes(b"PAR1")
+    for mod in ("pyarrow", "pyarrow.parquet", "pyarrow.compute"):
+        monkeypatch.setitem(sys.modules, mod, None)  # makes `import pyarrow` raise ImportError
+    with pytest.raises(ReferenceDataError, match=r"pip install 'modelmon\[parquet\]'"):
+        load_reference(p, ["income"], [])
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("ref.csv", "", "empty file"),
+    ("ref.csv", "income,age,country\n", "no data rows"),
+    ("ref.jsonl", "\n\n", "no data rows"),
+    ("ref.csv", "income\n1\n", "missing column(s): age, country"),
+    ("ref.jsonl", '{"income": 1, "age": 2}\n', "missing column(s): country"),
+    ("ref.csv", "income,age,country\n1,2,DE\n3,old,FR\n", "row 2: column 'age': expected a number, got 'old'"),
+    ("ref.jsonl", '{"income": 1, "age": 2, "country": "DE"}\n{"income": "3", "age": 4}\n',
+     "line 2: column 'income': expected a number, got '3'"),
+    ("ref.jsonl", '{"income": true, "age": 2, "country": "DE"}\n', "line 1: column 'income'"),
+    ("ref.jsonl", '{"income": 1}\n{oops\n', "line 2: not valid JSON"),
+    ("ref.jsonl", '[1, 2]\n', "item 1: expected a JSON object"),
+    ("ref.csv", "income,age,country\n1,2\n", "row 1: 2 fields, the header has 3"),
+    ("ref.txt", "income\n", "unsupported reference format '.txt'"),
+])
+def test_errors_are_clear(tmp_path, name, text, message):
+    p = write(tmp_path, name, text)
+    with pytest.raises(ReferenceDataError, match="^" + re.escape(f"{p}: ")) as e:
+        load_reference(p, NUM, CAT)
+    assert message in str(e.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ReferenceDataError, match="reference file not found"):
+        load_reference(tmp_path / "nope.csv", NUM, CAT)
+    assert issubclass(ReferenceDataError, ValueError)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (None, None), (float("nan"), None), ("DE", "DE"), (1, "1"), (1.0, "1"), (1.5, "1.5"),
+    (True, "true"), (False, "false"), (0, "0"),
+])
+def test_category_string(raw, expected):
+    assert category_string(raw) == expected

@@ -1,0 +1,252 @@
+"""The rule generator: burn-rate arithmetic, alert conventions, options, runbook anchors, staleness."""
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from modelmon.alerting.alerts import QUANTITIES, threshold_alert_name
+from modelmon.alerting.generate import artefacts
+from modelmon.alerting.options import RuleOptions
+from modelmon.alerting.policy import load_policy
+from modelmon.alerting.promql import number
+from modelmon.alerting.render import HEADER
+from modelmon.alerting.rules import alerts_of, rule_files
+from modelmon.config import THRESHOLD_DIRECTIONS, load_config, parse_config
+
+RUNBOOK = ROOT / "alerting" / "RUNBOOK.md"
+CAMEL = re.compile(r"^Modelmon(?:[A-Z][a-z0-9]*)+$")
+
+
+def _thresholds(keys: list[str]) -> dict:
+    out = {}
+    for key in keys:
+        below = THRESHOLD_DIRECTIONS[key] == "below"
+        out[key] = {"warning": 0.5, "critical": 0.4} if below else {"warning": 0.5, "critical": 0.6}
+    return out
+
+
+QUALITY_BY_TASK = {
+    "binary": ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier_score"],
+    "multiclass": ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"],
+    "regression": ["mae", "rmse", "r2"],
+}
+DRIFT_KEYS = ["psi", "js_distance", "ks_pvalue", "chi2_pvalue", "missing_ratio", "prediction_psi",
+              "drift_classifier_auc", "outlier_ratio"]
+
+
+def full_config(period: str = "30d"):
+    """Every threshold on every task, both receivers kinds in use: all alerts the generator can make."""
+    models = []
+    for task, quality in QUALITY_BY_TASK.items():
+        m = {"name": f"m_{task}", "task": task, "features": {"numeric": ["x"], "categorical": ["c"]},
+             "reference": {"first": 100}, "thresholds": _thresholds(quality + DRIFT_KEYS),
+             "slo": {"latency_p99_seconds": 0.5, "availability": 99.9, "period": period}, "team": f"t_{task}"}
+        if task == "multiclass":
+            m["classes"] = ["a", 'b"q', "c"]
+        models.append(m)
+    return parse_config({"models": models, "alerting": {
+        "receivers": [{"name": "inbox", "webhook": {"url": "http://receiver:9095/webhook"}}]}})
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """Anchors GitHub derives from headings: lower case, punctuation dropped, spaces to '-'."""
+    anchors = set()
+    for line in markdown.splitlines():
+        m = re.match(r"^#{1,6}\s+(.*)$", line)
+        if m:
+            anchors.add(re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-"))
+    return anchors
+
+
+# ---------------------------------------------------------------- burn rates as data
+
+
+def test_burn_factors_for_a_30_day_slo_are_the_workbook_ones():
+    policy = load_policy()
+    got = [(b.severity, b.long, b.short, b.factor_for(30, policy.burn_reference_days)) for b in policy.burn_windows]
+    assert got == [("critical", "1h", "5m", Fraction("14.4")), ("critical", "6h", "30m", Fraction(6)),
+                   ("warning", "1d", "2h", Fraction(3)), ("warning", "3d", "6h", Fraction(1))]
+    assert [b.budget_share(30) for b in policy.burn_windows] == [
+        Fraction(2, 100), Fraction(5, 100), Fraction(10, 100), Fraction(10, 100)]
+
+
+def test_burn_factors_scale_with_the_slo_period_and_spend_the_same_budget_share():
+    policy = load_policy()
+    for days in (7, 28, 90):
+        for b in policy.burn_windows:
+            factor = b.factor_for(days, policy.burn_reference_days)
+            long_days = Fraction(int(b.long[:-1]) * {"h": 1, "d": 24}[b.long[-1]], 24)
+            assert factor * long_days / days == b.budget_share(policy.burn_reference_days)
+
+
+def test_burn_thresholds_are_written_exactly():
+    config = full_config(period="28d")  # availability 99.9: budget 0.001
+    exprs = [r["expr"] for r in rule_files(config)["model-m_binary.yml"]["groups"][1]["rules"]
+             if r["alert"] == "ModelmonErrorBudgetBurn"]
+    # 14.4 * 28/30 * 0.001 = 0.01344, 6 * 28/30 * 0.001 = 0.0056, 3 * ... = 0.0028, 1 * 28/30 * 0.001 = 7/7500
+    assert [e.split(" > ")[1].split("\n")[0] for e in exprs] == ["0.01344", "0.0056", "0.0028", repr(7 / 7500)]
+
+
+@pytest.mark.parametrize("value, text", [
+    (Fraction(72, 1000), "0.072"), (Fraction(1, 200), "0.005"), (Fraction(3), "3"), (0.8, "0.8"), (10, "10"),
+    (Fraction(7, 30), repr(7 / 30)),
+])
+def test_number_text(value, text):
+    assert number(value) == text
+
+
+# ---------------------------------------------------------------- alert conventions
+
+
+def test_every_alert_follows_the_conventions():
+    config = full_config()
+    alerting = config.alerting
+    models = {m.name for m in config.models}
+    for a in alerts_of(config):
+        rule = a.render(alerting)
+        assert CAMEL.match(rule["alert"]), rule["alert"]
+        labels, ann = rule["labels"], rule["annotations"]
+        assert labels["severity"] in ("critical", "warning", "info")
+        assert labels["family"]
+        if a.model is not None:
+            assert labels["team"] == a.model.team and a.model.name in models
+            assert f'model="{a.model.name}"' in rule["expr"]
+            assert ann["dashboard_url"].endswith(f"?var-model={a.model.name}")
+        assert rule["for"]
+        assert "{{" not in ann["summary"], "summary must be static"
+        if a.model is not None:
+            assert "{{ $value" in ann["description"] and "{{ $labels.model }}" in ann["description"]
+        elif rule["alert"] != "ModelmonExporterAbsent":  # absent() has no value or labels worth showing
+            assert "{{ $" in ann["description"]
+        assert ann["runbook_url"] == f"{alerting.runbook_url}#{rule['alert'].lower()}"
+        assert ann["dashboard_url"].startswith(alerting.dashboard_url + "/d/modelmon-")
+
+
+def test_quality_alerts_wait_for_min_labeled_and_drift_for_min_samples():
+    config = full_config()
+    for a in alerts_of(config):
+        if a.family == "quality":
+            assert f"modelmon_window_labeled{{model=\"{a.model.name}\"}} >= {a.model.min_labeled}" in a.expr
+        if a.family == "drift":
+            assert f">= {a.model.min_drift_samples}" in a.expr and "modelmon_drift_window_records" in a.expr
+        if a.name in ("ModelmonLatencyP99High", "ModelmonErrorBudgetBurn"):
+            assert f">= {load_policy().min_requests}" in a.expr
+
+
+def test_rules_of_one_alert_name_are_told_apart_by_labels():
+    """Two rules producing the same labels would collide in Prometheus and in Alertmanager."""
+    seen = set()
+    for a in alerts_of(full_config()):
+        rule = a.render(full_config().alerting)
+        key = (a.name, a.model.name if a.model else None, tuple(sorted(rule["labels"].items())))
+        assert key not in seen, key
+        seen.add(key)
+
+
+def test_multiclass_class_values_are_escaped_in_promql():
+    docs = rule_files(full_config())
+    exprs = [r["expr"] for g in docs["model-m_multiclass.yml"]["groups"] for r in g["rules"]]
+    assert any('actual="b\\"q", predicted="b\\"q"' in e for e in exprs)
+
+
+# ---------------------------------------------------------------- runbook
+
+
+def all_alert_names() -> set[str]:
+    names = {a.name for a in alerts_of(full_config())}
+    expected = {threshold_alert_name(k, THRESHOLD_DIRECTIONS[k]) for k in QUANTITIES}
+    assert expected <= names, "full_config() must exercise every thresholded quantity"
+    return names
+
+
+def test_runbook_has_one_section_per_alert_and_no_orphans():
+    anchors = github_anchors(RUNBOOK.read_text())
+    names = all_alert_names()
+    missing = {n for n in names if n.lower() not in anchors}
+    assert not missing, f"RUNBOOK.md lacks sections for {sorted(missing)}"
+    orphans = {a for a in anchors if re.fullmatch(r"modelmon[a-z0-9]+", a) and a not in {n.lower() for n in names}}
+    assert not orphans, f"RUNBOOK.md documents alerts that do not exist: {sorted(orphans)}"
+
+
+def test_runbook_sections_say_meaning_check_and_action():
+    text = RUNBOOK.read_text()
+    for name in all_alert_names():
+        section = text.split(f"### {name}\n", 1)[1].split("\n#", 1)[0]
+        for part in ("**Meaning", "**Check:**", "**Do:**"):
+            assert part in section, f"{name}: no {part}"
+
+
+# ---------------------------------------------------------------- options for the end-to-end test
+
+
+def test_options_shrink_every_clock_for_the_end_to_end_test():
+    config = load_config(ROOT / "modelmon.yaml")
+    fast = RuleOptions(for_override="5s", rate_window="30s", min_requests=5,
+                       for_overrides={"ModelmonLabelsNotArriving": "5m"})
+    docs = rule_files(config, fast)
+    alerts = [r for d in docs.values() for g in d["groups"] for r in g["rules"] if "alert" in r]
+    assert {r["for"] for r in alerts if r["alert"] != "ModelmonLabelsNotArriving"} == {"5s"}
+    assert {r["for"] for r in alerts if r["alert"] == "ModelmonLabelsNotArriving"} == {"5m"}
+    records = {r["record"] for d in docs.values() for g in d["groups"] for r in g["rules"] if "record" in r}
+    assert "model:modelmon_prediction_latency_seconds:p99_30s" in records
+    assert "model:modelmon_predictions:rate30s" in records
+    for r in alerts:
+        if r["alert"] in ("ModelmonLatencyP99High", "ModelmonNoPredictions", "ModelmonRecordsRejected"):
+            assert "30s" in r["expr"] and "5m" not in r["expr"], r["expr"]
+        if r["alert"] == "ModelmonLatencyP99High":
+            assert "* 30 >= 5" in r["expr"]
+
+
+def test_default_options_keep_the_policy_durations():
+    config = load_config(ROOT / "modelmon.yaml")
+    policy = load_policy()
+    for a in alerts_of(config):
+        if a.name == "ModelmonErrorBudgetBurn":
+            assert a.pending in {b.pending for b in policy.burn_windows}
+        elif a.name in policy.alerts:
+            assert a.pending == policy.alerts[a.name].pending
+
+
+@pytest.mark.parametrize("kwargs", [{"for_override": "soon"}, {"rate_window": "5 minutes"}, {"min_requests": 0},
+                                    {"for_overrides": {"X": "1y"}}])
+def test_bad_options_are_rejected(kwargs):
+    with pytest.raises(ValueError, match="RuleOptions"):
+        RuleOptions(**kwargs)
+
+
+# ---------------------------------------------------------------- generated files
+
+
+def test_generation_is_deterministic_and_headed():
+    config = load_config(ROOT / "modelmon.yaml")
+    first, second = artefacts(config), artefacts(load_config(ROOT / "modelmon.yaml"))
+    assert first == second
+    assert list(first) == sorted(first)
+    for path, text in first.items():
+        assert text.startswith(HEADER), path
+        yaml.safe_load(text)
+
+
+def test_committed_files_are_up_to_date():
+    """The committed prometheus/ and alerting/ files are exactly what modelmon.yaml generates."""
+    expected = artefacts(load_config(ROOT / "modelmon.yaml"))
+    stale = [p for p, text in expected.items() if not (ROOT / p).exists() or (ROOT / p).read_text() != text]
+    assert not stale, f"stale generated files (run `modelmon generate`): {stale}"
+    on_disk = {p.relative_to(ROOT).as_posix() for p in (ROOT / "prometheus" / "rules").glob("*.yml")}
+    assert on_disk == {p for p in expected if p.startswith("prometheus/rules/")}
+
+
+def test_committed_files_target_the_compose_services():
+    expected = artefacts(load_config(ROOT / "modelmon.yaml"))
+    prom = yaml.safe_load(expected["prometheus/prometheus.yml"])
+    targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in prom["scrape_configs"]}
+    assert targets == {"modelmon": ["exporter:9188"], "prometheus": ["prometheus:9090"],
+                       "alertmanager": ["alertmanager:9093"]}
+    assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    am = yaml.safe_load(expected["alerting/alertmanager.yml"])
+    urls = [w["url"] for r in am["receivers"] for w in r.get("webhook_configs", [])]
+    assert urls == ["http://receiver:9095/webhook"]
