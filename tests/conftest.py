@@ -53,3 +53,17 @@ def alertmanager_bin() -> str:
 @pytest.fixture
 def demo_config_path() -> Path:
     return ROOT / "modelmon.yaml"
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory):
+    """Real Prometheus, Alertmanager, exporter, receiver and live traffic (see tests/e2e_stack.py)."""
+    from tests.e2e_stack import LiveStack
+
+    stack = LiveStack(tmp_path_factory.mktemp("e2e"), which_or_skip("prometheus"),
+                      which_or_skip("prometheus-alertmanager"))
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
