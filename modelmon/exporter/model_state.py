@@ -6,7 +6,6 @@ and the latest snapshot, so a scrape never computes statistics.
 """
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,7 +198,7 @@ class ModelState:
             return out
         for i, m in enumerate(score_maps):
             if m:
-                row = [m.get(c, m.get(_maybe_int(c))) for c in classes]
+                row = [m.get(c) for c in classes]  # JSON object keys are strings, like class_key
                 if all(x is not None for x in row):
                     out[i] = row
         return out
@@ -323,13 +322,3 @@ def feature_drift(profile: Any, values: np.ndarray) -> dict[str, float]:
         out["chi2_pvalue"] = drift.chi2_pvalue(profile.ref_counts, counts)
     return out
 
-
-def _maybe_int(c: str) -> Any:
-    try:
-        return int(c)
-    except ValueError:
-        return c
-
-
-def is_finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)

@@ -117,9 +117,8 @@ class Exporter:
 
     def _labels_of(self, state: ModelState, cols: PredictionColumns, versions: list[str]) -> None:
         """Inline labels go straight to quality; unlabelled predictions with an id wait for one."""
-        n = len(cols)
-        labelled = cols.status_ok & np.fromiter((x is not None for x in cols.labels), dtype=bool, count=n)
-        with_id = np.fromiter((x is not None for x in cols.ids), dtype=bool, count=n)
+        labelled = cols.status_ok & np.array([x is not None for x in cols.labels], dtype=bool)
+        with_id = np.array([x is not None for x in cols.ids], dtype=bool)
         lab_idx = np.flatnonzero(labelled).tolist()
         wait_idx = np.flatnonzero(cols.status_ok & ~labelled & with_id).tolist()
         if lab_idx:
