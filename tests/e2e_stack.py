@@ -157,8 +157,13 @@ class LiveStack:
         return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
     def stop(self) -> None:
-        if self.traffic:
-            self.traffic.stop()
+        try:
+            if self.traffic:
+                self.traffic.stop()
+        finally:
+            self._stop_processes()
+
+    def _stop_processes(self) -> None:
         for proc in reversed(list(self.procs.values())):
             if proc.poll() is None:
                 proc.terminate()
