@@ -1,0 +1,117 @@
+"""The native stack's configs: the compose configs, rewritten for processes on 127.0.0.1.
+
+The generated prometheus/, alerting/ and grafana/ files address the compose services
+(``exporter:9188``, ``alertmanager:9093``, ``receiver:9095``, ``prometheus:9090``) and the compose
+mount points (``/etc/prometheus/rules``, ``/etc/grafana/dashboards/modelmon``). Here they are copied into
+the work directory with those names pointed at 127.0.0.1, the chosen ports and the copies' paths.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Mapping
+
+from modelmon.stack.errors import StackError
+from modelmon.stack.plan import DEFAULT_PORTS, Layout
+
+SOURCE_DIRS = ("prometheus", "alerting", "grafana")
+PROMETHEUS_CONFIG = "prometheus/prometheus.yml"
+ALERTMANAGER_CONFIG = "alerting/alertmanager.yml"
+
+# Hosts that mean "that service" in a generated file: its compose name, or the loopback
+# address a config written for a single machine uses.
+_ENDPOINT_RE = re.compile(
+    r"(?<![\w.-])(?P<host>" + "|".join(map(re.escape, [*DEFAULT_PORTS, "localhost", "127.0.0.1"]))
+    + r"):(?P<port>\d+)(?!\d)"
+)
+_SERVICE_BY_PORT = {port: name for name, port in DEFAULT_PORTS.items()}
+
+
+def rewrite_endpoints(text: str, ports: Mapping[str, int]) -> str:
+    """``exporter:9188`` / ``localhost:9188`` -> ``127.0.0.1:<exporter port>``, for every service.
+
+    A service name with a port that is not its own (``prometheus:9999``) is left alone: it is
+    not one of ours.
+    """
+    def replace(m: re.Match[str]) -> str:
+        host, port = m.group("host"), int(m.group("port"))
+        service = _SERVICE_BY_PORT.get(port)
+        if service is None or (host in DEFAULT_PORTS and host != service):
+            return m.group(0)
+        return f"127.0.0.1:{ports[service]}"
+
+    return _ENDPOINT_RE.sub(replace, text)
+
+
+def container_paths(layout: Layout) -> dict[str, Path]:
+    """docker-compose.yml mount point -> where the native stack keeps the same files."""
+    return {
+        "/etc/prometheus": layout.etc / "prometheus",
+        "/etc/alertmanager": layout.etc / "alerting",
+        "/etc/grafana/provisioning": layout.grafana_provisioning,
+        "/etc/grafana/dashboards/modelmon": layout.grafana_dashboards,
+    }
+
+
+def rewrite_paths(text: str, layout: Layout) -> str:
+    """Absolute in-container paths (a rule_files glob, a dashboard provider path) -> work dir paths."""
+    mapping = container_paths(layout)
+    pattern = re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, mapping)) + r")(?![\w.-])")
+    return pattern.sub(lambda m: str(mapping[m.group(1)]), text)
+
+
+def rewrite(text: str, layout: Layout, ports: Mapping[str, int]) -> str:
+    return rewrite_paths(rewrite_endpoints(text, ports), layout)
+
+
+def read_sources(project_dir: Path) -> dict[str, str]:
+    """Every file under prometheus/, alerting/ and grafana/ of the project, by relative path."""
+    files: dict[str, str] = {}
+    for top in SOURCE_DIRS:
+        for path in sorted((project_dir / top).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                files[path.relative_to(project_dir).as_posix()] = path.read_text()
+    return files
+
+
+def stack_sources(config: object, project_dir: Path) -> dict[str, str]:
+    """The files the stack runs on: generated afresh from the config, so an edited modelmon.yaml
+    takes effect without `modelmon generate`, plus the project's hand-written files. In folders
+    whose files are all generated, only fresh ones count: no orphan rule file from an old config."""
+    from modelmon.generate import OWNED_DIRS, artefacts
+
+    handwritten = {rel: text for rel, text in read_sources(project_dir).items()
+                   if not any(rel.startswith(d + "/") for d in OWNED_DIRS)}
+    fresh = {rel: text for rel, text in artefacts(config).items() if rel.split("/", 1)[0] in SOURCE_DIRS}
+    return {**handwritten, **fresh}
+
+
+def require(files: Mapping[str, str], *paths: str) -> None:
+    missing = [p for p in paths if p not in files]
+    if missing:
+        raise StackError(f"missing {', '.join(missing)}: run `modelmon generate --config modelmon.yaml` "
+                         "in the project directory first")
+
+
+def write_configs(files: Mapping[str, str], layout: Layout, ports: Mapping[str, int]) -> list[Path]:
+    """Write rewritten copies under layout.etc (rebuilt from scratch: no stale rule files)."""
+    if layout.etc.exists():
+        shutil.rmtree(layout.etc)
+    written = []
+    for rel, text in sorted(files.items()):
+        target = layout.etc / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(rewrite(text, layout, ports))
+        written.append(target)
+    return written
+
+
+def prepare_data(layout: Layout) -> None:
+    """Data and log directories; a fresh prediction log so that the demo timeline starts over.
+
+    Prometheus, Alertmanager and Grafana create their own directories under layout.data.
+    """
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    layout.data.mkdir(parents=True, exist_ok=True)
+    layout.predictions_log.write_bytes(b"")
