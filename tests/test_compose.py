@@ -121,7 +121,7 @@ def test_every_service_has_a_healthcheck_on_its_own_port(services):
 
 def test_start_order_waits_for_health(services):
     expected = {
-        "exporter": {"traffic"},        # the log exists before the exporter tails it
+        "traffic": {"exporter"},        # the exporter follows the log before its first line: nothing skipped
         "alertmanager": {"receiver"},
         "prometheus": {"exporter", "alertmanager"},
         "grafana": {"prometheus"},

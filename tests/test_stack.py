@@ -62,7 +62,7 @@ def test_plan_starts_the_compose_topology_in_dependency_order(tmp_path):
     assert exporter[:4] == (PY, "-m", "modelmon", "serve")
     assert exporter[exporter.index("--config") + 1] == str(tmp_path / "modelmon.yaml")
     assert exporter[exporter.index("--log") + 1] == str(layout.predictions_log)
-    assert "--from-start" in exporter
+    assert "--from-start" not in exporter  # restarts resume from the offset file, never replay
     assert exporter[exporter.index("--port") + 1] == "19188"
     assert by["exporter"].health.url == "http://127.0.0.1:19188/healthz"
 

@@ -170,8 +170,11 @@ def plan_stack(options: StackOptions, layout: Layout, binaries: Binaries) -> Pla
         ),
         Service(
             name="exporter",
+            # No --from-start: the exporter starts before the log exists (so reads it from 0 when it
+            # appears), and on a restart its offset file resumes where it stopped instead of
+            # replaying the whole log as a burst of "new" predictions.
             argv=(*mm, "serve", "--config", str(options.config), "--log", str(layout.predictions_log),
-                  "--from-start", "--host", "127.0.0.1", "--port", str(ports["exporter"])),
+                  "--host", "127.0.0.1", "--port", str(ports["exporter"])),
             health=Health(url=f"http://127.0.0.1:{ports['exporter']}/healthz"),
             log=layout.log_of("exporter"),
             url=f"http://127.0.0.1:{ports['exporter']}/metrics",
