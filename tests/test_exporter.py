@@ -302,3 +302,46 @@ def test_multivariate_worker_sees_joint_drift_and_exports_it():
     assert value(text, "modelmon_outlier_ratio", model="bin") > calm["outlier_ratio"]
     assert has(text, "modelmon_multivariate_last_run_timestamp_seconds", model="bin")
     assert not has(text, "modelmon_drift_classifier_auc", model="reg")  # no traffic, no value
+
+
+def test_reference_frozen_from_traffic_survives_a_restart(tmp_path):
+    store = tmp_path / "refs"
+    cfg = make_config(reference={"first": 300})
+    first = Exporter(cfg, reference_store=store)
+    first.load_references()
+    base, _ = binary_records(400, seed=60, inline_share=1.0)
+    first.ingest_lines(lines(base), "file")
+    assert (store / "bin.jsonl").exists()
+    frozen = first.states["bin"].reference
+    # After a restart during drift, the baseline must still be the first 300 records, not the drift.
+    second = Exporter(cfg, reference_store=store)
+    second.load_references()
+    again = second.states["bin"].reference
+    assert again is not None and again.size == 300
+    for f in ("x1", "x2", "c"):
+        assert np.array_equal(again.profiles[f].ref_counts, frozen.profiles[f].ref_counts), f
+    assert np.array_equal(again.prediction.ref_counts, frozen.prediction.ref_counts)
+    drifted, _ = binary_records(400, seed=61, start=T0 + 5000, inline_share=1.0, shift=1.5)
+    second.ingest_lines(lines(drifted), "file")
+    second.refresh(force=True)
+    assert value(scrape(second), "modelmon_feature_psi", model="bin", feature="x1") > 0.25
+    # A saved file that no longer fits the config is ignored, and a new baseline is taken.
+    (store / "bin.jsonl").write_text('{"other": 1}\n')
+    third = Exporter(cfg, reference_store=store)
+    third.load_references()
+    assert third.states["bin"].reference is None
+
+
+def test_output_reference_frozen_from_traffic_survives_a_restart(tmp_path):
+    ref_records, _ = binary_records(1000, seed=62, inline_share=1.0)
+    write_reference_csv(tmp_path / "ref.csv", ref_records, with_score=False)
+    cfg = make_config(tmp_path, reference="ref.csv")
+    first = Exporter(cfg, reference_store=tmp_path / "refs")
+    first.load_references()
+    stable, _ = binary_records(5000, seed=63, inline_share=1.0)
+    first.ingest_lines(lines(stable), "file")  # the first 5000 outputs become the output reference
+    second = Exporter(cfg, reference_store=tmp_path / "refs")
+    second.load_references()
+    assert second.states["bin"].reference.prediction is not None
+    assert np.array_equal(second.states["bin"].reference.prediction.ref_counts,
+                          first.states["bin"].reference.prediction.ref_counts)

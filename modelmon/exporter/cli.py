@@ -17,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="replay the whole log instead of resuming (or, without a state file, starting at its end)")
     p.add_argument("--state-file", type=Path,
                    help="where the read offset is kept across restarts (default: LOG.modelmon-offset)")
+    p.add_argument("--reference-store", type=Path,
+                   help="where references frozen from traffic ({first: N}, or outputs missing from a reference "
+                        "file) are kept across restarts (default: LOG.modelmon-references/; none without --log)")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="listen port (default: %(default)s)")
     p.add_argument("--ingest-token", help="bearer token required by POST /ingest (or env MODELMON_INGEST_TOKEN)")
@@ -38,7 +41,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("modelmon.serve")
     config = load_config(args.config)
-    exporter = Exporter(config, refresh_interval=args.refresh_interval)
+    store = args.reference_store
+    if store is None and args.log is not None:
+        store = args.log.with_name(args.log.name + ".modelmon-references")
+    exporter = Exporter(config, refresh_interval=args.refresh_interval, reference_store=store)
     exporter.load_references()
     exporter.start_background()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -91,6 +91,8 @@ class ModelState:
         self._collecting: list[dict[str, np.ndarray]] = []  # reference {first: N} or output reference
         self._collected = 0
         self.snapshot = Snapshot()
+        # Called with (model, frozen features or None, frozen outputs) when traffic froze a reference.
+        self.on_frozen: Callable[[ModelConfig, dict | None, np.ndarray], None] | None = None
         self.multivariate: dict[str, float] = {}  # drift_classifier_auc, outlier_ratio, last_run
         self.dirty = False
 
@@ -222,10 +224,13 @@ class ModelState:
             return
         merged = {k: np.concatenate([c[k] for c in self._collecting]) for k in window_cols}
         self._collecting, self._collected = [], 0
+        features = {f: merged[f] for f in self.cfg.features} if need_inputs else None
         if need_inputs:
-            self.set_reference({f: merged[f] for f in self.cfg.features}, merged[PRED])
+            self.set_reference(features, merged[PRED])
         else:
             self.reference.set_prediction(self.cfg, merged[PRED])
+        if self.on_frozen is not None:
+            self.on_frozen(self.cfg, features, merged[PRED])
 
     @property
     def reference_state(self) -> str:

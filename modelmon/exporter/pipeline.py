@@ -11,6 +11,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ from modelmon.exporter.joiner import LabelJoiner, Pending
 from modelmon.exporter.model_state import ModelState
 from modelmon.exporter.records import ParsedBatch, PredictionColumns, RecordParser, Reject
 from modelmon.exporter.reference import ReferenceDataError, load_reference
+from modelmon.exporter.reference_store import ReferenceStore
 
 log = logging.getLogger("modelmon.exporter")
 
@@ -33,12 +35,16 @@ class IngestResult:
 
 
 class Exporter:
-    def __init__(self, config: Config, refresh_interval: float = 1.0):
+    def __init__(self, config: Config, refresh_interval: float = 1.0, reference_store: Path | None = None):
         self.config = config
         self.refresh_interval = refresh_interval
         self.lock = threading.RLock()
         self.parser = RecordParser(config)
         self.states = {m.name: ModelState(m, config.exporter) for m in config.models}
+        self.reference_store = ReferenceStore(reference_store) if reference_store is not None else None
+        if self.reference_store is not None:
+            for state in self.states.values():
+                state.on_frozen = self._save_frozen
         self.latency_bounds = tuple(sorted(set(LATENCY_BUCKETS) | {
             m.slo.latency_p99_seconds for m in config.models if m.slo.latency_p99_seconds}))
         self.joiner = LabelJoiner(config.exporter.label_ttl_seconds, config.exporter.join_buffer_max,
@@ -54,14 +60,26 @@ class Exporter:
     # ------------------------------------------------------------------ references
 
     def load_references(self) -> None:
-        """Load file references; a model whose file fails is reported, the others go on."""
+        """Load file references and references frozen from traffic before a restart.
+
+        A model whose file fails is reported on /ready and in the log; the others go on.
+        """
         for m in self.config.models:
-            if m.reference.path is None:
-                continue
             state = self.states[m.name]
+            if m.reference.path is None:
+                saved = self.reference_store.load(m, with_features=True) if self.reference_store else None
+                if saved is not None:
+                    with self.lock:
+                        state.set_reference(*saved)
+                    log.info("model %s: reference frozen earlier reloaded from %s (%d rows)", m.name,
+                             self.reference_store.path(m.name), state.reference.size)
+                continue
             try:
                 cols = load_reference(m.reference.path, m.numeric_features, m.categorical_features)
                 prediction = self._reference_prediction(m)
+                if prediction is None and self.reference_store is not None:
+                    saved = self.reference_store.load(m, with_features=False)
+                    prediction = saved[1] if saved is not None else None
                 with self.lock:
                     state.set_reference({f: cols[f] for f in m.features}, prediction)
                     state.reference_error = None
@@ -159,6 +177,12 @@ class Exporter:
             if state.cfg.task != "multiclass":
                 scores = np.asarray([np.nan if s is None else s for s in scores], dtype=np.float64)
             state.add_labelled(versions, preds, labels, scores, np.asarray(pred_ts), np.asarray(delays))
+
+    def _save_frozen(self, model, features, prediction) -> None:
+        try:
+            self.reference_store.save(model, features, prediction)
+        except OSError as e:  # the reference still works in memory; only the restart loses it
+            log.error("model %s: cannot save the frozen reference: %s", model.name, e)
 
     def _count_expired(self, model: str, reason: str, n: int) -> None:
         self.states[model].expired[reason] += n
