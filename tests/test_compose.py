@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, which_or_skip
-from modelmon.stack.plan import DEFAULT_PORTS, DEMO_RATE, DEMO_SCHEDULE, HOME_DASHBOARD
+from modelmon.stack.plan import DEFAULT_PORTS, DEMO_RATE, DEMO_ROTATE_BYTES, DEMO_SCHEDULE, HOME_DASHBOARD
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -170,6 +170,7 @@ def test_the_exporter_reads_what_the_traffic_writes(services):
     assert exporter["volumes"] == traffic["volumes"] == ["predictions:/data"]
     # The same demo as `make demo`.
     assert "--loop" in tr and tr["--schedule"] == DEMO_SCHEDULE and float(tr["--rate"]) == DEMO_RATE
+    assert tr["--rotate-bytes"] == DEMO_ROTATE_BYTES  # same bounded demo log as `make demo`
 
     rc = command_options(services["receiver"]["command"])
     assert services["receiver"]["command"][0] == "receiver"

@@ -462,3 +462,35 @@ def test_delay_and_schedule_parsing():
     assert looped.segments(4, 12) == [("traffic_stop", 4, 5), ("stable", 5, 8), ("traffic_stop", 8, 10),
                                       ("stable", 10, 12)]
     assert Timeline((("stable", 3),)).segments(2, 10) == [("stable", 2, 3)]
+
+
+def test_live_log_rotates_by_rename_and_the_follower_loses_nothing(tmp_path):
+    from modelmon.exporter.tailer import LogFollower
+    from modelmon.simulate.rotating import RotatingLog, parse_size
+
+    assert parse_size("100M") == 100 << 20 and parse_size("512k") == 512 << 10 and parse_size("4096") == 4096
+    with pytest.raises(ValueError):
+        parse_size("lots")
+    log = tmp_path / "p.jsonl"
+    log.touch()
+    follower = LogFollower(log, state_path=tmp_path / "offset")
+    seen = []
+    with RotatingLog(log, max_bytes=300) as out:
+        for i in range(300):
+            out.write(b'{"n": %d}\n' % i)
+            if i % 7 == 0:
+                seen.extend(follower.poll())
+        assert out.rotations > 5
+    for _ in range(3):
+        seen.extend(follower.poll())
+    # Several rotations can happen between two polls: only the newest .1 is kept on disk, so the
+    # follower is guaranteed every line when it polls at least once per rotation, as here.
+    assert [int(line.split(b":")[1].strip(b" }")) for line in seen] == list(range(300))
+    assert log.stat().st_size <= 300 and (tmp_path / "p.jsonl.1").stat().st_size <= 300
+
+
+def test_rotate_bytes_needs_live_mode_with_a_file(tmp_path, capsys):
+    from modelmon.cli import main
+
+    assert main(["simulate", "--out", str(tmp_path / "x.jsonl"), "--records", "10", "--rotate-bytes", "1M"]) == 2
+    assert "--rotate-bytes is for live mode" in capsys.readouterr().err

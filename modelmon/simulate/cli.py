@@ -26,6 +26,15 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _size(text: str) -> int:
+    from modelmon.simulate.rotating import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -49,6 +58,9 @@ def _share(text: str) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--out", metavar="LOG", help="append JSON Lines records to LOG ('-' for stdout)")
+    out.add_argument("--rotate-bytes", metavar="SIZE", type=_size,
+                     help="live mode: rename LOG to LOG.1 and start a new one once it passes SIZE (e.g. 100M), "
+                          "so an endless demo stays within about twice SIZE on disk")
     out.add_argument("--reference-dir", metavar="DIR", type=Path,
                      help="write <model>.csv reference rows from the stable distribution into DIR")
     out.add_argument("--reference-rows", metavar="N", type=int, default=5000, help="rows per reference file (5000)")
@@ -110,6 +122,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--loop runs forever: it needs live mode (drop --records/--batch)"
     if args.batch and args.records is None and not (args.duration or args.schedule):
         return "--batch needs --duration or --schedule (or use --records N)"
+    if args.rotate_bytes is not None and (batch or args.out in (None, "-")):
+        return "--rotate-bytes is for live mode writing to a file (--out PATH, no --records/--batch)"
     if args.start and not batch:
         return "--start is for batch mode (--records or --batch); live mode stamps records with the time now"
     return None
@@ -156,6 +170,15 @@ def _open(out: str, buffered: bool) -> AbstractContextManager[IO[bytes]]:
     return open(out, "ab", buffering=-1 if buffered else 0)
 
 
+def _open_live(out: str, rotate_bytes: int | None) -> AbstractContextManager[IO[bytes]]:
+    if rotate_bytes is None or out == "-":
+        return _open(out, buffered=False)
+    from modelmon.simulate.rotating import RotatingLog
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    return RotatingLog(out, rotate_bytes)
+
+
 def _batch(sim: Simulator, args: argparse.Namespace, schedule: list[tuple[str, float]] | None,
            start: float | None) -> int:
     n = args.records
@@ -178,7 +201,7 @@ def _live(sim: Simulator, args: argparse.Namespace, schedule: list[tuple[str, fl
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     print(f"writing {args.rate:g} records/s to {args.out} (Ctrl-C stops)", file=sys.stderr)
     try:
-        with _open(args.out, buffered=False) as fh:
+        with _open_live(args.out, args.rotate_bytes) as fh:
             lines = run_live(sim, timeline, fh, args.rate, duration=args.duration, stop=lambda: bool(stopping))
     finally:
         signal.signal(signal.SIGTERM, previous)

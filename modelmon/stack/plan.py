@@ -26,6 +26,7 @@ DEFAULT_PORTS: dict[str, int] = {
 DEMO_SCHEDULE = ("stable:120,error_burst:300,stable:120,covariate_drift:1200,concept_drift:900,"
                  "latency_regression:900,stable:300")
 DEMO_RATE = 50.0  # records per second, all models together
+DEMO_ROTATE_BYTES = "100M"  # the endless demo log rotates by rename: at most ~200 MB on disk
 DEMO_SEED = 7
 
 # The dashboard Grafana opens on: every model in one view.
@@ -182,7 +183,8 @@ def plan_stack(options: StackOptions, layout: Layout, binaries: Binaries) -> Pla
         Service(
             name="traffic",
             argv=(*mm, "simulate", "--out", str(layout.predictions_log), "--rate", f"{options.rate:g}",
-                  "--seed", str(options.seed), "--schedule", options.schedule, "--loop"),
+                  "--seed", str(options.seed), "--schedule", options.schedule, "--loop",
+                  "--rotate-bytes", DEMO_ROTATE_BYTES),
             health=Health(file=layout.predictions_log),
             log=layout.log_of("traffic"),
         ),
