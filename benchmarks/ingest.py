@@ -8,7 +8,9 @@ Figures (targets from the exporter issue):
   * ingest rate: lines -> per-model state (parse, validate, counters, histograms, windows, joins),
     2 binary models x 20 features (15 numeric, 5 categorical), 30% late labels;  target >= 0.5 x parse;
   * peak RSS after 1M and after N records;  target: RSS(N) within 10% of RSS(1M) (bounded state);
-  * /metrics render time for 20 models x 30 features;  target < 50 ms.
+  * /metrics render time for 20 models x 30 features;  target < 50 ms;
+  * checkpoint write and restore time and size for the state after the run (no target; the
+    exporter holds its lock while it copies the state, so this is the ingest pause per checkpoint).
 Windowed gauges are refreshed once per batch-second as in production (throttled refresh); the
 multivariate worker is off, as it runs on its own thread and interval in production.
 """
@@ -18,6 +20,7 @@ import argparse
 import gc
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +30,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from modelmon.config import parse_config  # noqa: E402
+from modelmon.exporter.checkpoint import Checkpointer  # noqa: E402
 from modelmon.exporter.collector import ExporterCollector  # noqa: E402
 from modelmon.exporter.pipeline import Exporter  # noqa: E402
 
@@ -146,6 +150,21 @@ def render_time(n_models: int = 20, n_features: int = 30, repeats: int = 20) -> 
     return float(np.median(times)), series
 
 
+def checkpoint_figures(ex: Exporter) -> tuple[float, float, float]:
+    """(write seconds, restore seconds, MiB) of a checkpoint of `ex`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ckpt"
+        t = time.perf_counter()
+        if not Checkpointer(ex, path).save():
+            raise SystemExit("checkpoint failed")
+        write_s = time.perf_counter() - t
+        size = path.stat().st_size / 2**20
+        fresh = Exporter(ex.config)
+        t = time.perf_counter()
+        Checkpointer(fresh, path).restore()
+        return write_s, time.perf_counter() - t, size
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=5_000_000)
@@ -176,6 +195,7 @@ def main() -> int:
     rss_last, peak_last = rss_mib(), peak_rss_mib()
     rate_ingest = done / seconds
     render_s, series = render_time()
+    ckpt_write, ckpt_restore, ckpt_mib = checkpoint_figures(ex)
 
     print(f"pure JSON parse rate (orjson):   {rate_parse:12,.0f} lines/s")
     print(f"  ... keeping each batch alive:  {rate_keep:12,.0f} lines/s   (ingest / this: {done / seconds / rate_keep:.2f})")
@@ -186,6 +206,8 @@ def main() -> int:
           f"{100 * (rss_last / rss_first - 1):+.1f}%, target within 10%)")
     print(f"/metrics render, 20 models x 30: {render_s * 1000:12.1f} ms        ({series} series, target < 50 ms)")
     print(f"join buffer waiting:             {len(ex.joiner):12,d} predictions")
+    print(f"checkpoint of that state:        {ckpt_write * 1000:12.1f} ms write, {ckpt_restore * 1000:.1f} ms restore, "
+          f"{ckpt_mib:.1f} MiB")
     return 0
 
 

@@ -57,3 +57,26 @@ def binary_records(n, seed=0, start=T0, inline_share=0.5, version="v1", shift=0.
             labels.append({"ts": rfc3339(ts + 30 + i % 50), "id": rec["id"], "model": "bin", "label": y})
         preds.append(rec)
     return preds, labels
+
+
+def multiclass_records(n, seed, start):
+    """Multiclass predictions of model "multi" (classes a, b, c) with scores and inline labels."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        probs = rng.dirichlet([2, 2, 2])
+        pred = "abc"[int(np.argmax(probs))]
+        out.append({"ts": rfc3339(start + i), "id": f"m-{seed}-{i}", "model": "multi", "version": "v1",
+                    "features": {"x1": float(rng.normal()), "c": str(rng.choice(["de", "fr"]))},
+                    "prediction": pred, "scores": dict(zip("abc", map(float, probs))),
+                    "label": "abc"[int(rng.integers(3))], "latency_ms": 5.0})
+    return out
+
+
+def regression_records(n, seed, start):
+    """Regression predictions of model "reg" (version v2, some x2 missing) with inline labels."""
+    rng = np.random.default_rng(seed)
+    return [{"ts": start + i, "id": f"r-{seed}-{i}", "model": "reg", "version": "v2",
+             "features": {"x1": float(rng.normal()), "x2": None if i % 7 == 0 else float(rng.normal())},
+             "prediction": float(rng.normal()), "label": float(rng.normal()), "latency_ms": 3.0}
+            for i in range(n)]

@@ -135,3 +135,67 @@ def test_serve_ready_and_ingest_over_http(serve):
     r = requests.post(serve.url("/ingest"), data=body, headers={"Authorization": "Bearer t0ken"}, timeout=5)
     assert r.status_code == 200 and r.json()["accepted"] == 30
     assert serve.wait_for(30) == 30
+
+
+def metric(serve: Serve, name: str, **labels) -> float | None:
+    text = requests.get(serve.url("/metrics"), timeout=5).text
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+def wait_metric(serve: Serve, name: str, expected: float, timeout: float = 30, **labels) -> float | None:
+    deadline = time.time() + timeout
+    seen = None
+    while time.time() < deadline:
+        seen = metric(serve, name, **labels)
+        if seen == expected:
+            break
+        time.sleep(0.1)
+    return seen
+
+
+def test_restart_keeps_quality_window_and_predictions_waiting_for_labels(serve):
+    preds, late = binary_records(400, seed=53, inline_share=0.5)
+    inline = sum("label" in p for p in preds)
+    append(serve.log, preds)
+    serve.start("--from-start")
+    assert wait_metric(serve, "modelmon_window_labeled", inline, model="bin", version="v1") == inline
+    accuracy = metric(serve, "modelmon_accuracy_ratio", model="bin")
+    assert metric(serve, "modelmon_label_join_pending") == len(late)
+
+    serve.stop()  # SIGTERM: the offset is committed, then the checkpoint written
+    checkpoint = serve.log.with_name(serve.log.name + ".modelmon-checkpoint")
+    assert checkpoint.exists()
+    serve.start()
+    # Before any new record: the window and its gauges are back, and the predictions still wait.
+    assert wait_metric(serve, "modelmon_window_labeled", inline, model="bin", version="v1") == inline
+    assert metric(serve, "modelmon_accuracy_ratio", model="bin") == accuracy
+    assert metric(serve, "modelmon_label_join_pending") == len(late)
+    assert serve.predictions() == 0  # counters restart at zero; nothing was read twice
+
+    append(serve.log, late)
+    assert wait_metric(serve, "modelmon_labels_total", len(late), model="bin", version="v1") == len(late)
+    assert metric(serve, "modelmon_labels_unmatched_total", model="bin") == 0
+    assert wait_metric(serve, "modelmon_window_labeled", 400, model="bin", version="v1") == 400
+
+
+def test_after_a_crash_the_periodic_checkpoint_is_used(serve):
+    preds, _ = binary_records(300, seed=54, inline_share=1.0)
+    append(serve.log, preds[:200])
+    serve.start("--from-start", "--checkpoint-interval", "0.2")
+    assert serve.wait_for(200) == 200
+    checkpoint = serve.log.with_name(serve.log.name + ".modelmon-checkpoint")
+    deadline = time.time() + 10
+    while not checkpoint.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    append(serve.log, preds[200:250])  # read, then a checkpoint after the commit
+    assert serve.wait_for(250) == 250
+    time.sleep(1.0)
+    serve.stop(signal.SIGKILL)
+    append(serve.log, preds[250:])
+    serve.start()
+    assert wait_metric(serve, "modelmon_window_labeled", 300, model="bin", version="v1") == 300
+    assert serve.predictions() == 50

@@ -20,6 +20,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-store", type=Path,
                    help="where references frozen from traffic ({first: N}, or outputs missing from a reference "
                         "file) are kept across restarts (default: LOG.modelmon-references/; none without --log)")
+    p.add_argument("--checkpoint", type=Path,
+                   help="where the windows and the predictions waiting for late labels are saved, so a restart "
+                        "keeps them (default: LOG.modelmon-checkpoint; none without --log)")
+    p.add_argument("--checkpoint-interval", type=float, default=60.0,
+                   help="seconds between checkpoints, besides the one at shutdown; 0 saves only at shutdown "
+                        "(default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="listen port (default: %(default)s)")
     p.add_argument("--ingest-token", help="bearer token required by POST /ingest (or env MODELMON_INGEST_TOKEN)")
@@ -34,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from werkzeug.serving import make_server
 
     from modelmon.config import load_config
+    from modelmon.exporter.checkpoint import Checkpointer
     from modelmon.exporter.pipeline import Exporter
     from modelmon.exporter.server import create_app, ingest_token_from
     from modelmon.exporter.source import FileSource
@@ -46,13 +53,23 @@ def run(args: argparse.Namespace) -> int:
         store = args.log.with_name(args.log.name + ".modelmon-references")
     exporter = Exporter(config, refresh_interval=args.refresh_interval, reference_store=store)
     exporter.load_references()
+    checkpoint_path = args.checkpoint
+    if checkpoint_path is None and args.log is not None:
+        checkpoint_path = args.log.with_name(args.log.name + ".modelmon-checkpoint")
+    checkpointer = Checkpointer(exporter, checkpoint_path, args.checkpoint_interval) if checkpoint_path else None
+    if checkpointer is not None:
+        if args.from_start:  # the replay rebuilds the windows; the checkpoint would count them twice
+            log.info("--from-start: not restoring the checkpoint %s", checkpoint_path)
+        else:
+            checkpointer.restore()
     exporter.start_background()
 
     source = None
     if args.log is not None:
         state_file = args.state_file or args.log.with_name(args.log.name + ".modelmon-offset")
         source = FileSource(exporter, args.log, state_file, from_start=args.from_start,
-                            poll_interval=args.poll_interval)
+                            poll_interval=args.poll_interval,
+                            after_commit=checkpointer.maybe_save if checkpointer else None)
         source.start()
         log.info("following %s (offset kept in %s)", args.log, state_file)
 
@@ -67,10 +84,15 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
+    if checkpointer is not None and source is None and args.checkpoint_interval > 0:  # HTTP only: on a timer
+        exporter.run_every("modelmon-checkpoint", args.checkpoint_interval, checkpointer.save)
     try:
         server.serve_forever()
     finally:
-        if source is not None:
-            source.stop()  # commits the offset of everything ingested
+        stopped_cleanly = source.stop() if source is not None else True  # commits the offset of everything ingested
         exporter.stop()
+        # Saved after the final commit so the two agree; a reader that did not stop may still
+        # hold an uncommitted batch, and then the last periodic checkpoint is the consistent one.
+        if checkpointer is not None and stopped_cleanly:
+            checkpointer.save()
     return 0

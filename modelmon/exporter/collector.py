@@ -174,9 +174,15 @@ class ExporterCollector(Collector):
         lag.add_metric([], ex.log_lag_bytes)
         rotations = CounterMetricFamily("modelmon_log_rotations", "Log rotations and truncations detected.")
         rotations.add_metric([], ex.log_rotations)
+        saved = GaugeMetricFamily("modelmon_checkpoint_last_success_timestamp_seconds",
+                                  "When windows and pending joins were last saved for a restart.")
+        if ex.checkpoint_saved_at is not None:
+            saved.add_metric([], ex.checkpoint_saved_at)
+        ckpt_errors = CounterMetricFamily("modelmon_checkpoint_errors", "Checkpoints that could not be written.")
+        ckpt_errors.add_metric([], ex.checkpoint_errors)
         build = GaugeMetricFamily("modelmon_build_info", "modelmon build information.", labels=["version"])
         build.add_metric([__version__], 1)
-        yield from (ingested, rejected, overflow, pending, lag, rotations, build)
+        yield from (ingested, rejected, overflow, pending, lag, rotations, saved, ckpt_errors, build)
 
 
 def _finite(x) -> bool:

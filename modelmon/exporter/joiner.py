@@ -39,6 +39,18 @@ class LabelJoiner:
             del self._pending[key]
             self._on_expired(model, "replaced", 1)
         self._pending[key] = entry
+        self._evict()
+
+    def items(self):
+        """((model, id), entry) pairs, oldest first (for the checkpoint)."""
+        return self._pending.items()
+
+    def restore(self, model: str, rid: str, entry: Pending) -> None:
+        """Put back an entry a checkpoint saved (oldest first), still within the memory bound."""
+        self._pending[(model, rid)] = entry
+        self._evict()
+
+    def _evict(self) -> None:
         while len(self._pending) > self.max_entries:
             (old_model, _), _ = self._pending.popitem(last=False)
             self._on_expired(old_model, "buffer_full", 1)

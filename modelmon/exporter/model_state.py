@@ -232,6 +232,20 @@ class ModelState:
         if self.on_frozen is not None:
             self.on_frozen(self.cfg, features, merged[PRED])
 
+    def collecting_columns(self) -> dict[str, np.ndarray] | None:
+        """Records gathered so far towards a reference frozen from traffic (for the checkpoint)."""
+        if not self._collecting:
+            return None
+        return {k: np.concatenate([c[k] for c in self._collecting]) for k in self._collecting[0]}
+
+    def resume_collecting(self, columns: dict[str, np.ndarray]) -> None:
+        """Continue a collection a checkpoint saved, unless the reference it was for is complete now."""
+        still_needed = (self.reference is None and self.cfg.reference.first is not None) or \
+            (self.reference is not None and self.reference.prediction is None)
+        if still_needed:
+            self._collecting = [columns]
+            self._collected = len(columns["ts"])
+
     @property
     def reference_state(self) -> str:
         if self.reference_error:

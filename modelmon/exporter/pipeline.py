@@ -54,6 +54,8 @@ class Exporter:
         self.log_lag_bytes = 0
         self.log_rotations = 0
         self.source_open = True  # a file source sets this; HTTP-only is always open
+        self.checkpoint_saved_at: float | None = None  # set by the Checkpointer
+        self.checkpoint_errors = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -223,6 +225,12 @@ class Exporter:
         if self.config.exporter.multivariate_enabled:
             self._threads.append(_loop("modelmon-multivariate", self.config.exporter.multivariate_interval_seconds,
                                        self._safe_multivariate, self._stop))
+
+    def run_every(self, name: str, interval: float, fn) -> threading.Thread:
+        """Run `fn` every `interval` seconds on a daemon thread until `stop()`."""
+        t = _loop(name, interval, fn, self._stop)
+        self._threads.append(t)
+        return t
 
     def _safe_multivariate(self) -> None:
         try:

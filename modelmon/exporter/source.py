@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Callable
 
 from modelmon.exporter.pipeline import Exporter
 from modelmon.exporter.tailer import LogFollower
@@ -13,8 +14,9 @@ log = logging.getLogger("modelmon.source")
 
 class FileSource:
     def __init__(self, exporter: Exporter, path: Path, state_path: Path | None, from_start: bool = False,
-                 poll_interval: float = 0.2):
+                 poll_interval: float = 0.2, after_commit: Callable[[], None] | None = None):
         self.exporter = exporter
+        self.after_commit = after_commit  # e.g. the checkpoint, which must agree with the committed offset
         self.follower = LogFollower(path, state_path=state_path, from_start=from_start)
         self.poll_interval = poll_interval
         self._oversized_seen = 0
@@ -32,6 +34,8 @@ class FileSource:
         # Only after the batch is in state: a restart re-reads nothing ingested. A poll that moved
         # past blank or oversized lines, or switched files, commits too; an idle one writes nothing.
         self.follower.commit()
+        if self.after_commit is not None:
+            self.after_commit()
         ex = self.exporter
         with ex.lock:
             ex.log_lag_bytes = self.follower.lag_bytes
@@ -52,11 +56,13 @@ class FileSource:
                 log.exception("reading the log failed; retrying")
                 self._stop.wait(self.poll_interval)
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop reading and commit the offset. False when the reader did not stop in time."""
         self._stop.set()
         self._thread.join(timeout=10)
         if self._thread.is_alive():  # still inside poll(): the follower is single-threaded, leave it be
             log.warning("log reader did not stop within 10 s; its last batch may be read again on restart")
-            return
+            return False
         self.follower.commit()
         self.follower.close()
+        return True

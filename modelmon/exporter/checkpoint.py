@@ -1,0 +1,265 @@
+"""Windows and pending label joins survive a restart.
+
+Counters restart from zero, as any exporter's do, and PromQL's rate() handles the reset. The
+windows and the join buffer are different: without a checkpoint a restart blanks the quality and
+drift gauges until the windows refill, and drops every prediction still waiting for its label
+(up to `label_ttl`, seven days by default), so those labels later count as unmatched and the
+quality window misses them.
+
+The checkpoint is one zip file: numeric columns as .npy members (read back with
+allow_pickle=False), object columns (class values, categories) as JSON, and a JSON manifest.
+It is written atomically (temp file, fsync, rename) by the thread that commits the log offset,
+right after a commit, so checkpoint and offset agree: a graceful restart resumes exactly; after a
+crash the windows lack at most the records of the last interval (still counted, as usual).
+A model whose task, features or classes changed since the checkpoint starts cold, with a log line.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelmon.config import ModelConfig
+from modelmon.exporter.joiner import Pending
+from modelmon.exporter.model_state import ModelState
+from modelmon.exporter.windows import SlidingWindow
+
+log = logging.getLogger("modelmon.checkpoint")
+
+FORMAT = 1
+DEFAULT_INTERVAL_SECONDS = 60.0
+
+
+class CheckpointError(Exception):
+    """The checkpoint file cannot be used (corrupt, another format, unreadable)."""
+
+
+def fingerprint(m: ModelConfig) -> dict[str, Any]:
+    """What the saved columns depend on; windows sizes may change freely (they trim on restore)."""
+    return {"task": m.task, "numeric": list(m.numeric_features), "categorical": list(m.categorical_features),
+            "classes": [str(c) for c in (m.classes or ())], "positive_class": str(m.positive_class)}
+
+
+class Checkpointer:
+    """Saves and restores the exporter's windows, budgets and join buffer."""
+
+    def __init__(self, exporter, path: Path, interval: float = DEFAULT_INTERVAL_SECONDS):
+        self.exporter = exporter
+        self.path = Path(path)
+        self.interval = interval
+        self._last = time.monotonic()
+        self._saved_generation = -1  # records accepted when last saved: an idle exporter rewrites nothing
+        self._write_lock = threading.Lock()  # the shutdown save may race a periodic one
+
+    # ------------------------------------------------------------------ save
+
+    def maybe_save(self) -> None:
+        """Save when the interval has passed; failures are logged and counted, never raised."""
+        if self.interval > 0 and time.monotonic() - self._last >= self.interval:
+            if _generation(self.exporter) == self._saved_generation:
+                self._last = time.monotonic()
+                return
+            self.save()
+
+    def save(self) -> bool:
+        self._last = time.monotonic()
+        ex = self.exporter
+        try:
+            with self._write_lock:
+                started = time.perf_counter()
+                with ex.lock:  # a consistent cut: columns are copied into the archive before release
+                    body = _archive(ex)
+                    generation = _generation(ex)
+                _write_atomically(self.path, body)
+            self._saved_generation = generation
+            with ex.lock:
+                ex.checkpoint_saved_at = time.time()
+            log.debug("checkpoint of %d bytes written to %s in %.3f s", len(body), self.path,
+                      time.perf_counter() - started)
+            return True
+        except Exception as e:  # noqa: BLE001 - a failed checkpoint must never stop ingestion
+            with ex.lock:
+                ex.checkpoint_errors += 1
+            log.error("cannot write the checkpoint %s: %s", self.path, e)
+            return False
+
+    # ------------------------------------------------------------------ restore
+
+    def restore(self) -> bool:
+        """Load the checkpoint into a freshly started exporter. False when there is none or it is unusable."""
+        if not self.path.exists():
+            return False
+        try:
+            restored = _restore(self.exporter, self.path)
+        except CheckpointError as e:
+            log.error("ignoring the checkpoint %s (%s): windows start empty", self.path, e)
+            return False
+        log.info("checkpoint %s restored: windows of %s, %d predictions waiting for labels", self.path,
+                 ", ".join(restored) or "no model", len(self.exporter.joiner))
+        return True
+
+
+def _generation(ex) -> int:
+    """Changes only when records are accepted: nothing else moves the windows or the join buffer."""
+    return sum(ex.ingested.values())
+
+
+# ---------------------------------------------------------------------- archive format
+
+
+def _archive(ex) -> bytes:
+    buf = io.BytesIO()
+    manifest: dict[str, Any] = {"format": FORMAT, "written_at": time.time(), "models": {}}
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, state in ex.states.items():
+            manifest["models"][name] = _save_model(zf, f"models/{name}", state)
+        pending = list(ex.joiner.items())
+        manifest["pending"] = len(pending)
+        _put_columns(zf, "pending", {
+            "model": _objects([k[0] for k, _ in pending]),
+            "id": _objects([k[1] for k, _ in pending]),
+            "version": _objects([p.version for _, p in pending]),
+            "ts": np.array([p.ts for _, p in pending], dtype=np.float64),
+            "prediction": _objects([p.prediction for _, p in pending]),
+            "score": _objects([_plain(p.score) for _, p in pending]),
+        })
+        zf.writestr("manifest.json", orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS))
+    return buf.getvalue()
+
+
+def _save_model(zf: zipfile.ZipFile, prefix: str, state: ModelState) -> dict[str, Any]:
+    entry = {"fingerprint": fingerprint(state.cfg), "last_ts": state.last_ts,
+             "versions": list(state.versions.known), "classes": list(state.classes.known),
+             "quality": sorted(state.quality_windows)}
+    for i, version in enumerate(entry["quality"]):
+        _put_columns(zf, f"{prefix}/quality/{i}", state.quality_windows[version].columns())
+    _put_columns(zf, f"{prefix}/drift", state.drift_window.columns())
+    collecting = state.collecting_columns()
+    if collecting:
+        _put_columns(zf, f"{prefix}/collecting", collecting)
+        entry["collecting"] = True
+    return entry
+
+
+def _restore(ex, path: Path) -> list[str]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            manifest = orjson.loads(zf.read("manifest.json"))
+            if manifest.get("format") != FORMAT:
+                raise CheckpointError(f"format {manifest.get('format')!r}, this modelmon reads format {FORMAT}")
+            loaded = {name: _load_model(zf, f"models/{name}", entry)
+                      for name, entry in manifest["models"].items() if name in ex.states}
+            pending = _get_columns(zf, "pending")
+            age = time.time() - float(manifest["written_at"])
+    except CheckpointError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile, orjson.JSONDecodeError) as e:
+        raise CheckpointError(f"{type(e).__name__}: {e}") from e
+
+    log.info("checkpoint %s is %.0f s old", path, age)
+    restored = []
+    with ex.lock:
+        for name, (entry, quality, drift_cols, collecting) in loaded.items():
+            state = ex.states[name]
+            if entry["fingerprint"] != fingerprint(state.cfg):
+                log.warning("model %s changed since the checkpoint (task, features or classes): its windows "
+                            "start empty", name)
+                continue
+            _apply_model(state, entry, quality, drift_cols, collecting)
+            restored.append(name)
+        usable = set(restored)
+        for i, model in enumerate(pending.get("model", [])):
+            if model in usable:
+                ex.joiner.restore(model, pending["id"][i], Pending(
+                    model, pending["version"][i], float(pending["ts"][i]), pending["prediction"][i],
+                    pending["score"][i]))
+    return restored
+
+
+def _load_model(zf: zipfile.ZipFile, prefix: str, entry: dict):
+    quality = {v: _get_columns(zf, f"{prefix}/quality/{i}") for i, v in enumerate(entry["quality"])}
+    drift_cols = _get_columns(zf, f"{prefix}/drift")
+    collecting = _get_columns(zf, f"{prefix}/collecting") if entry.get("collecting") else None
+    return entry, quality, drift_cols, collecting
+
+
+def _apply_model(state: ModelState, entry: dict, quality: dict, drift_cols: dict, collecting: dict | None) -> None:
+    # Budgets first: multiclass quality windows hold class codes indexing `classes.known`.
+    for v in entry["versions"]:
+        state.versions.fold(v)
+    for c in entry["classes"]:
+        state.classes.fold(c)
+    if entry["last_ts"] is not None:
+        state.last_ts = entry["last_ts"]
+    for version, cols in quality.items():
+        if cols:
+            win = state.quality_windows[version] = SlidingWindow(state.cfg.quality_window)
+            win.append(cols)  # trims to the configured window, which may have shrunk
+    if drift_cols:
+        state.drift_window.append(drift_cols)
+    if collecting:
+        state.resume_collecting(collecting)
+    state.dirty = True
+
+
+# ---------------------------------------------------------------------- columns <-> zip members
+
+
+def _put_columns(zf: zipfile.ZipFile, prefix: str, columns: dict[str, np.ndarray]) -> None:
+    names = []
+    for key, arr in columns.items():
+        names.append(key)
+        if arr.dtype == object:
+            zf.writestr(f"{prefix}/{key}.json", orjson.dumps([_plain(v) for v in arr.tolist()]))
+        else:
+            out = io.BytesIO()
+            np.save(out, np.ascontiguousarray(arr), allow_pickle=False)
+            zf.writestr(f"{prefix}/{key}.npy", out.getvalue())
+    zf.writestr(f"{prefix}/columns.json", orjson.dumps(names))
+
+
+def _get_columns(zf: zipfile.ZipFile, prefix: str) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for key in orjson.loads(zf.read(f"{prefix}/columns.json")):
+        member = f"{prefix}/{key}"
+        if f"{member}.npy" in zf.NameToInfo:
+            out[key] = np.load(io.BytesIO(zf.read(f"{member}.npy")), allow_pickle=False)
+        else:
+            out[key] = _objects(orjson.loads(zf.read(f"{member}.json")))
+    lengths = {len(v) for v in out.values()}
+    if len(lengths) > 1:
+        raise CheckpointError(f"{prefix}: columns of different lengths")
+    return out if lengths != {0} else {}
+
+
+def _objects(values: list) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
+
+
+def _plain(v: Any) -> Any:
+    """JSON-ready: numpy scalars become Python numbers, NaN becomes None (read back as missing)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and v != v:
+        return None
+    return v
+
+
+def _write_atomically(path: Path, body: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(body)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

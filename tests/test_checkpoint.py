@@ -1,0 +1,204 @@
+"""Checkpoints: windows, budgets and predictions waiting for late labels survive a restart."""
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import orjson
+import pytest
+
+from modelmon.exporter.checkpoint import Checkpointer
+from modelmon.exporter.pipeline import Exporter
+from tests.exporter_helpers import T0, binary_records, make_config, multiclass_records, regression_records
+from tests.test_exporter import has, lines, scrape, value
+
+
+def loaded_exporter(cfg, store, late_delivered=0.5):
+    """An exporter that has seen all three models, with some late labels still outstanding.
+
+    References are frozen from traffic and kept in `store`, as `modelmon serve` does next to the log.
+    """
+    ex = Exporter(cfg, reference_store=store)
+    ex.load_references()
+    preds, late = binary_records(600, seed=70, inline_share=0.4)
+    ex.ingest_lines(lines(preds), "file")
+    cut = int(len(late) * late_delivered)
+    ex.ingest_lines(lines(late[:cut]), "file")
+    ex.ingest_lines(lines(multiclass_records(400, 71, T0)), "file")
+    ex.ingest_lines(lines(regression_records(400, 72, T0)), "file")
+    ex.refresh(force=True)
+    return ex, late[cut:]
+
+
+def snapshot_of(ex):
+    return {name: (s.snapshot.quality, s.snapshot.window_labeled, s.snapshot.feature_drift,
+                   s.snapshot.prediction_psi, s.snapshot.drift_window_records, s.last_ts,
+                   list(s.classes.known), list(s.versions.known))
+            for name, s in ex.states.items()}
+
+
+def restarted(cfg, path):
+    ex = Exporter(cfg, reference_store=path.parent / "refs")
+    ex.load_references()
+    restored = Checkpointer(ex, path).restore()
+    ex.refresh(force=True)
+    return ex, restored
+
+
+def test_restart_keeps_windows_gauges_and_pending_joins(tmp_path):
+    cfg = make_config()
+    first, outstanding = loaded_exporter(cfg, tmp_path / "refs")
+    path = tmp_path / "ckpt"
+    assert Checkpointer(first, path).save()
+    assert first.checkpoint_saved_at is not None
+
+    second, restored = restarted(cfg, path)
+    assert restored
+    assert snapshot_of(second) == snapshot_of(first)
+    assert [(k, p.version, p.ts, p.prediction, p.score) for k, p in second.joiner.items()] == \
+           [(k, p.version, p.ts, p.prediction, p.score) for k, p in first.joiner.items()]
+    # The gauges are back before any new record arrives.
+    text = scrape(second)
+    assert value(text, "modelmon_accuracy_ratio", model="bin", version="v1") == \
+        value(scrape(first), "modelmon_accuracy_ratio", model="bin", version="v1")
+
+    # Labels for predictions made before the restart still join, exactly as without the restart.
+    for ex in (first, second):
+        ex.ingest_lines(lines(outstanding), "file")
+        ex.refresh(force=True)
+    assert second.states["bin"].labels_unmatched == 0
+    assert snapshot_of(second) == snapshot_of(first)
+
+
+def test_multiclass_class_codes_keep_their_meaning(tmp_path):
+    cfg = make_config(extra_models=())
+    first = Exporter(cfg)
+    first.load_references()
+    # A class outside the configured ones gets the next code; the restored budget must keep it.
+    recs = multiclass_records(300, 73, T0)
+    for r in recs[::10]:
+        r["label"] = "zz"
+    first.ingest_lines(lines(recs), "file")
+    first.refresh(force=True)
+    Checkpointer(first, tmp_path / "ckpt").save()
+    second, _ = restarted(cfg, tmp_path / "ckpt")
+    assert list(second.states["multi"].classes.known) == ["a", "b", "c", "zz"]
+    more = multiclass_records(100, 74, T0 + 1000)
+    for ex in (first, second):
+        ex.ingest_lines(lines(more), "file")
+        ex.refresh(force=True)
+    assert second.states["multi"].snapshot.quality == first.states["multi"].snapshot.quality
+
+
+def test_a_smaller_window_trims_the_restored_one(tmp_path):
+    first, _ = loaded_exporter(make_config(quality_window=500, drift_window=300), tmp_path / "refs")
+    Checkpointer(first, tmp_path / "ckpt").save()
+    second, _ = restarted(make_config(quality_window=100, drift_window=80), tmp_path / "ckpt")
+    assert second.states["reg"].snapshot.window_labeled == {"v2": 100}
+    assert second.states["reg"].snapshot.drift_window_records == 80
+    kept = second.states["reg"].quality_windows["v2"].columns()["y_true"]
+    assert np.array_equal(kept, first.states["reg"].quality_windows["v2"].columns()["y_true"][-100:])
+
+
+def test_a_changed_model_starts_cold_and_the_others_are_restored(tmp_path, caplog):
+    first, _ = loaded_exporter(make_config(), tmp_path / "refs")
+    Checkpointer(first, tmp_path / "ckpt").save()
+    changed = make_config(features={"numeric": ["x1"], "categorical": ["c"]})  # bin lost x2
+    second, restored = restarted(changed, tmp_path / "ckpt")
+    assert restored
+    assert second.states["bin"].snapshot.window_labeled == {}
+    assert all(model != "bin" for (model, _), _ in second.joiner.items())
+    assert second.states["reg"].snapshot.window_labeled == first.states["reg"].snapshot.window_labeled
+    assert "model bin changed since the checkpoint" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other_format"])
+def test_an_unusable_checkpoint_is_ignored_with_a_message(tmp_path, caplog, damage):
+    cfg = make_config()
+    first, _ = loaded_exporter(cfg, tmp_path / "refs")
+    path = tmp_path / "ckpt"
+    Checkpointer(first, path).save()
+    if damage == "garbage":
+        path.write_bytes(b"not a zip file")
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    else:
+        with zipfile.ZipFile(path, "a") as zf:
+            manifest = orjson.loads(zf.read("manifest.json"))
+        manifest["format"] = 99
+        body = path.read_bytes()
+        with zipfile.ZipFile(path, "w") as out, zipfile.ZipFile(__import__("io").BytesIO(body)) as src:
+            for item in src.infolist():
+                out.writestr(item, orjson.dumps(manifest) if item.filename == "manifest.json" else src.read(item))
+    second, restored = restarted(cfg, path)
+    assert not restored
+    assert "ignoring the checkpoint" in caplog.text
+    assert second.states["bin"].snapshot.window_labeled == {}
+    # It still works normally.
+    preds, _ = binary_records(50, seed=75, inline_share=1.0)
+    second.ingest_lines(lines(preds), "file")
+    second.refresh(force=True)
+    assert second.states["bin"].snapshot.window_labeled == {"v1": 50}
+
+
+def test_no_checkpoint_yet_is_not_an_error(tmp_path):
+    ex = Exporter(make_config())
+    assert Checkpointer(ex, tmp_path / "absent").restore() is False
+
+
+def test_a_failed_save_is_counted_and_exported(tmp_path):
+    ex, _ = loaded_exporter(make_config(), tmp_path / "refs")
+    (tmp_path / "file").write_text("")
+    assert not Checkpointer(ex, tmp_path / "file" / "ckpt").save()  # its directory is a file
+    text = scrape(ex)
+    assert value(text, "modelmon_checkpoint_errors_total") == 1
+    assert not has(text, "modelmon_checkpoint_last_success_timestamp_seconds")
+    assert Checkpointer(ex, tmp_path / "ok").save()
+    assert value(scrape(ex), "modelmon_checkpoint_last_success_timestamp_seconds") > 0
+
+
+def test_a_reference_being_collected_resumes_where_it_stopped(tmp_path):
+    cfg = make_config(reference={"first": 300})
+    preds, _ = binary_records(400, seed=76, inline_share=1.0)
+    whole = Exporter(cfg)
+    whole.ingest_lines(lines(preds), "file")
+
+    first = Exporter(cfg)
+    first.ingest_lines(lines(preds[:200]), "file")
+    assert first.states["bin"].reference is None
+    Checkpointer(first, tmp_path / "ckpt").save()
+    second, _ = restarted(cfg, tmp_path / "ckpt")
+    second.ingest_lines(lines(preds[200:]), "file")
+    ref, expected = second.states["bin"].reference, whole.states["bin"].reference
+    assert ref is not None and ref.size == 300
+    for f in ("x1", "x2", "c"):
+        assert np.array_equal(ref.profiles[f].ref_counts, expected.profiles[f].ref_counts), f
+
+
+def test_periodic_saves_follow_the_interval(tmp_path, monkeypatch):
+    ex = Exporter(make_config())
+    clock = [1000.0]
+    monkeypatch.setattr("modelmon.exporter.checkpoint.time.monotonic", lambda: clock[0])
+    ckpt = Checkpointer(ex, tmp_path / "ckpt", interval=60)
+    ckpt.maybe_save()
+    assert not (tmp_path / "ckpt").exists()
+    clock[0] += 61
+    ckpt.maybe_save()
+    assert (tmp_path / "ckpt").exists()
+
+
+def test_an_idle_exporter_does_not_rewrite_its_checkpoint(tmp_path, monkeypatch):
+    ex, _ = loaded_exporter(make_config(), tmp_path / "refs")
+    clock = [1000.0]
+    monkeypatch.setattr("modelmon.exporter.checkpoint.time.monotonic", lambda: clock[0])
+    ckpt = Checkpointer(ex, tmp_path / "ckpt", interval=60)
+    assert ckpt.save()
+    (tmp_path / "ckpt").unlink()
+    clock[0] += 61
+    ckpt.maybe_save()
+    assert not (tmp_path / "ckpt").exists()  # nothing new since the last save
+    preds, _ = binary_records(10, seed=77, start=T0 + 9000, inline_share=1.0)
+    ex.ingest_lines(lines(preds), "file")
+    clock[0] += 61
+    ckpt.maybe_save()
+    assert (tmp_path / "ckpt").exists()
