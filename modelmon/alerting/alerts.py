@@ -298,6 +298,10 @@ def exporter_alerts(policy: Policy, options: RuleOptions) -> list[Alert]:
     rejected = (f"{rec.REJECTED_RATIO.format(window=w)} > {number(policy.max_rejected_ratio)}\n"
                 f"and on (job)\n{rec.RECORDS_RATE.format(window=w)} * {seconds(w)} >= {min_requests}")
 
+    cw = policy.checkpoint_window
+    checkpoint = (f"sum by (job, instance) (increase(modelmon_checkpoint_errors_total[{cw}])) "
+                  f">= {policy.checkpoint_failures}")
+
     def alert(name: str, expr: str, family: str, summary: str, description: str) -> Alert:
         p = policy.alert(name)
         return Alert(name=name, expr=expr, severity=p.severity or "warning", pending=options.pending(name, p.pending),
@@ -313,4 +317,8 @@ def exporter_alerts(policy: Policy, options: RuleOptions) -> list[Alert]:
         alert("ModelmonRecordsRejected", rejected, INPUT, "Prediction records are rejected as bad input",
               f"{{{{ $value | humanizePercentage }}}} of the records read by {{{{ $labels.job }}}} over the last "
               f"{w} were rejected as bad input (more than {number(policy.max_rejected_ratio * 100)}%)."),
+        alert("ModelmonCheckpointFailing", checkpoint, EXPORTER, "The exporter cannot save its checkpoint",
+              f"{{{{ $labels.instance }}}} failed to write its checkpoint {{{{ $value | printf \"%.0f\" }}}} times "
+              f"in the last {cw}: a restart now would empty the quality and drift windows and lose the "
+              f"predictions waiting for late labels."),
     ]

@@ -49,6 +49,8 @@ class Policy:
     overflow_window: str
     stale_after: str
     max_rejected_ratio: float
+    checkpoint_failures: int
+    checkpoint_window: str
     alerts: dict[str, AlertPolicy]
 
     def alert(self, key: str) -> AlertPolicy:
@@ -103,6 +105,8 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         overflow_window=_duration(guards["overflow_window"], "guards.overflow_window"),
         stale_after=_duration(guards["stale_after"], "guards.stale_after"),
         max_rejected_ratio=float(guards["max_rejected_ratio"]),
+        checkpoint_failures=int(guards["checkpoint_failures"]),
+        checkpoint_window=_duration(guards["checkpoint_window"], "guards.checkpoint_window"),
         alerts=alerts,
     )
 
