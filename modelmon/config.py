@@ -440,7 +440,8 @@ def _validate_exporter(v: _Validator, raw: Any) -> ExporterConfig:
 RECEIVER_KINDS = {
     # kind: (required keys, optional keys). Secrets are *_file or *_env, never inline values.
     "webhook": ({"url"}, {"send_resolved", "bearer_token_file", "bearer_token_env", "max_alerts"}),
-    "email": ({"to"}, {"from", "smarthost", "auth_username", "auth_password_file", "auth_password_env",
+    # from and smarthost are per receiver: the generated Alertmanager config has no global SMTP block.
+    "email": ({"to", "from", "smarthost"}, {"auth_username", "auth_password_file", "auth_password_env",
                        "require_tls", "send_resolved"}),
     "slack": ({"channel"}, {"api_url_file", "api_url_env", "send_resolved"}),
     "pagerduty": (set(), {"routing_key_file", "routing_key_env", "send_resolved", "severity"}),

@@ -79,7 +79,7 @@ def write_env_secrets(config: Config, secrets_dir: str | Path,
     return written
 
 
-def _receiver(r: Receiver, index: int, secrets_dir: str) -> dict[str, Any]:
+def _receiver(r: Receiver, secrets_dir: str) -> dict[str, Any]:
     s = r.settings
     out: dict[str, Any] = {k: s[k] for k in _PASSTHROUGH[r.kind] if k in s}
     for secret, am_field in _SECRET_FIELDS[r.kind].items():
@@ -91,11 +91,6 @@ def _receiver(r: Receiver, index: int, secrets_dir: str) -> dict[str, Any]:
             out["http_config"] = {"authorization": {"type": "Bearer", "credentials_file": str(path)}}
         else:
             out[am_field] = str(path)
-    if r.kind == "email":
-        for key in ("from", "smarthost"):
-            if key not in s:
-                raise ConfigError([f"alerting.receivers[{index}].email.{key}: required "
-                                   f"(the generated Alertmanager config has no global SMTP settings)"])
     if r.kind == "slack":
         out.update(title=_SLACK_TITLE, text=_SLACK_TEXT)
     if r.kind == "pagerduty":
@@ -146,5 +141,5 @@ def alertmanager_config(config: Config, options: AlertmanagerOptions = Alertmana
              "target_matchers": [family]},
         ],
         "receivers": [{"name": NULL_RECEIVER}]
-        + [_receiver(r, i, options.secrets_dir) for i, r in enumerate(a.receivers)],
+        + [_receiver(r, options.secrets_dir) for r in a.receivers],
     }
