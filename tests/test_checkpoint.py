@@ -194,9 +194,11 @@ def test_an_idle_exporter_does_not_rewrite_its_checkpoint(tmp_path, monkeypatch)
     ckpt = Checkpointer(ex, tmp_path / "ckpt", interval=60)
     assert ckpt.save()
     (tmp_path / "ckpt").unlink()
+    ex.checkpoint_saved_at = 0.0
     clock[0] += 61
     ckpt.maybe_save()
     assert not (tmp_path / "ckpt").exists()  # nothing new since the last save
+    assert ex.checkpoint_saved_at > 0  # but the saved state is current: the age gauge stays low
     preds, _ = binary_records(10, seed=77, start=T0 + 9000, inline_share=1.0)
     ex.ingest_lines(lines(preds), "file")
     clock[0] += 61

@@ -16,6 +16,7 @@ from modelmon.dashboards.generate import artefacts, dashboard_path, dashboards, 
 from modelmon.dashboards.queries import (has_model_variable, iter_annotation_queries, iter_panel_queries,
                                          iter_panels, panels_allowed_empty, substitute_variables, variable_values,
                                          variables_in)
+from tests.test_docs import documented_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = load_config(ROOT / "modelmon.yaml")
@@ -23,21 +24,11 @@ DASHBOARDS = {d["uid"]: d for d in dashboards(CONFIG)}
 EXPECTED_UIDS = {"modelmon-overview", "modelmon-model", "modelmon-drift", "modelmon-service", "modelmon-self"}
 CURRENT_PANEL_TYPES = {"row", "timeseries", "stat", "table", "bargauge", "heatmap"}
 
-# The metric contract (DESIGN.md and the helpers' brief); histograms also expose _bucket/_count/_sum.
+# The metric contract: the README's metric table, which test_docs checks against what the exporter
+# exports. Histograms also expose _bucket/_count/_sum.
 HISTOGRAMS = {"modelmon_prediction_latency_seconds", "modelmon_label_delay_seconds", "modelmon_prediction_score"}
-METRICS = HISTOGRAMS | {
-    "modelmon_predictions_total", "modelmon_labels_total", "modelmon_labels_unmatched_total",
-    "modelmon_predictions_expired_total", "modelmon_confusion_total", "modelmon_accuracy_ratio",
-    "modelmon_precision_ratio", "modelmon_recall_ratio", "modelmon_f1_ratio", "modelmon_roc_auc_ratio",
-    "modelmon_log_loss", "modelmon_brier_score", "modelmon_mae", "modelmon_rmse", "modelmon_r2",
-    "modelmon_window_labeled", "modelmon_feature_psi", "modelmon_feature_js_distance",
-    "modelmon_feature_missing_ratio", "modelmon_feature_ks_pvalue", "modelmon_feature_chi2_pvalue",
-    "modelmon_prediction_psi", "modelmon_drift_window_records", "modelmon_drift_classifier_auc",
-    "modelmon_outlier_ratio", "modelmon_multivariate_last_run_timestamp_seconds",
-    "modelmon_last_record_timestamp_seconds", "modelmon_records_ingested_total", "modelmon_records_rejected_total",
-    "modelmon_cardinality_overflow_total", "modelmon_log_lag_bytes", "modelmon_log_rotations_total",
-    "modelmon_model_info", "modelmon_build_info",
-}
+METRICS = documented_metrics()
+assert HISTOGRAMS <= METRICS
 
 
 def provisioned_datasource_uids() -> set[str]:

@@ -81,7 +81,17 @@ def _scrape_row(f: PanelFactory) -> list[Cell]:
             "Log rotations",
             "Times the exporter followed a rotated or truncated log during the dashboard's time range.",
             [Query("sum(increase(modelmon_log_rotations_total[$__range])) or vector(0)")],
-            unit="short", color_mode="value", w=6, h=6),
+            unit="short", color_mode="value", w=4, h=6),
+        f.stat(
+            "Checkpoint age",
+            "Seconds since each exporter's saved windows and pending label joins were last current "
+            "(checked every 60 s, written when records arrived, and at shutdown). Orange after 5 minutes, red after 15: "
+            "a restart now would start with empty windows (see ModelmonCheckpointFailing).",
+            [Query("time() - max by (instance) (modelmon_checkpoint_last_success_timestamp_seconds)",
+                   legend="{{instance}}")],
+            unit="s", steps=[th.step(th.GREEN, None), th.step(th.ORANGE, 300), th.step(th.RED, 900)],
+            w=4, h=6,
+            empty_until="the first checkpoint, a minute after records arrive (never without --log or --checkpoint)"),
         f.table(
             "Exporter build",
             "modelmon version each exporter instance runs.",
@@ -89,7 +99,7 @@ def _scrape_row(f: PanelFactory) -> list[Cell]:
             transformations=[{"id": "organize", "options": {
                 "excludeByName": {"Time": True, "Value": True, "__name__": True}, "indexByName": {},
                 "renameByName": {}}}],
-            w=6, h=6),
+            w=4, h=6),
         f.table(
             "Firing alerts without a model",
             "Firing alerts about the pipeline itself (exporter down, log stalled, rejected records).",

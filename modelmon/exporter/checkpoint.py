@@ -64,8 +64,10 @@ class Checkpointer:
     def maybe_save(self) -> None:
         """Save when the interval has passed; failures are logged and counted, never raised."""
         if self.interval > 0 and time.monotonic() - self._last >= self.interval:
-            if _generation(self.exporter) == self._saved_generation:
+            if _generation(self.exporter) == self._saved_generation:  # the file is still current
                 self._last = time.monotonic()
+                with self.exporter.lock:
+                    self.exporter.checkpoint_saved_at = time.time()
                 return
             self.save()
 
