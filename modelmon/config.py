@@ -493,6 +493,9 @@ def _validate_alerting(v: _Validator, raw: Any, models: list[ModelConfig]) -> Al
             if isinstance(lst, str):
                 lst = [lst]
             got = v.string_list(lst, f"{tp}.{sev}")
+            if isinstance(lst, list) and not lst:  # would silently fall back to the default receiver
+                v.err(f"{tp}.{sev}", "expected at least one receiver (leave the key out to use "
+                                     "alerting.default_receiver)")
             for j, rn in enumerate(got):
                 if receivers and rn not in names:
                     v.err(f"{tp}.{sev}[{j}]", f"unknown receiver {rn!r}")

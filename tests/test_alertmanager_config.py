@@ -224,3 +224,5 @@ def test_reserved_and_incomplete_receivers_are_rejected():
     with pytest.raises(ConfigError, match=r"receivers\[0\]\.email\.smarthost: required"):  # caught at load
         parse_config({**base, "alerting": {"receivers": [
             {"name": "mail", "email": {"to": "a@example.com", "from": "b@example.com"}}]}})
+    with pytest.raises(ConfigError, match=r"alerting\.teams\.risk\.critical: expected at least one receiver"):
+        parse_config({**base, "alerting": {"teams": {"risk": {"critical": []}}}})
