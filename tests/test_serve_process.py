@@ -31,7 +31,7 @@ exporter:
 
 
 class Serve:
-    def __init__(self, tmp: Path, log: Path):
+    def __init__(self, tmp: Path, log: Path | None):
         self.tmp, self.log = tmp, log
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -40,7 +40,8 @@ class Serve:
         cfg = self.tmp / "modelmon.yaml"
         cfg.write_text(CONFIG)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelmon", "serve", "--config", str(cfg), "--log", str(self.log),
+            [sys.executable, "-m", "modelmon", "serve", "--config", str(cfg),
+             *(["--log", str(self.log)] if self.log is not None else []),
              "--port", str(self.port), "--poll-interval", "0.05", "--refresh-interval", "0.2", *extra],
             stdout=subprocess.DEVNULL, stderr=open(self.tmp / "serve.log", "ab"))
         deadline = time.time() + 30
@@ -199,3 +200,22 @@ def test_after_a_crash_the_periodic_checkpoint_is_used(serve):
     serve.start()
     assert wait_metric(serve, "modelmon_window_labeled", 300, model="bin", version="v1") == 300
     assert serve.predictions() == 50
+
+
+def test_http_only_exporter_checkpoints_to_the_path_given(tmp_path):
+    serve = Serve(tmp_path, None)
+    checkpoint = tmp_path / "state" / "http.ckpt"
+    try:
+        serve.start("--checkpoint", str(checkpoint), "--checkpoint-interval", "0.3")
+        preds, _ = binary_records(120, seed=55, inline_share=1.0)
+        r = requests.post(serve.url("/ingest"), data=b"\n".join(orjson.dumps(p) for p in preds), timeout=5)
+        assert r.status_code == 200
+        deadline = time.time() + 10
+        while not checkpoint.exists() and time.time() < deadline:  # the timer saves it, not only shutdown
+            time.sleep(0.1)
+        assert checkpoint.exists()
+        serve.stop(signal.SIGKILL)
+        serve.start("--checkpoint", str(checkpoint))
+        assert wait_metric(serve, "modelmon_window_labeled", 120, model="bin", version="v1") == 120
+    finally:
+        serve.stop(signal.SIGKILL)

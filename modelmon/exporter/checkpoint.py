@@ -64,12 +64,16 @@ class Checkpointer:
     def maybe_save(self) -> None:
         """Save when the interval has passed; failures are logged and counted, never raised."""
         if self.interval > 0 and time.monotonic() - self._last >= self.interval:
-            if _generation(self.exporter) == self._saved_generation:  # the file is still current
-                self._last = time.monotonic()
-                with self.exporter.lock:
-                    self.exporter.checkpoint_saved_at = time.time()
-                return
-            self.save()
+            self.save_if_changed()
+
+    def save_if_changed(self) -> None:
+        """Save unless no record was accepted since the last save (then the file is still current)."""
+        if _generation(self.exporter) == self._saved_generation:
+            self._last = time.monotonic()
+            with self.exporter.lock:
+                self.exporter.checkpoint_saved_at = time.time()
+            return
+        self.save()
 
     def save(self) -> bool:
         self._last = time.monotonic()

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     if checkpointer is not None and source is None and args.checkpoint_interval > 0:  # HTTP only: on a timer
-        exporter.run_every("modelmon-checkpoint", args.checkpoint_interval, checkpointer.save)
+        exporter.run_every("modelmon-checkpoint", args.checkpoint_interval, checkpointer.save_if_changed)
     try:
         server.serve_forever()
     finally:
