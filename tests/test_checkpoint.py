@@ -1,6 +1,7 @@
 """Checkpoints: windows, budgets and predictions waiting for late labels survive a restart."""
 from __future__ import annotations
 
+import io
 import zipfile
 
 import numpy as np
@@ -127,7 +128,7 @@ def test_an_unusable_checkpoint_is_ignored_with_a_message(tmp_path, caplog, dama
             manifest = orjson.loads(zf.read("manifest.json"))
         manifest["format"] = 99
         body = path.read_bytes()
-        with zipfile.ZipFile(path, "w") as out, zipfile.ZipFile(__import__("io").BytesIO(body)) as src:
+        with zipfile.ZipFile(path, "w") as out, zipfile.ZipFile(io.BytesIO(body)) as src:
             for item in src.infolist():
                 out.writestr(item, orjson.dumps(manifest) if item.filename == "manifest.json" else src.read(item))
     second, restored = restarted(cfg, path)
@@ -204,3 +205,21 @@ def test_an_idle_exporter_does_not_rewrite_its_checkpoint(tmp_path, monkeypatch)
     clock[0] += 61
     ckpt.maybe_save()
     assert (tmp_path / "ckpt").exists()
+
+
+def test_a_checkpoint_with_missing_columns_is_refused_before_anything_is_applied(tmp_path, caplog):
+    cfg = make_config()
+    first, _ = loaded_exporter(cfg, tmp_path / "refs")
+    path = tmp_path / "ckpt"
+    Checkpointer(first, path).save()
+    body = path.read_bytes()
+    with zipfile.ZipFile(path, "w") as out, zipfile.ZipFile(io.BytesIO(body)) as src:
+        for item in src.infolist():
+            if item.filename == "models/reg/drift/columns.json":  # the last model: the others read fine
+                out.writestr(item, orjson.dumps([c for c in orjson.loads(src.read(item)) if c != "x2"]))
+            else:
+                out.writestr(item, src.read(item))
+    second, restored = restarted(cfg, path)
+    assert not restored and "expected" in caplog.text
+    assert all(s.snapshot.window_labeled == {} for s in second.states.values())
+    assert len(second.joiner) == 0

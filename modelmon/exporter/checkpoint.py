@@ -29,7 +29,7 @@ import orjson
 
 from modelmon.config import ModelConfig
 from modelmon.exporter.joiner import Pending
-from modelmon.exporter.model_state import ModelState
+from modelmon.exporter.model_state import PRED, ModelState
 from modelmon.exporter.windows import SlidingWindow
 
 log = logging.getLogger("modelmon.checkpoint")
@@ -167,7 +167,7 @@ def _restore(ex, path: Path) -> list[str]:
             age = time.time() - float(manifest["written_at"])
     except CheckpointError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile, orjson.JSONDecodeError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with the file, start cold rather than crash
         raise CheckpointError(f"{type(e).__name__}: {e}") from e
 
     log.info("checkpoint %s is %.0f s old", path, age)
@@ -190,11 +190,28 @@ def _restore(ex, path: Path) -> list[str]:
     return restored
 
 
+QUALITY_COLUMNS = {"binary": {"y_true", "y_pred", "score", "ts"}, "multiclass": {"y_true", "y_pred", "proba", "ts"},
+                   "regression": {"y_true", "y_pred", "ts"}}
+
+
 def _load_model(zf: zipfile.ZipFile, prefix: str, entry: dict):
-    quality = {v: _get_columns(zf, f"{prefix}/quality/{i}") for i, v in enumerate(entry["quality"])}
+    """Read (and check) everything of one model first, so that applying it cannot fail half-way."""
+    fp = entry["fingerprint"]
+    quality = {str(v): _get_columns(zf, f"{prefix}/quality/{i}") for i, v in enumerate(entry["quality"])}
+    for version, cols in quality.items():
+        _expect(cols, QUALITY_COLUMNS.get(fp["task"], set()), f"{prefix} quality window {version!r}")
+    window_keys = {"ts", PRED, *fp["numeric"], *fp["categorical"]}
     drift_cols = _get_columns(zf, f"{prefix}/drift")
+    _expect(drift_cols, window_keys, f"{prefix} drift window")
     collecting = _get_columns(zf, f"{prefix}/collecting") if entry.get("collecting") else None
+    if collecting is not None:
+        _expect(collecting, window_keys, f"{prefix} reference being collected")
     return entry, quality, drift_cols, collecting
+
+
+def _expect(cols: dict, keys: set[str], what: str) -> None:
+    if cols and set(cols) != keys:
+        raise CheckpointError(f"{what}: columns {sorted(cols)}, expected {sorted(keys)}")
 
 
 def _apply_model(state: ModelState, entry: dict, quality: dict, drift_cols: dict, collecting: dict | None) -> None:
