@@ -30,7 +30,7 @@ from modelmon.stack.plan import (
 from modelmon.stack.ports import choose_ports
 from modelmon.stack.supervisor import Supervisor
 from modelmon.stack.workdir import (
-    container_paths, require, rewrite_endpoints, rewrite_paths, stack_sources, write_configs,
+    container_paths, prepare_data, require, rewrite_endpoints, rewrite_paths, stack_sources, write_configs,
 )
 
 PY = sys.executable
@@ -307,6 +307,25 @@ def test_configs_are_rebuilt_so_stale_rule_files_disappear(tmp_path):
     write_configs({"prometheus/rules/old.yml": RULES_YML}, layout, REMAPPED)
     write_configs({"prometheus/rules/new.yml": RULES_YML}, layout, REMAPPED)
     assert sorted(p.name for p in (layout.etc / "prometheus" / "rules").iterdir()) == ["new.yml"]
+
+
+def test_a_new_demo_timeline_drops_the_exporter_state_of_the_old_log(tmp_path):
+    layout = Layout(tmp_path)
+    prepare_data(layout)
+    log = layout.predictions_log
+    log.write_text('{"old": 1}\n')
+    kept = [layout.data / "alerts.db", layout.data / "prometheus" / "wal"]
+    gone = [log.with_name(log.name + s) for s in (".1", ".modelmon-offset", ".modelmon-checkpoint")]
+    for p in kept + gone:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+    refs = log.with_name(log.name + ".modelmon-references")
+    refs.mkdir()
+    (refs / "credit.jsonl").write_text("{}")
+    prepare_data(layout)
+    assert log.read_bytes() == b""
+    assert all(p.exists() for p in kept)  # history and the inbox stay
+    assert not any(p.exists() for p in gone + [refs])
 
 
 def test_missing_generated_files_are_named_with_the_fix():

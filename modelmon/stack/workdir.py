@@ -7,6 +7,7 @@ the work directory with those names pointed at 127.0.0.1, the chosen ports and t
 """
 from __future__ import annotations
 
+import glob
 import re
 import shutil
 from pathlib import Path
@@ -107,11 +108,26 @@ def write_configs(files: Mapping[str, str], layout: Layout, ports: Mapping[str, 
     return written
 
 
+# What `modelmon serve` keeps next to the log it follows (offset, checkpoint, frozen references).
+EXPORTER_STATE_SUFFIXES = (".modelmon-offset", ".modelmon-checkpoint", ".modelmon-references")
+
+
 def prepare_data(layout: Layout) -> None:
     """Data and log directories; a fresh prediction log so that the demo timeline starts over.
 
+    The exporter's state about the old log goes with it: windows restored from the previous run
+    would show its last scenario (say, concept drift) at the start of the new timeline.
     Prometheus, Alertmanager and Grafana create their own directories under layout.data.
     """
     layout.logs.mkdir(parents=True, exist_ok=True)
     layout.data.mkdir(parents=True, exist_ok=True)
-    layout.predictions_log.write_bytes(b"")
+    log = layout.predictions_log
+    for rotated in log.parent.glob(glob.escape(log.name) + ".[0-9]*"):
+        rotated.unlink()
+    for suffix in EXPORTER_STATE_SUFFIXES:
+        state = log.with_name(log.name + suffix)
+        if state.is_dir():
+            shutil.rmtree(state)
+        elif state.exists():
+            state.unlink()
+    log.write_bytes(b"")
