@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv generate check bench clean
+.PHONY: demo demo-quick test venv generate check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/modelmon stack up --config modelmon.yaml
+
+demo-quick: $(STAMP)
+	$(BIN)/modelmon stack up --config modelmon.yaml --quick
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

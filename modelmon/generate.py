@@ -21,12 +21,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if any file is stale or missing")
 
 
-def artefacts(config) -> dict[str, str]:
+def artefacts(config, rules=None) -> dict[str, str]:
+    """Every generated file. `rules` (a RuleOptions) shortens the alert clocks for a quick demo;
+    the committed files use the defaults."""
     from modelmon.alerting.generate import artefacts as alerting_artefacts
+    from modelmon.alerting.options import RuleOptions
     from modelmon.dashboards.generate import artefacts as dashboard_artefacts
 
+    rule_options = rules if rules is not None else RuleOptions()
     out: dict[str, str] = {}
-    for producer in (alerting_artefacts, dashboard_artefacts):
+    for producer in (lambda c: alerting_artefacts(c, rules=rule_options), dashboard_artefacts):
         for path, text in producer(config).items():
             if path in out:
                 raise RuntimeError(f"two producers generate {path}")

@@ -25,7 +25,7 @@ from conftest import ROOT, free_port, which_or_skip
 from modelmon.config import load_config
 from modelmon.stack.errors import StackError
 from modelmon.stack.plan import (
-    APT_HINT, DEFAULT_PORTS, DEMO_SCHEDULE, HOME_DASHBOARD, Binaries, Health, Layout, Service, StackOptions, find_binaries, plan_stack,
+    APT_HINT, DEFAULT_PORTS, DEMO_SCHEDULE, HOME_DASHBOARD, QUICK_SCHEDULE, Binaries, Health, Layout, Service, StackOptions, find_binaries, plan_stack,
 )
 from modelmon.stack.ports import choose_ports
 from modelmon.stack.supervisor import Supervisor
@@ -128,6 +128,53 @@ def test_the_demo_schedule_is_one_the_simulator_plays_with_an_incident_within_mi
     assert name == "error_burst" and start <= 180 and seconds >= 240  # pages within ~5 minutes
     assert {"covariate_drift", "concept_drift", "latency_regression"} <= {n for n, _ in phases}
     assert phases[-1][0] == "stable"  # alerts resolve before the loop starts over
+
+
+def test_the_quick_schedule_tells_the_whole_story_in_about_twenty_minutes():
+    from modelmon.simulate.scenarios import parse_schedule
+
+    phases = parse_schedule(QUICK_SCHEDULE)
+    assert phases[0][0] == "stable" and phases[1][0] == "error_burst" and phases[0][1] <= 60
+    assert {"covariate_drift", "concept_drift", "latency_regression"} <= {n for n, _ in phases}
+    # Each incident outlasts a window turnover (~2 min at the demo rate) plus the 1-minute `for`.
+    assert all(seconds >= 180 for name, seconds in phases if name != "stable")
+    assert phases[-1][0] == "stable" and phases[-1][1] >= 180  # alerts resolve before the loop restarts
+    assert sum(seconds for _, seconds in phases) <= 25 * 60
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], DEMO_SCHEDULE), (["--quick"], QUICK_SCHEDULE),
+    (["--quick", "--schedule", "stable:60"], "stable:60"), (["--schedule", "stable:60"], "stable:60")])
+def test_quick_picks_its_schedule_unless_one_is_given(argv, expected):
+    import argparse
+
+    from modelmon.stack import add_arguments, demo_schedule
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert demo_schedule(parser.parse_args(["up", *argv])) == expected
+
+
+def test_quick_rules_are_the_production_alerts_on_one_minute_clocks(tmp_path, demo_config_path, promtool):
+    from modelmon.stack import quick_rules
+
+    config = load_config(demo_config_path)
+    normal, quick = stack_sources(config, ROOT), stack_sources(config, ROOT, rules=quick_rules())
+    rule_files = sorted(k for k in quick if k.startswith("prometheus/rules/"))
+    assert rule_files == sorted(k for k in normal if k.startswith("prometheus/rules/"))
+
+    def alerts(files):
+        return [r for k in rule_files for g in yaml.safe_load(files[k])["groups"] for r in g["rules"] if "alert" in r]
+
+    assert [(a["alert"], a["labels"]) for a in alerts(quick)] == [(a["alert"], a["labels"]) for a in alerts(normal)]
+    for a in alerts(quick):
+        assert a["for"] == ("10m" if a["alert"] == "ModelmonLabelsNotArriving" else "1m"), a["alert"]
+    layout = Layout(tmp_path)
+    write_configs(quick, layout, REMAPPED)
+    out = subprocess.run([promtool, "check", "rules", "--lint-fatal", *sorted(
+        str(p) for p in (layout.etc / "prometheus" / "rules").glob("*.yml"))], capture_output=True, text=True,
+        timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_find_binaries_prefers_the_current_names_and_falls_back():

@@ -10,7 +10,8 @@ import argparse
 import os
 import sys
 
-from modelmon.stack.plan import DEMO_RATE, DEMO_SCHEDULE, DEMO_SEED
+from modelmon.stack.plan import (DEMO_RATE, DEMO_SCHEDULE, DEMO_SEED, QUICK_FOR, QUICK_FOR_OVERRIDES,
+                                 QUICK_RATE_WINDOW, QUICK_SCHEDULE)
 
 LABELS = {  # the banner's URLs, in this order
     "grafana": "Grafana",
@@ -42,8 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--no-prometheus", action="store_true",
                     help="run only modelmon's own processes (receiver, exporter, traffic)")
     up.add_argument("--no-grafana", action="store_true", help="do not start Grafana even if installed")
-    up.add_argument("--schedule", default=DEMO_SCHEDULE,
-                    help="demo traffic scenarios as NAME:SECONDS,... played in a loop (default: %(default)s)")
+    up.add_argument("--quick", action="store_true",
+                    help=f"a quick tour: every alert waits {QUICK_FOR} instead of its production `for`, rates span "
+                         f"{QUICK_RATE_WINDOW}, and the schedule is {QUICK_SCHEDULE} (the committed rules are "
+                         "untouched)")
+    up.add_argument("--schedule", default=None,
+                    help=f"demo traffic scenarios as NAME:SECONDS,... played in a loop (default: {DEMO_SCHEDULE}; "
+                         "with --quick the quick schedule)")
     up.add_argument("--rate", type=float, default=DEMO_RATE, help="demo records per second (default: %(default)s)")
     up.add_argument("--seed", type=int, default=DEMO_SEED, help="demo traffic seed (default: %(default)s)")
     up.add_argument("--port", type=_port, action="append", default=[], metavar="SERVICE=PORT",
@@ -51,6 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "default: the compose port, or a free one when that is taken")
     up.add_argument("--health-timeout", type=float, default=90.0,
                     help="seconds each service has to become healthy (default: %(default)s)")
+
+
+def demo_schedule(args: argparse.Namespace) -> str:
+    """--schedule when given, else the quick or the full demo schedule."""
+    return args.schedule or (QUICK_SCHEDULE if args.quick else DEMO_SCHEDULE)
+
+
+def quick_rules():
+    """RuleOptions of `--quick`: the production alerts on short clocks."""
+    from modelmon.alerting.options import RuleOptions
+
+    return RuleOptions(for_override=QUICK_FOR, rate_window=QUICK_RATE_WINDOW, for_overrides=QUICK_FOR_OVERRIDES)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,15 +97,16 @@ def _up(args: argparse.Namespace) -> int:
     config = load_config(config_path)
     layout = Layout(Path(args.workdir).resolve())
     ports, notes = choose_ports(dict(args.port))
+    schedule = demo_schedule(args)
     options = StackOptions(
-        config=config_path, ports=ports, schedule=args.schedule, rate=args.rate, seed=args.seed,
+        config=config_path, ports=ports, schedule=schedule, rate=args.rate, seed=args.seed,
         prometheus=not args.no_prometheus, grafana=not (args.no_grafana or args.no_prometheus),
         grafana_admin_password=os.environ.get("GRAFANA_ADMIN_PASSWORD", DEFAULT_GRAFANA_PASSWORD),
     )
     plan = plan_stack(options, layout, find_binaries(shutil.which, (sys.executable, "-m", "modelmon")))
     names = {svc.name for svc in plan.services}
 
-    files = stack_sources(config, config_path.parent)
+    files = stack_sources(config, config_path.parent, rules=quick_rules() if args.quick else None)
     if "prometheus" in names:
         require(files, PROMETHEUS_CONFIG)
     if "alertmanager" in names:
@@ -105,6 +124,9 @@ def _up(args: argparse.Namespace) -> int:
         if "grafana" in names:
             lines.append("  Grafana: anonymous viewer; admin password from $GRAFANA_ADMIN_PASSWORD "
                          f"(default {DEFAULT_GRAFANA_PASSWORD})")
+        if args.quick:
+            lines.append(f"  quick tour    alerts wait {QUICK_FOR} (not their production `for`), rates span "
+                         f"{QUICK_RATE_WINDOW}")
         lines += [f"  demo traffic  {options.schedule} (looping, {options.rate:g}/s) -> {layout.predictions_log}",
                   f"  logs          {layout.logs}/",
                   f"  configs       {layout.etc}/",

@@ -25,6 +25,14 @@ DEFAULT_PORTS: dict[str, int] = {
 # docker-compose.yml uses the same schedule (a test keeps them equal).
 DEMO_SCHEDULE = ("stable:120,error_burst:300,stable:120,covariate_drift:1200,concept_drift:900,"
                  "latency_regression:900,stable:300")
+# `modelmon stack up --quick`: the whole story in about 20 minutes. Every alert waits 1 minute
+# instead of its production `for` and rates span 1 minute, so each phase only has to outlast a
+# window turnover (1-2 minutes at the demo rate) plus that minute. Labels may lag at the start.
+QUICK_SCHEDULE = ("stable:60,error_burst:180,stable:120,covariate_drift:300,concept_drift:300,"
+                  "latency_regression:240,stable:240")
+QUICK_FOR = "1m"
+QUICK_RATE_WINDOW = "1m"
+QUICK_FOR_OVERRIDES = {"ModelmonLabelsNotArriving": "10m"}  # the first labels take a while to come
 DEMO_RATE = 50.0  # records per second, all models together
 DEMO_ROTATE_BYTES = "100M"  # the endless demo log rotates by rename: at most ~200 MB on disk
 DEMO_SEED = 7

@@ -76,15 +76,17 @@ def read_sources(project_dir: Path) -> dict[str, str]:
     return files
 
 
-def stack_sources(config: object, project_dir: Path) -> dict[str, str]:
+def stack_sources(config: object, project_dir: Path, rules: object = None) -> dict[str, str]:
     """The files the stack runs on: generated afresh from the config, so an edited modelmon.yaml
     takes effect without `modelmon generate`, plus the project's hand-written files. In folders
-    whose files are all generated, only fresh ones count: no orphan rule file from an old config."""
+    whose files are all generated, only fresh ones count: no orphan rule file from an old config.
+    `rules` (RuleOptions) is for `--quick`: the same alerts on shorter clocks."""
     from modelmon.generate import OWNED_DIRS, artefacts
 
     handwritten = {rel: text for rel, text in read_sources(project_dir).items()
                    if not any(rel.startswith(d + "/") for d in OWNED_DIRS)}
-    fresh = {rel: text for rel, text in artefacts(config).items() if rel.split("/", 1)[0] in SOURCE_DIRS}
+    generated = artefacts(config, rules=rules) if rules is not None else artefacts(config)
+    fresh = {rel: text for rel, text in generated.items() if rel.split("/", 1)[0] in SOURCE_DIRS}
     return {**handwritten, **fresh}
 
 
