@@ -28,10 +28,9 @@ def artefacts(config, rules=None) -> dict[str, str]:
     from modelmon.alerting.options import RuleOptions
     from modelmon.dashboards.generate import artefacts as dashboard_artefacts
 
-    rule_options = rules if rules is not None else RuleOptions()
     out: dict[str, str] = {}
-    for producer in (lambda c: alerting_artefacts(c, rules=rule_options), dashboard_artefacts):
-        for path, text in producer(config).items():
+    for produced in (alerting_artefacts(config, rules=rules or RuleOptions()), dashboard_artefacts(config)):
+        for path, text in produced.items():
             if path in out:
                 raise RuntimeError(f"two producers generate {path}")
             out[path] = text

@@ -387,7 +387,7 @@ def test_generated_files_replace_the_committed_ones_and_orphans_are_dropped(tmp_
     (tmp_path / "prometheus" / "prometheus.yml").write_text("handwritten")
     (tmp_path / "prometheus" / "rules" / "old-model.yml").write_text("orphan of an earlier config")
     (tmp_path / "prometheus" / "rules" / "credit.yml").write_text("stale")
-    monkeypatch.setattr(modelmon.generate, "artefacts", lambda config: {
+    monkeypatch.setattr(modelmon.generate, "artefacts", lambda config, rules=None: {
         "prometheus/rules/credit.yml": "fresh", "README.generated.md": "not a stack file"})
     assert stack_sources(object(), tmp_path) == {"prometheus/prometheus.yml": "handwritten",
                                                  "prometheus/rules/credit.yml": "fresh"}

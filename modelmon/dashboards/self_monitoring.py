@@ -85,7 +85,8 @@ def _scrape_row(f: PanelFactory) -> list[Cell]:
         f.stat(
             "Checkpoint age",
             "Seconds since each exporter's saved windows and pending label joins were last current "
-            "(checked every 60 s, written when records arrived, and at shutdown). Orange after 5 minutes, red after 15: "
+            "(checked every 60 s, written when records arrived, and at shutdown). "
+            "Orange after 5 minutes, red after 15: "
             "a restart now would start with empty windows (see ModelmonCheckpointFailing).",
             [Query("time() - max by (instance) (modelmon_checkpoint_last_success_timestamp_seconds)",
                    legend="{{instance}}")],

@@ -128,14 +128,13 @@ def _archive(ex) -> bytes:
         for name, state in ex.states.items():
             manifest["models"][name] = _save_model(zf, f"models/{name}", state)
         pending = list(ex.joiner.items())
-        manifest["pending"] = len(pending)
         _put_columns(zf, "pending", {
             "model": _objects([k[0] for k, _ in pending]),
             "id": _objects([k[1] for k, _ in pending]),
             "version": _objects([p.version for _, p in pending]),
             "ts": np.array([p.ts for _, p in pending], dtype=np.float64),
             "prediction": _objects([p.prediction for _, p in pending]),
-            "score": _objects([_plain(p.score) for _, p in pending]),
+            "score": _objects([p.score for _, p in pending]),
         })
         zf.writestr("manifest.json", orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS))
     return buf.getvalue()

@@ -9,6 +9,17 @@ from pathlib import Path
 
 DEFAULT_PORT = 9188
 
+# What `modelmon serve` keeps next to the log it follows, by default (LOG + suffix).
+OFFSET_SUFFIX = ".modelmon-offset"
+REFERENCES_SUFFIX = ".modelmon-references"
+CHECKPOINT_SUFFIX = ".modelmon-checkpoint"
+STATE_SUFFIXES = (OFFSET_SUFFIX, REFERENCES_SUFFIX, CHECKPOINT_SUFFIX)
+
+
+def beside(log: Path, suffix: str) -> Path:
+    """The state file `suffix` of the log `log`."""
+    return log.with_name(log.name + suffix)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="modelmon.yaml", help="modelmon.yaml (default: %(default)s)")
@@ -16,13 +27,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from-start", action="store_true",
                    help="replay the whole log instead of resuming (or, without a state file, starting at its end)")
     p.add_argument("--state-file", type=Path,
-                   help="where the read offset is kept across restarts (default: LOG.modelmon-offset)")
+                   help=f"where the read offset is kept across restarts (default: LOG{OFFSET_SUFFIX})")
     p.add_argument("--reference-store", type=Path,
                    help="where references frozen from traffic ({first: N}, or outputs missing from a reference "
-                        "file) are kept across restarts (default: LOG.modelmon-references/; none without --log)")
+                        f"file) are kept across restarts (default: LOG{REFERENCES_SUFFIX}/; none without --log)")
     p.add_argument("--checkpoint", type=Path,
                    help="where the windows and the predictions waiting for late labels are saved, so a restart "
-                        "keeps them (default: LOG.modelmon-checkpoint; none without --log)")
+                        f"keeps them (default: LOG{CHECKPOINT_SUFFIX}; none without --log)")
     p.add_argument("--checkpoint-interval", type=float, default=60.0,
                    help="seconds between checkpoints, besides the one at shutdown; 0 saves only at shutdown "
                         "(default: %(default)s)")
@@ -50,12 +61,12 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store = args.reference_store
     if store is None and args.log is not None:
-        store = args.log.with_name(args.log.name + ".modelmon-references")
+        store = beside(args.log, REFERENCES_SUFFIX)
     exporter = Exporter(config, refresh_interval=args.refresh_interval, reference_store=store)
     exporter.load_references()
     checkpoint_path = args.checkpoint
     if checkpoint_path is None and args.log is not None:
-        checkpoint_path = args.log.with_name(args.log.name + ".modelmon-checkpoint")
+        checkpoint_path = beside(args.log, CHECKPOINT_SUFFIX)
     checkpointer = Checkpointer(exporter, checkpoint_path, args.checkpoint_interval) if checkpoint_path else None
     if checkpointer is not None:
         if args.from_start:  # the replay rebuilds the windows; the checkpoint would count them twice
@@ -66,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     source = None
     if args.log is not None:
-        state_file = args.state_file or args.log.with_name(args.log.name + ".modelmon-offset")
+        state_file = args.state_file or beside(args.log, OFFSET_SUFFIX)
         source = FileSource(exporter, args.log, state_file, from_start=args.from_start,
                             poll_interval=args.poll_interval,
                             after_commit=checkpointer.maybe_save if checkpointer else None)

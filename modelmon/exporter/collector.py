@@ -174,8 +174,9 @@ class ExporterCollector(Collector):
         lag.add_metric([], ex.log_lag_bytes)
         rotations = CounterMetricFamily("modelmon_log_rotations", "Log rotations and truncations detected.")
         rotations.add_metric([], ex.log_rotations)
-        saved = GaugeMetricFamily("modelmon_checkpoint_last_success_timestamp_seconds",
-                                  "When the saved windows and pending joins were last current (written, or unchanged since).")
+        saved = GaugeMetricFamily(
+            "modelmon_checkpoint_last_success_timestamp_seconds",
+            "When the saved windows and pending joins were last current (written, or unchanged since).")
         if ex.checkpoint_saved_at is not None:
             saved.add_metric([], ex.checkpoint_saved_at)
         ckpt_errors = CounterMetricFamily("modelmon_checkpoint_errors", "Checkpoints that could not be written.")

@@ -212,8 +212,7 @@ class ModelState:
 
     def _feed_reference(self, window_cols: dict[str, np.ndarray]) -> None:
         """Freeze the first N records as the reference, or the first outputs as the output reference."""
-        need_inputs = self.reference is None and self.cfg.reference.first is not None
-        need_output = self.reference is not None and self.reference.prediction is None
+        need_inputs, need_output = self._collection_needed()
         if not (need_inputs or need_output):
             return
         target = self.cfg.reference.first if need_inputs else PREDICTION_REFERENCE_SIZE
@@ -232,6 +231,11 @@ class ModelState:
         if self.on_frozen is not None:
             self.on_frozen(self.cfg, features, merged[PRED])
 
+    def _collection_needed(self) -> tuple[bool, bool]:
+        """(inputs, output): whether traffic must still freeze the input or the output reference."""
+        return (self.reference is None and self.cfg.reference.first is not None,
+                self.reference is not None and self.reference.prediction is None)
+
     def collecting_columns(self) -> dict[str, np.ndarray] | None:
         """Records gathered so far towards a reference frozen from traffic (for the checkpoint)."""
         if not self._collecting:
@@ -240,9 +244,7 @@ class ModelState:
 
     def resume_collecting(self, columns: dict[str, np.ndarray]) -> None:
         """Continue a collection a checkpoint saved, unless the reference it was for is complete now."""
-        still_needed = (self.reference is None and self.cfg.reference.first is not None) or \
-            (self.reference is not None and self.reference.prediction is None)
-        if still_needed:
+        if any(self._collection_needed()):
             self._collecting = [columns]
             self._collected = len(columns["ts"])
 

@@ -221,16 +221,14 @@ class Exporter:
                 state.multivariate = result
 
     def start_background(self) -> None:
-        self._threads.append(_loop("modelmon-refresh", self.refresh_interval, self.refresh, self._stop))
+        self.run_every("modelmon-refresh", self.refresh_interval, self.refresh)
         if self.config.exporter.multivariate_enabled:
-            self._threads.append(_loop("modelmon-multivariate", self.config.exporter.multivariate_interval_seconds,
-                                       self._safe_multivariate, self._stop))
+            self.run_every("modelmon-multivariate", self.config.exporter.multivariate_interval_seconds,
+                           self._safe_multivariate)
 
-    def run_every(self, name: str, interval: float, fn) -> threading.Thread:
+    def run_every(self, name: str, interval: float, fn) -> None:
         """Run `fn` every `interval` seconds on a daemon thread until `stop()`."""
-        t = _loop(name, interval, fn, self._stop)
-        self._threads.append(t)
-        return t
+        self._threads.append(_loop(name, interval, fn, self._stop))
 
     def _safe_multivariate(self) -> None:
         try:

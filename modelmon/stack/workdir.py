@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Mapping
 
+from modelmon.exporter.cli import STATE_SUFFIXES, beside
 from modelmon.stack.errors import StackError
 from modelmon.stack.plan import DEFAULT_PORTS, Layout
 
@@ -85,8 +86,8 @@ def stack_sources(config: object, project_dir: Path, rules: object = None) -> di
 
     handwritten = {rel: text for rel, text in read_sources(project_dir).items()
                    if not any(rel.startswith(d + "/") for d in OWNED_DIRS)}
-    generated = artefacts(config, rules=rules) if rules is not None else artefacts(config)
-    fresh = {rel: text for rel, text in generated.items() if rel.split("/", 1)[0] in SOURCE_DIRS}
+    fresh = {rel: text for rel, text in artefacts(config, rules=rules).items()
+             if rel.split("/", 1)[0] in SOURCE_DIRS}
     return {**handwritten, **fresh}
 
 
@@ -110,10 +111,6 @@ def write_configs(files: Mapping[str, str], layout: Layout, ports: Mapping[str, 
     return written
 
 
-# What `modelmon serve` keeps next to the log it follows (offset, checkpoint, frozen references).
-EXPORTER_STATE_SUFFIXES = (".modelmon-offset", ".modelmon-checkpoint", ".modelmon-references")
-
-
 def prepare_data(layout: Layout) -> None:
     """Data and log directories; a fresh prediction log so that the demo timeline starts over.
 
@@ -126,8 +123,8 @@ def prepare_data(layout: Layout) -> None:
     log = layout.predictions_log
     for rotated in log.parent.glob(glob.escape(log.name) + ".[0-9]*"):
         rotated.unlink()
-    for suffix in EXPORTER_STATE_SUFFIXES:
-        state = log.with_name(log.name + suffix)
+    for suffix in STATE_SUFFIXES:
+        state = beside(log, suffix)
         if state.is_dir():
             shutil.rmtree(state)
         elif state.exists():
