@@ -68,10 +68,12 @@ class Checkpointer:
 
     def save_if_changed(self) -> None:
         """Save unless no record was accepted since the last save (then the file is still current)."""
-        if _generation(self.exporter) == self._saved_generation:
-            self._last = time.monotonic()
-            with self.exporter.lock:
+        with self.exporter.lock:  # ingest threads add keys to the counts being summed
+            unchanged = _generation(self.exporter) == self._saved_generation
+            if unchanged:
                 self.exporter.checkpoint_saved_at = time.time()
+        if unchanged:
+            self._last = time.monotonic()
             return
         self.save()
 
