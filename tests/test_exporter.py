@@ -345,3 +345,24 @@ def test_output_reference_frozen_from_traffic_survives_a_restart(tmp_path):
     assert second.states["bin"].reference.prediction is not None
     assert np.array_equal(second.states["bin"].reference.prediction.ref_counts,
                           first.states["bin"].reference.prediction.ref_counts)
+
+
+def test_a_failing_background_pass_is_logged_and_retried(caplog):
+    import threading
+
+    ex = Exporter(make_config())
+    calls = []
+    done = threading.Event()
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("boom")
+        done.set()
+
+    ex.run_every("modelmon-test", 0.01, flaky)
+    try:
+        assert done.wait(5), "the loop died with its first failure"
+    finally:
+        ex.stop()
+    assert "modelmon-test failed" in caplog.text and "boom" in caplog.text

@@ -224,17 +224,11 @@ class Exporter:
         self.run_every("modelmon-refresh", self.refresh_interval, self.refresh)
         if self.config.exporter.multivariate_enabled:
             self.run_every("modelmon-multivariate", self.config.exporter.multivariate_interval_seconds,
-                           self._safe_multivariate)
+                           self.run_multivariate)
 
     def run_every(self, name: str, interval: float, fn) -> None:
         """Run `fn` every `interval` seconds on a daemon thread until `stop()`."""
         self._threads.append(_loop(name, interval, fn, self._stop))
-
-    def _safe_multivariate(self) -> None:
-        try:
-            self.run_multivariate()
-        except Exception:  # noqa: BLE001 - a failed fit must not kill the worker; it retries next interval
-            log.exception("multivariate worker failed")
 
     def stop(self) -> None:
         self._stop.set()
@@ -254,7 +248,10 @@ class Exporter:
 def _loop(name: str, interval: float, fn, stop: threading.Event) -> threading.Thread:
     def run() -> None:
         while not stop.wait(interval):
-            fn()
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - one failed pass (a fit, a refresh) must not end the loop
+                log.exception("%s failed; retrying in %g s", name, interval)
     t = threading.Thread(target=run, name=name, daemon=True)
     t.start()
     return t
