@@ -149,6 +149,14 @@ class ExporterConfig:
     multivariate_interval_seconds: float = 60.0
     multivariate_sample_size: int = 2000
     multivariate_enabled: bool = True
+    # Event-time guard: a record stamped further ahead of the exporter's wall clock than this is
+    # refused (`bad_timestamp`), so no single record can move the join or window clocks.
+    max_clock_skew_seconds: float = 300.0
+    max_event_age_seconds: float | None = None  # older records refused too; None: no age limit
+    # Cardinality: label values (version, class) longer than this are shortened (prefix + hash);
+    # a version or learned class unseen for `label_idle_seconds` gives its budget slot back.
+    max_label_value_length: int = 128
+    label_idle_seconds: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -406,7 +414,8 @@ def _validate_model(v: _Validator, raw: Any, path: str, base_dir: Path) -> Model
 def _validate_exporter(v: _Validator, raw: Any) -> ExporterConfig:
     p = "exporter"
     keys = {"label_ttl", "join_buffer_max", "max_versions_per_model", "max_classes", "top_k_categories",
-            "reference_sample_max", "multivariate"}
+            "reference_sample_max", "multivariate", "max_clock_skew", "max_event_age", "max_label_value_length",
+            "label_idle"}
     raw = v.mapping(raw, p, keys)
     d = ExporterConfig()
     kw: dict[str, Any] = {}
@@ -414,6 +423,18 @@ def _validate_exporter(v: _Validator, raw: Any) -> ExporterConfig:
         secs = v.duration(raw["label_ttl"], f"{p}.label_ttl")
         if secs is not None:
             kw["label_ttl_seconds"] = secs
+    for key, field_name in (("max_clock_skew", "max_clock_skew_seconds"), ("max_event_age", "max_event_age_seconds"),
+                            ("label_idle", "label_idle_seconds")):
+        if key in raw and not (key == "max_event_age" and raw[key] is None):
+            secs = v.duration(raw[key], f"{p}.{key}")
+            if secs is not None and secs <= 0:
+                v.err(f"{p}.{key}", f"must be a positive duration, got {raw[key]!r}")
+            elif secs is not None:
+                kw[field_name] = secs
+    if "max_label_value_length" in raw:
+        n = v.number(raw["max_label_value_length"], f"{p}.max_label_value_length", lo=16, integer=True)
+        if n is not None:
+            kw["max_label_value_length"] = int(n)
     for key in ("join_buffer_max", "max_versions_per_model", "max_classes", "top_k_categories",
                 "reference_sample_max"):
         if key in raw:

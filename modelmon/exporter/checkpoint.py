@@ -94,9 +94,7 @@ class Checkpointer:
                       time.perf_counter() - started)
             return True
         except Exception as e:  # noqa: BLE001 - a failed checkpoint must never stop ingestion
-            with ex.lock:
-                ex.checkpoint_errors += 1
-            log.error("cannot write the checkpoint %s: %s", self.path, e)
+            ex.state_write_failed("checkpoint", OSError(f"{self.path}: {e}"))
             return False
 
     # ------------------------------------------------------------------ restore
@@ -280,10 +278,13 @@ def _plain(v: Any) -> Any:
 
 
 def _write_atomically(path: Path, body: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(body)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not also leave half a checkpoint behind
+        raise

@@ -179,11 +179,14 @@ class ExporterCollector(Collector):
             "When the saved windows and pending joins were last current (written, or unchanged since).")
         if ex.checkpoint_saved_at is not None:
             saved.add_metric([], ex.checkpoint_saved_at)
-        ckpt_errors = CounterMetricFamily("modelmon_checkpoint_errors", "Checkpoints that could not be written.")
-        ckpt_errors.add_metric([], ex.checkpoint_errors)
+        write_errors = CounterMetricFamily("modelmon_state_write_errors",
+                                           "Failed writes of a state file (offset, checkpoint, references).",
+                                           labels=["file"])
+        for file in sorted(set(ex.state_write_errors) | {"offset", "checkpoint", "references"}):
+            write_errors.add_metric([file], ex.state_write_errors.get(file, 0))
         build = GaugeMetricFamily("modelmon_build_info", "modelmon build information.", labels=["version"])
         build.add_metric([__version__], 1)
-        yield from (ingested, rejected, overflow, pending, lag, rotations, saved, ckpt_errors, build)
+        yield from (ingested, rejected, overflow, pending, lag, rotations, saved, write_errors, build)
 
 
 def _finite(x) -> bool:

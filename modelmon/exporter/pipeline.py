@@ -55,7 +55,9 @@ class Exporter:
         self.log_rotations = 0
         self.source_open = True  # a file source sets this; HTTP-only is always open
         self.checkpoint_saved_at: float | None = None  # set by the Checkpointer
-        self.checkpoint_errors = 0
+        self.state_write_errors: dict[str, int] = defaultdict(int)  # file kind -> failed writes
+        self.source_problem: str | None = None  # why the file source cannot read (shown on /ready)
+        self._warned: dict[str, float] = {}  # log key -> monotonic time of its last line (rate limit)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -184,7 +186,26 @@ class Exporter:
         try:
             self.reference_store.save(model, features, prediction)
         except OSError as e:  # the reference still works in memory; only the restart loses it
-            log.error("model %s: cannot save the frozen reference: %s", model.name, e)
+            self.state_write_failed("references", OSError(f"model {model.name}: {e}"))
+
+    def state_write_failed(self, file: str, error: BaseException) -> None:
+        """Count a failed write of a state file (`offset`, `checkpoint`, `references`); log it at most
+        once a minute, without a traceback: a full disk must not turn into a log storm."""
+        with self.lock:
+            self.state_write_errors[file] += 1
+            n = self.state_write_errors[file]
+        self.warn_limited(f"state:{file}", logging.ERROR, "cannot write the %s state file (%d failure(s) so far): %s",
+                          file, n, error)
+
+    def warn_limited(self, key: str, level: int, msg: str, *args, exc_info=None, every: float = 60.0) -> bool:
+        """Log `msg` unless the same `key` was logged within `every` seconds. True when logged."""
+        now = time.monotonic()
+        last = self._warned.get(key)
+        if last is not None and now - last < every:
+            return False
+        self._warned[key] = now
+        log.log(level, msg, *args, exc_info=exc_info)
+        return True
 
     def _count_expired(self, model: str, reason: str, n: int) -> None:
         self.states[model].expired[reason] += n
@@ -242,7 +263,10 @@ class Exporter:
         errors = {name: s.reference_error for name, s in self.states.items() if s.reference_error}
         ready = self.source_open and not errors and all(
             s.reference is not None or s.cfg.reference.first is not None for s in self.states.values())
-        return ready, {"ready": ready, "source_open": self.source_open, "references": models, "errors": errors}
+        detail = {"ready": ready, "source_open": self.source_open, "references": models, "errors": errors}
+        if self.source_problem:
+            detail["reason"] = self.source_problem
+        return ready, detail
 
 
 def _loop(name: str, interval: float, fn, stop: threading.Event) -> threading.Thread:
