@@ -152,7 +152,7 @@ def test_a_failed_save_is_counted_and_exported(tmp_path):
     (tmp_path / "file").write_text("")
     assert not Checkpointer(ex, tmp_path / "file" / "ckpt").save()  # its directory is a file
     text = scrape(ex)
-    assert value(text, "modelmon_checkpoint_errors_total") == 1
+    assert value(text, "modelmon_state_write_errors_total", file="checkpoint") == 1
     assert not has(text, "modelmon_checkpoint_last_success_timestamp_seconds")
     assert Checkpointer(ex, tmp_path / "ok").save()
     assert value(scrape(ex), "modelmon_checkpoint_last_success_timestamp_seconds") > 0

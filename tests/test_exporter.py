@@ -171,10 +171,10 @@ def test_rejects_are_counted_by_reason_and_valid_records_survive():
     ]
     result = ex.ingest_lines(batch, "file")
     assert result.accepted == 2
-    reasons = [r.reason for r in result.rejects]
+    reasons = [r.reason for r in result.errors]
     assert reasons == ["invalid_json", "not_object", "missing_field", "unknown_model", "bad_type",
                        "bad_value", "bad_value", "bad_type", "missing_field"]
-    assert [r.index for r in result.rejects] == list(range(9))
+    assert [r.index for r in result.errors] == list(range(9))
     text = scrape(ex)
     assert value(text, "modelmon_records_rejected_total", reason="bad_type") == 2
     assert value(text, "modelmon_records_ingested_total", source="file") == 2

@@ -28,13 +28,15 @@ import numpy as np
 import orjson
 
 from modelmon.config import ModelConfig
+from modelmon.exporter.histogram import OTHER
 from modelmon.exporter.joiner import Pending
 from modelmon.exporter.model_state import PRED, ModelState
 from modelmon.exporter.windows import SlidingWindow
 
 log = logging.getLogger("modelmon.checkpoint")
 
-FORMAT = 1
+FORMAT = 2  # 2: multiclass quality windows hold class keys (1: codes into the class budget)
+READABLE_FORMATS = (1, 2)
 DEFAULT_INTERVAL_SECONDS = 60.0
 
 
@@ -143,6 +145,7 @@ def _archive(ex) -> bytes:
 def _save_model(zf: zipfile.ZipFile, prefix: str, state: ModelState) -> dict[str, Any]:
     entry = {"fingerprint": fingerprint(state.cfg), "last_ts": state.last_ts,
              "versions": list(state.versions.known), "classes": list(state.classes.known),
+             "seen": {"versions": state.versions.last_seen, "classes": state.classes.last_seen},
              "quality": sorted(state.quality_windows)}
     for i, version in enumerate(entry["quality"]):
         _put_columns(zf, f"{prefix}/quality/{i}", state.quality_windows[version].columns())
@@ -158,8 +161,9 @@ def _restore(ex, path: Path) -> list[str]:
     try:
         with zipfile.ZipFile(path) as zf:
             manifest = orjson.loads(zf.read("manifest.json"))
-            if manifest.get("format") != FORMAT:
-                raise CheckpointError(f"format {manifest.get('format')!r}, this modelmon reads format {FORMAT}")
+            if manifest.get("format") not in READABLE_FORMATS:
+                raise CheckpointError(f"format {manifest.get('format')!r}, this modelmon reads formats "
+                                      f"{', '.join(map(str, READABLE_FORMATS))}")
             loaded = {name: _load_model(zf, f"models/{name}", entry)
                       for name, entry in manifest["models"].items() if name in ex.states}
             pending = _get_columns(zf, "pending")
@@ -170,6 +174,13 @@ def _restore(ex, path: Path) -> list[str]:
         raise CheckpointError(f"{type(e).__name__}: {e}") from e
 
     log.info("checkpoint %s is %.0f s old", path, age)
+    if manifest["format"] == 1:
+        for entry, quality, _, _ in loaded.values():
+            _codes_to_keys(entry, quality)
+    # The event-time guard applies to what was saved too: a clock poisoned before the guard
+    # existed (or by a wrong system clock) must not come back with the restart.
+    horizon = ex.clock() + ex.config.exporter.max_clock_skew_seconds
+    written_at = float(manifest["written_at"])
     restored = []
     with ex.lock:
         for name, (entry, quality, drift_cols, collecting) in loaded.items():
@@ -178,15 +189,57 @@ def _restore(ex, path: Path) -> list[str]:
                 log.warning("model %s changed since the checkpoint (task, features or classes): its windows "
                             "start empty", name)
                 continue
-            _apply_model(state, entry, quality, drift_cols, collecting)
+            dropped = _clamp(entry, quality, drift_cols, collecting, horizon)
+            if dropped:
+                log.warning("model %s: %d saved record(s) stamped more than the allowed clock skew in the future "
+                            "were dropped from the checkpoint", name, dropped)
+            _apply_model(state, entry, quality, drift_cols, collecting, written_at)
             restored.append(name)
         usable = set(restored)
+        future = 0
         for i, model in enumerate(pending.get("model", [])):
-            if model in usable:
-                ex.joiner.restore(model, pending["id"][i], Pending(
-                    model, pending["version"][i], float(pending["ts"][i]), pending["prediction"][i],
-                    pending["score"][i]))
+            if model not in usable:
+                continue
+            if float(pending["ts"][i]) > horizon:
+                future += 1
+                continue
+            ex.joiner.restore(model, pending["id"][i], Pending(
+                model, pending["version"][i], float(pending["ts"][i]), pending["prediction"][i],
+                pending["score"][i]))
+        if future:
+            log.warning("%d saved prediction(s) waiting for labels were stamped in the future and dropped", future)
     return restored
+
+
+def _clamp(entry: dict, quality: dict, drift_cols: dict, collecting: dict | None, horizon: float) -> int:
+    """Drop saved rows stamped past `horizon` and pull `last_ts` back to it; returns rows dropped."""
+    dropped = 0
+    newest = []
+    for cols in [*quality.values(), drift_cols, collecting or {}]:
+        if not cols:
+            continue
+        keep = ~(cols["ts"] > horizon)
+        if not keep.all():
+            dropped += int((~keep).sum())
+            for k in list(cols):
+                cols[k] = cols[k][keep]
+        if len(cols["ts"]):
+            newest.append(float(np.nanmax(cols["ts"])))
+    if entry["last_ts"] is not None and entry["last_ts"] > horizon:
+        # The newest sane event time saved, so time windows are measured from it, not from the horizon.
+        entry["last_ts"] = max(newest) if newest else None
+    return dropped
+
+
+def _codes_to_keys(entry: dict, quality: dict) -> None:
+    """Format 1 kept multiclass classes as codes into the saved class list (-1: folded)."""
+    if entry["fingerprint"]["task"] != "multiclass":
+        return
+    table = _objects([*entry["classes"], OTHER])  # code -1 indexes the last entry: __other__
+    for cols in quality.values():
+        for key in ("y_true", "y_pred"):
+            if key in cols and cols[key].dtype != object:
+                cols[key] = table[cols[key].astype(np.int64)]
 
 
 QUALITY_COLUMNS = {"binary": {"y_true", "y_pred", "score", "ts"}, "multiclass": {"y_true", "y_pred", "proba", "ts"},
@@ -213,21 +266,24 @@ def _expect(cols: dict, keys: set[str], what: str) -> None:
         raise CheckpointError(f"{what}: columns {sorted(cols)}, expected {sorted(keys)}")
 
 
-def _apply_model(state: ModelState, entry: dict, quality: dict, drift_cols: dict, collecting: dict | None) -> None:
-    # Budgets first: multiclass quality windows hold class codes indexing `classes.known`.
-    for v in entry["versions"]:
-        state.versions.fold(v)
-    for c in entry["classes"]:
-        state.classes.fold(c)
+def _apply_model(state: ModelState, entry: dict, quality: dict, drift_cols: dict, collecting: dict | None,
+                 written_at: float) -> None:
+    # Label values idle past exporter.label_idle do not get their budget slot back (nor their window).
+    seen = entry.get("seen", {})
+    for budget, key in ((state.versions, "versions"), (state.classes, "classes")):
+        for value in entry[key]:
+            budget.admit(value, float(seen.get(key, {}).get(value, written_at)))
     if entry["last_ts"] is not None:
         state.last_ts = entry["last_ts"]
     for version, cols in quality.items():
-        if cols:
+        if version not in state.versions.known and version != OTHER:
+            continue
+        if cols and len(cols["ts"]):
             win = state.quality_windows[version] = SlidingWindow(state.cfg.quality_window)
             win.append(cols)  # trims to the configured window, which may have shrunk
-    if drift_cols:
+    if drift_cols and len(drift_cols["ts"]):
         state.drift_window.append(drift_cols)
-    if collecting:
+    if collecting and len(collecting["ts"]):
         state.resume_collecting(collecting)
     state.dirty = True
 

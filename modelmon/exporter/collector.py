@@ -164,10 +164,20 @@ class ExporterCollector(Collector):
         overflow = CounterMetricFamily("modelmon_cardinality_overflow",
                                        "Records whose label value was folded into __other__ by the cardinality budget.",
                                        labels=["model", "label"])
+        shortened = CounterMetricFamily("modelmon_label_values_shortened",
+                                        "Label values (version, class) longer than exporter.max_label_value_length, "
+                                        "cut to it with a hash suffix.", labels=["model", "label"])
+        errors = CounterMetricFamily("modelmon_refresh_errors",
+                                     "Failed passes of one model's ingest, refresh (quality, drift) or multivariate "
+                                     "fit; other models are unaffected.", labels=["model", "stage"])
         for name, s in ex.states.items():
-            overflow.add_metric([name, "version"], s.versions.overflow)
-            if s.cfg.task != "regression":
-                overflow.add_metric([name, "class"], s.classes.overflow)
+            labels = ("version",) if s.cfg.task == "regression" else ("version", "class")
+            for label in labels:
+                budget = s.versions if label == "version" else s.classes
+                overflow.add_metric([name, label], budget.overflow)
+                shortened.add_metric([name, label], s.shortened.get(label, 0))
+            for stage in ("ingest", "refresh", "multivariate"):
+                errors.add_metric([name, stage], ex.model_errors.get((name, stage), 0))
         pending = GaugeMetricFamily("modelmon_label_join_pending", "Predictions waiting for a late label.")
         pending.add_metric([], len(ex.joiner))
         lag = GaugeMetricFamily("modelmon_log_lag_bytes", "Bytes of the prediction log not read yet.")
@@ -186,7 +196,7 @@ class ExporterCollector(Collector):
             write_errors.add_metric([file], ex.state_write_errors.get(file, 0))
         build = GaugeMetricFamily("modelmon_build_info", "modelmon build information.", labels=["version"])
         build.add_metric([__version__], 1)
-        yield from (ingested, rejected, overflow, pending, lag, rotations, saved, write_errors, build)
+        yield from (ingested, rejected, overflow, shortened, errors, pending, lag, rotations, saved, write_errors, build)
 
 
 def _finite(x) -> bool:

@@ -6,6 +6,7 @@ and the latest snapshot, so a scrape never computes statistics.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -68,11 +69,14 @@ class Reference:
 
 
 class ModelState:
-    def __init__(self, model: ModelConfig, exp: ExporterConfig):
+    def __init__(self, model: ModelConfig, exp: ExporterConfig, clock: Callable[[], float] = time.time):
         self.cfg = model
         self.exp = exp
-        self.versions = LabelBudget(exp.max_versions_per_model)
-        self.classes = LabelBudget(exp.max_classes, [class_key(c) for c in (model.classes or ())])
+        self.versions = LabelBudget(exp.max_versions_per_model, idle_seconds=exp.label_idle_seconds, clock=clock)
+        # Configured classes are pinned; learned ones give their slot back when idle.
+        self.classes = LabelBudget(exp.max_classes, [class_key(c) for c in (model.classes or ())],
+                                   idle_seconds=exp.label_idle_seconds, clock=clock)
+        self.shortened: dict[str, int] = defaultdict(int)  # label -> values cut to max_label_value_length
         self.positive = class_key(model.positive_class)
         self.predictions_total: dict[tuple[str, str], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = {}
@@ -163,6 +167,7 @@ class ModelState:
         n = len(labels)
         if n == 0:
             return
+        versions = self.versions.fold_many(versions)  # a late label keeps its version's slot alive
         for v, k in Counter(versions).items():
             self.labels_total[v] += k
         if delays is not None:
@@ -179,9 +184,9 @@ class ModelState:
                         "y_pred": np.asarray(predicted, dtype=object) == self.positive,
                         "score": np.asarray(scores, dtype=np.float64)}
             else:
-                codes = {c: i for i, c in enumerate(self.classes.known)}
-                cols = {"y_true": np.array([codes.get(a, -1) for a in actual], dtype=np.int64),
-                        "y_pred": np.array([codes.get(p, -1) for p in predicted], dtype=np.int64),
+                # Class keys, not codes: a folded "__other__" is a class like any other, and a
+                # slot freed later cannot change what an old row means.
+                cols = {"y_true": _objects(actual), "y_pred": _objects(predicted),
                         "proba": self._proba_matrix(scores)}
         vers = np.asarray(versions, dtype=object)
         for v in set(versions):
@@ -296,8 +301,7 @@ class ModelState:
                     if key in prob:
                         out[key] = prob[key]
             return out
-        y_true, y_pred = cols["y_true"], cols["y_pred"]
-        n_classes = len(self.classes.known)
+        y_true, y_pred, n_classes = self._class_codes(cols["y_true"], cols["y_pred"])
         out = quality.multiclass_quality(y_true, y_pred, n_classes, None)
         proba = cols["proba"]
         n_conf = len(self.cfg.classes or ())
@@ -311,6 +315,35 @@ class ModelState:
                         out[key] = prob[key]
         return out
 
+    def _class_codes(self, actual: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Class keys -> codes: the configured classes first (the columns of `proba`), then the rest."""
+        configured = [class_key(c) for c in (self.cfg.classes or ())]
+        both = np.concatenate([actual, predicted]).astype(str)
+        uniq, inverse = np.unique(both, return_inverse=True)
+        known = set(configured)
+        order = configured + [c for c in uniq.tolist() if c not in known]
+        position = {c: i for i, c in enumerate(order)}
+        codes = np.array([position[c] for c in uniq.tolist()], dtype=np.int64)[inverse]
+        return codes[:len(actual)], codes[len(actual):], len(order)
+
+    # ------------------------------------------------------------------ idle label values
+
+    def free_idle(self) -> None:
+        """Give back the budget slots of versions and classes idle past `exporter.label_idle`, with
+        their series: a burst of junk values must not hold the budget, or /metrics, for good."""
+        for version in self.versions.free_idle():
+            for key in [k for k in self.predictions_total if k[0] == version]:
+                del self.predictions_total[key]
+            for store in (self.latency, self.labels_total, self.quality_windows):
+                store.pop(version, None)
+            for key in [k for k in self.confusion if k[0] == version]:
+                del self.confusion[key]
+            self.dirty = True
+        for cls in self.classes.free_idle():
+            for key in [k for k in self.confusion if cls in (k[1], k[2])]:
+                del self.confusion[key]
+            self.dirty = True
+
     # ------------------------------------------------------------------ multivariate worker input
 
     def multivariate_inputs(self, sample_size: int, rng: np.random.Generator):
@@ -322,6 +355,12 @@ class ModelState:
         take = np.sort(rng.choice(n, size=min(n, sample_size), replace=False))
         recent = {f: cols[f][take] for f in self.cfg.features}
         return self.reference.rows, recent
+
+
+def _objects(values: list) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def feature_drift(profile: Any, values: np.ndarray) -> dict[str, float]:

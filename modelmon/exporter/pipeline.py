@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -31,16 +31,19 @@ log = logging.getLogger("modelmon.exporter")
 @dataclass
 class IngestResult:
     accepted: int
-    rejects: list[Reject]
+    rejected: int  # exact
+    errors: list[Reject]  # the first MAX_LISTED_REJECTS rejects by index, with their messages
 
 
 class Exporter:
-    def __init__(self, config: Config, refresh_interval: float = 1.0, reference_store: Path | None = None):
+    def __init__(self, config: Config, refresh_interval: float = 1.0, reference_store: Path | None = None,
+                 clock: Callable[[], float] = time.time):
         self.config = config
         self.refresh_interval = refresh_interval
+        self.clock = clock  # wall clock: the event-time guard and idle label values are measured on it
         self.lock = threading.RLock()
-        self.parser = RecordParser(config)
-        self.states = {m.name: ModelState(m, config.exporter) for m in config.models}
+        self.parser = RecordParser(config, clock)
+        self.states = {m.name: ModelState(m, config.exporter, clock) for m in config.models}
         self.reference_store = ReferenceStore(reference_store) if reference_store is not None else None
         if self.reference_store is not None:
             for state in self.states.values():
@@ -51,6 +54,7 @@ class Exporter:
                                   self._count_expired)
         self.rejected: dict[str, int] = defaultdict(int)
         self.ingested: dict[str, int] = defaultdict(int)
+        self.model_errors: dict[tuple[str, str], int] = defaultdict(int)  # (model, stage) -> failures
         self.log_lag_bytes = 0
         self.log_rotations = 0
         self.source_open = True  # a file source sets this; HTTP-only is always open
@@ -114,28 +118,52 @@ class Exporter:
         batch = self.parser.parse_lines(lines)
         with self.lock:
             self._apply(batch, source)
-        return IngestResult(batch.accepted, batch.rejects)
+        return IngestResult(batch.accepted, len(batch.rejects), batch.rejects.listed())
 
     def ingest_objects(self, objs: Sequence, source: str) -> IngestResult:
         batch = self.parser.parse_objects(objs)
         with self.lock:
             self._apply(batch, source)
-        return IngestResult(batch.accepted, batch.rejects)
+        return IngestResult(batch.accepted, len(batch.rejects), batch.rejects.listed())
 
     def _apply(self, batch: ParsedBatch, source: str) -> None:
-        for r in batch.rejects:
-            self.rejected[r.reason] += 1
-        self.ingested[source] += batch.accepted
-        newest = None
+        """Apply a parsed batch, one model at a time: a model whose update fails has its records
+        counted as `internal_error` rejects (and the failure as a refresh error); the rest go on."""
+        failed = 0
         for model, cols in batch.predictions.items():
             state = self.states[model]
-            versions = state.add_predictions(cols, self.latency_bounds)
-            self._labels_of(state, cols, versions)
-            newest = state.last_ts if newest is None else max(newest, state.last_ts)
+            try:
+                versions = state.add_predictions(cols, self.latency_bounds)
+                self._labels_of(state, cols, versions)
+            except Exception:  # noqa: BLE001 - one model's failure must not touch the others
+                failed += len(cols)
+                self._model_failed(model, "ingest")
         for model, lab in batch.labels.items():
-            self._join(self.states[model], lab)
-        if newest is not None:
-            self.joiner.expire(newest)
+            try:
+                self._join(self.states[model], lab)
+            except Exception:  # noqa: BLE001
+                failed += len(lab.ids)
+                self._model_failed(model, "ingest")
+        if failed:
+            batch.accepted -= failed
+            batch.rejects.counts["internal_error"] = batch.rejects.counts.get("internal_error", 0) + failed
+        for reason, n in batch.rejects.counts.items():
+            self.rejected[reason] += n
+        for (model, label), n in batch.shortened.items():
+            self.states[model].shortened[label] += n
+        self.ingested[source] += batch.accepted
+        clocks = [s.last_ts for s in self.states.values() if s.last_ts is not None]
+        if clocks:
+            # The join clock is event time, never beyond the wall clock's allowance (the parser
+            # refuses such records; a restored or injected value is clamped here too).
+            self.joiner.expire(min(max(clocks), self.clock() + self.config.exporter.max_clock_skew_seconds))
+
+    def _model_failed(self, model: str, stage: str) -> None:
+        """Count a failure of one model's ingest/refresh/multivariate pass; log it once a minute."""
+        self.model_errors[(model, stage)] += 1
+        self.warn_limited(f"model:{model}:{stage}", logging.ERROR,
+                          "model %s: %s failed (%d time(s) so far; other models are unaffected)", model, stage,
+                          self.model_errors[(model, stage)], exc_info=True)
 
     def _labels_of(self, state: ModelState, cols: PredictionColumns, versions: list[str]) -> None:
         """Inline labels go straight to quality; unlabelled predictions with an id wait for one."""
@@ -214,32 +242,43 @@ class Exporter:
 
     def refresh(self, force: bool = False) -> None:
         with self.lock:
-            for state in self.states.values():
-                if state.dirty or force:
-                    state.refresh()
+            for name, state in self.states.items():
+                try:
+                    state.free_idle()
+                    if state.dirty or force:
+                        state.refresh()
+                except Exception:  # noqa: BLE001 - isolated per model; the snapshot keeps its last good values
+                    self._model_failed(name, "refresh")
 
     def run_multivariate(self, seed: int = 0) -> None:
         """One pass of the domain classifier and IsolationForest over every ready model."""
         rng = np.random.default_rng(seed)
         size = self.config.exporter.multivariate_sample_size
-        for state in self.states.values():
-            with self.lock:
-                inputs = state.multivariate_inputs(size, rng)
-                profiles = state.reference.profiles if inputs else None
-            if inputs is None:
-                continue
-            ref_rows, recent_rows = inputs
-            cfg = state.cfg
-            ref = multivariate.encode(ref_rows, cfg.numeric_features, cfg.categorical_features, profiles)
-            cur = multivariate.encode(recent_rows, cfg.numeric_features, cfg.categorical_features, profiles)
-            mask = multivariate.categorical_mask(cfg.numeric_features, cfg.categorical_features)
-            result = {
-                "drift_classifier_auc": multivariate.domain_classifier_auc(ref, cur, seed=seed, categorical=mask),
-                "outlier_ratio": multivariate.outlier_ratio(ref, cur, seed=seed),
-                "last_run": time.time(),
-            }
-            with self.lock:
-                state.multivariate = result
+        for name, state in self.states.items():
+            try:
+                self._multivariate_one(state, size, rng, seed)
+            except Exception:  # noqa: BLE001 - isolated per model
+                with self.lock:
+                    self._model_failed(name, "multivariate")
+
+    def _multivariate_one(self, state: ModelState, size: int, rng: np.random.Generator, seed: int) -> None:
+        with self.lock:
+            inputs = state.multivariate_inputs(size, rng)
+            profiles = state.reference.profiles if inputs else None
+        if inputs is None:
+            return
+        ref_rows, recent_rows = inputs
+        cfg = state.cfg
+        ref = multivariate.encode(ref_rows, cfg.numeric_features, cfg.categorical_features, profiles)
+        cur = multivariate.encode(recent_rows, cfg.numeric_features, cfg.categorical_features, profiles)
+        mask = multivariate.categorical_mask(cfg.numeric_features, cfg.categorical_features)
+        result = {
+            "drift_classifier_auc": multivariate.domain_classifier_auc(ref, cur, seed=seed, categorical=mask),
+            "outlier_ratio": multivariate.outlier_ratio(ref, cur, seed=seed),
+            "last_run": time.time(),
+        }
+        with self.lock:
+            state.multivariate = result
 
     def start_background(self) -> None:
         self.run_every("modelmon-refresh", self.refresh_interval, self.refresh)

@@ -7,7 +7,9 @@ line index, reason and message, so POST /ingest can report them per record.
 """
 from __future__ import annotations
 
+import heapq
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from itertools import chain
@@ -19,6 +21,7 @@ import numpy as np
 import orjson
 
 from modelmon.config import Config, ModelConfig
+from modelmon.exporter.histogram import shorten
 from modelmon.exporter.reference import category_string
 
 # numpy parses "...Z" and "+02:00" offsets (converting to UTC) but warns that datetime64 is naive.
@@ -32,11 +35,69 @@ CLASS_TYPES = frozenset({str, int, bool, float})  # float only when integral, ch
 CATEGORY_OK = frozenset({str, NONE})
 
 
+MAX_LISTED_REJECTS = 100  # rejects kept with their message per batch; the counts stay exact
+MAX_ID_LENGTH = 1024  # a request id longer than this is refused: ids are kept in the join buffer
+
+
 @dataclass
 class Reject:
     index: int  # position of the line in the batch
-    reason: str  # invalid_json | not_object | missing_field | bad_type | bad_value | unknown_model
+    reason: str  # invalid_json | not_object | missing_field | bad_type | bad_value | bad_timestamp | unknown_model
     message: str
+
+
+class RejectLog:
+    """Every reject counted by reason; only the first `keep` (by index) kept with a message.
+
+    A body of a million bad records costs a counter, not a million error objects.
+    """
+
+    def __init__(self, keep: int = MAX_LISTED_REJECTS):
+        self.keep = keep
+        self.counts: dict[str, int] = {}
+        self._heap: list[tuple[int, int, Reject]] = []  # (-index, seq, reject): the kept ones, largest index on top
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return sum(self.counts.values())
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+    def add(self, index: int, reason: str, message: str | Callable[[], str]) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        self._offer(index, reason, message)
+
+    def add_many(self, count: int, first: Sequence[int], reason: str, message: str | Callable[[int], str]) -> None:
+        """Count `count` rejects under `reason`; `first` holds the indexes of the first of them
+        (ascending, at least `keep` when there are that many). `message(k)` is built only for
+        the k-th one when it is kept."""
+        if not count:
+            return
+        self.counts[reason] = self.counts.get(reason, 0) + count
+        for k, index in enumerate(first[:self.keep]):
+            self._offer(int(index), reason, (lambda k=k: message(k)) if callable(message) else message)
+
+    def _offer(self, index: int, reason: str, message) -> None:
+        heap = self._heap
+        if len(heap) >= self.keep and index >= -heap[0][0]:
+            return
+        reject = Reject(index, reason, message() if callable(message) else message)
+        self._seq += 1
+        if len(heap) < self.keep:
+            heapq.heappush(heap, (-index, self._seq, reject))
+        else:
+            heapq.heapreplace(heap, (-index, self._seq, reject))
+
+    def listed(self) -> list[Reject]:
+        """The kept rejects, by index."""
+        return sorted((r for _, _, r in self._heap), key=lambda r: r.index)
+
+    def merge(self, other: "RejectLog", offset: int = 0) -> None:
+        for reason, n in other.counts.items():
+            self.counts[reason] = self.counts.get(reason, 0) + n
+        for r in other.listed():
+            self._offer(r.index + offset, r.reason, r.message)
 
 
 @dataclass
@@ -69,8 +130,9 @@ class LabelColumns:
 class ParsedBatch:
     predictions: dict[str, PredictionColumns] = field(default_factory=dict)
     labels: dict[str, LabelColumns] = field(default_factory=dict)
-    rejects: list[Reject] = field(default_factory=list)
+    rejects: RejectLog = field(default_factory=RejectLog)
     accepted: int = 0
+    shortened: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, label) -> values cut to length
 
 
 # ---------------------------------------------------------------------- column helpers
@@ -169,19 +231,20 @@ def class_keys(values: Sequence[Any]) -> list[str]:
 
 
 class _Checks:
-    """Collects the first failing check of each record of a group."""
+    """Records the first failing check of each record of a group into a RejectLog."""
 
-    def __init__(self, positions: Sequence[int]):
+    def __init__(self, positions: Sequence[int], rejects: RejectLog):
         self.positions = positions
         self.bad = np.zeros(len(positions), dtype=bool)
-        self.rejects: list[Reject] = []
+        self.rejects = rejects
 
     def flag(self, mask: np.ndarray, reason: str, message: str | Callable[[int], str]) -> None:
         new = mask & ~self.bad
         if new.any():
-            for i in np.flatnonzero(new):
-                msg = message(int(i)) if callable(message) else message
-                self.rejects.append(Reject(self.positions[i], reason, msg))
+            rows = np.flatnonzero(new)  # ascending, and so are their positions in the batch
+            first = [self.positions[i] for i in rows[:self.rejects.keep]]
+            self.rejects.add_many(len(rows), first, reason,
+                                  (lambda k: message(int(rows[k]))) if callable(message) else message)
             self.bad |= new
 
 
@@ -190,24 +253,29 @@ class _Checks:
 _NOT_OBJECT = object()  # stands for "this record is not a JSON object" in the model column
 
 
-def _bad_model(pos: int, name: Any) -> Reject:
+def _bad_model(name: Any) -> tuple[str, Callable[[], str]]:
     if name is _NOT_OBJECT:
-        return Reject(pos, "not_object", "a record must be a JSON object")
+        return "not_object", lambda: "a record must be a JSON object"
     if name is None:
-        return Reject(pos, "missing_field", "missing field 'model'")
+        return "missing_field", lambda: "missing field 'model'"
     if type(name) is not str:
-        return Reject(pos, "bad_type", "'model' must be a string")
-    return Reject(pos, "unknown_model", f"model {name[:100]!r} is not in the config")
+        return "bad_type", lambda: "'model' must be a string"
+    return "unknown_model", lambda: f"model {name[:100]!r} is not in the config"
 
 
 class RecordParser:
     """Turns raw lines into a ParsedBatch for the models of a config."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time):
         self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
+        self.clock = clock  # the exporter's wall clock, for the event-time guard
+        self.max_skew = config.exporter.max_clock_skew_seconds
+        self.max_age = config.exporter.max_event_age_seconds
+        self.max_value_length = config.exporter.max_label_value_length
+        self.max_score_classes = config.exporter.max_classes
 
     def parse_lines(self, lines: Sequence[bytes]) -> ParsedBatch:
-        rejects: list[Reject] = []
+        rejects = RejectLog()
         loads = orjson.loads
         try:  # the common case: every line parses (per-line loads beat one joined array)
             objs = [loads(line) for line in lines]
@@ -219,15 +287,13 @@ class RecordParser:
                     objs.append(loads(line))
                     index.append(i)
                 except orjson.JSONDecodeError as e:
-                    rejects.append(Reject(i, "invalid_json", f"not valid JSON: {e}"))
-        batch = self.parse_objects(objs, index)
-        if rejects:
-            batch.rejects = sorted(rejects + batch.rejects, key=lambda r: r.index)
-        return batch
+                    rejects.add(i, "invalid_json", lambda e=e: f"not valid JSON: {e}")
+        return self.parse_objects(objs, index, rejects)
 
-    def parse_objects(self, objs: Sequence[Any], index: Sequence[int] | None = None) -> ParsedBatch:
+    def parse_objects(self, objs: Sequence[Any], index: Sequence[int] | None = None,
+                      rejects: RejectLog | None = None) -> ParsedBatch:
         index = range(len(objs)) if index is None else index
-        batch = ParsedBatch()
+        batch = ParsedBatch(rejects=rejects if rejects is not None else RejectLog())
         rejects = batch.rejects
         models = self.models
         names = [o.get("model") if type(o) is dict else _NOT_OBJECT for o in objs]
@@ -237,7 +303,8 @@ class RecordParser:
                 if type(n) is str and n in models:
                     usable.append(n)
                 else:
-                    rejects.append(_bad_model(index[i], n))
+                    reason, message = _bad_model(n)
+                    rejects.add(index[i], reason, message)
                     usable.append(None)
             names = usable
         distinct = set(names) - {None}
@@ -259,33 +326,67 @@ class RecordParser:
                         lab_pos.append(index[i])
                         lab_objs.append(o)
                     else:
-                        rejects.append(Reject(index[i], "missing_field", "a record needs 'prediction' (or 'status') "
-                                                                         "or, for a late label, 'id' and 'label'"))
+                        rejects.add(index[i], "missing_field", "a record needs 'prediction' (or 'status') "
+                                                               "or, for a late label, 'id' and 'label'")
             if pred_objs:
-                cols = self._predictions(models[model], pred_pos, pred_objs, rejects)
+                cols = self._predictions(models[model], pred_pos, pred_objs, batch)
                 if cols is not None:
                     batch.predictions[model] = cols
                     batch.accepted += len(cols)
             if lab_objs:
-                labs = self._labels(models[model], lab_pos, lab_objs, rejects)
+                labs = self._labels(models[model], lab_pos, lab_objs, batch)
                 if labs is not None:
                     batch.labels[model] = labs
                     batch.accepted += len(labs.ids)
-        if rejects:
-            rejects.sort(key=lambda r: r.index)
         return batch
+
+    # ------------------------------------------------------------------ shared checks
+
+    def _check_event_time(self, ts: np.ndarray, c: "_Checks", raw: list) -> None:
+        """Refuse event times further ahead of the wall clock than the skew, or older than the max age:
+        one record stamped in year 5026 must not move the join and window clocks for everyone."""
+        now = self.clock()
+        future = ts > now + self.max_skew  # NaN compares False: absent/unparseable ts are flagged elsewhere
+        c.flag(future, "bad_timestamp",
+               lambda i: f"'ts' {str(raw[i])[:40]!r} is more than {self.max_skew:g} s ahead of the exporter's clock")
+        if self.max_age is not None:
+            c.flag(ts < now - self.max_age, "bad_timestamp",
+                   lambda i: f"'ts' {str(raw[i])[:40]!r} is older than exporter.max_event_age ({self.max_age:g} s)")
+
+    def _shorten(self, values: list, batch: ParsedBatch, model: str, label: str) -> list:
+        """Label values (version, class) cut to the configured length, counted."""
+        limit = self.max_value_length
+        if max(map(len, values), default=0) <= limit:
+            return values
+        out = [v if len(v) <= limit else shorten(v, limit) for v in values]
+        n = sum(1 for v in values if len(v) > limit)
+        batch.shortened[(model, label)] = batch.shortened.get((model, label), 0) + n
+        return out
+
+    def _shorten_classes(self, values: list, batch: ParsedBatch, model: str) -> list:
+        """Long string class values (prediction or label) shortened like other label values."""
+        limit = self.max_value_length
+        long = [i for i, v in enumerate(values) if type(v) is str and len(v) > limit]
+        if not long:
+            return values
+        out = list(values)
+        for i in long:
+            out[i] = shorten(out[i], limit)
+        batch.shortened[(model, "class")] = batch.shortened.get((model, "class"), 0) + len(long)
+        return out
 
     # ------------------------------------------------------------------ predictions
 
     def _predictions(self, m: ModelConfig, positions: list[int], objs: list[dict],
-                     rejects: list[Reject]) -> PredictionColumns | None:
+                     batch: ParsedBatch) -> PredictionColumns | None:
         n = len(objs)
-        c = _Checks(positions)
+        c = _Checks(positions, batch.rejects)
         raw_ts = [o.get("ts") for o in objs]
         ts, bad_ts = parse_timestamps(raw_ts)
         missing_ts = np.fromiter((v is None for v in raw_ts), dtype=bool, count=n)
         c.flag(missing_ts, "missing_field", "missing field 'ts'")
         c.flag(bad_ts, "bad_value", lambda i: f"'ts' must be RFC 3339 or epoch seconds, got {str(raw_ts[i])[:60]!r}")
+        self._check_event_time(ts, c, raw_ts)
 
         status = [o.get("status", "ok") for o in objs]
         if _types(status) == {str} and set(status) <= {"ok"}:
@@ -316,6 +417,10 @@ class RecordParser:
         if m.task == "multiclass":
             score_maps = [o.get("scores") for o in objs]
             c.flag(_mask(score_maps, _bad_score_map), "bad_type", "'scores' must map class -> probability in [0, 1]")
+            limit, most = self.max_value_length, max(self.max_score_classes, len(m.classes or ()))
+            c.flag(_mask(score_maps, lambda v: type(v) is dict and (
+                len(v) > most or any(len(k) > limit for k in v))), "bad_value",
+                f"'scores' may hold at most {most} classes, each name at most {limit} characters")
 
         labels = [o.get("label") for o in objs]
         self._check_label_values(m, labels, c, allow_none=True)
@@ -332,12 +437,16 @@ class RecordParser:
         if not _types(ids) <= {str, NONE}:
             c.flag(_mask(ids, lambda v: type(v) not in (str, int, NONE)), "bad_type", "'id' must be a string or integer")
             ids = [None if v is None else str(v) for v in ids]
+        self._check_id_length(ids, c)
         if _types(versions) != {str} or "" in versions:
             c.flag(_mask(versions, lambda v: type(v) not in (str, int, float, NONE)), "bad_type",
                    "'version' must be a string")
             versions = ["unknown" if v is None or v == "" else str(v) for v in versions]
+        versions = self._shorten(versions, batch, m.name, "version")
+        if m.task != "regression":
+            preds = self._shorten_classes(preds, batch, m.name)
+            labels = self._shorten_classes(labels, batch, m.name)
 
-        rejects.extend(c.rejects)
         keep = ~c.bad
         if not keep.any():
             return None
@@ -400,15 +509,22 @@ class RecordParser:
         else:
             c.flag(_bad_class_mask(labels), "bad_type", "'label' must be a class value (string, integer, boolean)")
 
+    @staticmethod
+    def _check_id_length(ids: list, c: "_Checks") -> None:
+        if max((len(v) for v in ids if type(v) is str), default=0) > MAX_ID_LENGTH:
+            c.flag(_mask(ids, lambda v: type(v) is str and len(v) > MAX_ID_LENGTH), "bad_value",
+                   f"'id' must be at most {MAX_ID_LENGTH} characters")
+
     # ------------------------------------------------------------------ late labels
 
     def _labels(self, m: ModelConfig, positions: list[int], objs: list[dict],
-                rejects: list[Reject]) -> LabelColumns | None:
+                batch: ParsedBatch) -> LabelColumns | None:
         n = len(objs)
-        c = _Checks(positions)
+        c = _Checks(positions, batch.rejects)
         ids = [o.get("id") for o in objs]
         c.flag(_mask(ids, lambda v: v is None), "missing_field", "a late label needs the 'id' of its prediction")
         c.flag(_mask(ids, lambda v: type(v) not in (str, int, NONE)), "bad_type", "'id' must be a string or integer")
+        self._check_id_length(ids, c)
         labels = [o.get("label") for o in objs]
         self._check_label_values(m, labels, c, allow_none=False)
         raw_ts = [o.get("ts") for o in objs]
@@ -421,7 +537,9 @@ class RecordParser:
             bad_full = np.zeros(n, dtype=bool)
             bad_full[sel] = bad
             c.flag(bad_full, "bad_value", "'ts' must be RFC 3339 or epoch seconds")
-        rejects.extend(c.rejects)
+            self._check_event_time(ts, c, raw_ts)
+        if m.task != "regression":
+            labels = self._shorten_classes(labels, batch, m.name)
         keep = np.flatnonzero(~c.bad)
         if keep.size == 0:
             return None
