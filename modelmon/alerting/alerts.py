@@ -298,9 +298,11 @@ def exporter_alerts(policy: Policy, options: RuleOptions) -> list[Alert]:
     rejected = (f"{rec.REJECTED_RATIO.format(window=w)} > {number(policy.max_rejected_ratio)}\n"
                 f"and on (job)\n{rec.RECORDS_RATE.format(window=w)} * {seconds(w)} >= {min_requests}")
 
-    cw = policy.checkpoint_window
-    checkpoint = (f"sum by (job, instance) (increase(modelmon_checkpoint_errors_total[{cw}])) "
-                  f">= {policy.checkpoint_failures}")
+    sw = policy.state_write_window
+    state_write = (f"sum by (job, instance, file) (increase(modelmon_state_write_errors_total[{sw}])) "
+                   f">= {policy.state_write_failures}")
+    rw = policy.refresh_error_window
+    refresh = f"sum by (job, instance, model, stage) (increase(modelmon_refresh_errors_total[{rw}])) > 0"
 
     def alert(name: str, expr: str, family: str, summary: str, description: str) -> Alert:
         p = policy.alert(name)
@@ -317,8 +319,13 @@ def exporter_alerts(policy: Policy, options: RuleOptions) -> list[Alert]:
         alert("ModelmonRecordsRejected", rejected, INPUT, "Prediction records are rejected as bad input",
               f"{{{{ $value | humanizePercentage }}}} of the records read by {{{{ $labels.job }}}} over the last "
               f"{w} were rejected as bad input (more than {number(policy.max_rejected_ratio * 100)}%)."),
-        alert("ModelmonCheckpointFailing", checkpoint, EXPORTER, "The exporter cannot save its checkpoint",
-              f"{{{{ $labels.instance }}}} failed to write its checkpoint {{{{ $value | printf \"%.0f\" }}}} times "
-              f"in the last {cw}: a restart now would empty the quality and drift windows and lose the "
-              f"predictions waiting for late labels."),
+        alert("ModelmonStateWriteFailing", state_write, EXPORTER, "The exporter cannot save its state",
+              f"{{{{ $labels.instance }}}} failed to write its {{{{ $labels.file }}}} state file "
+              f"{{{{ $value | printf \"%.0f\" }}}} times in the last {sw}: a restart now would re-read or lose "
+              f"log lines (offset), empty the windows and pending joins (checkpoint) or forget frozen "
+              f"references (references)."),
+        alert("ModelmonRefreshFailing", refresh, EXPORTER, "The exporter keeps failing on one model",
+              f"The {{{{ $labels.stage }}}} pass of model {{{{ $labels.model }}}} on {{{{ $labels.instance }}}} "
+              f"failed {{{{ $value | printf \"%.0f\" }}}} times in the last {rw}: that model's metrics are "
+              f"frozen or missing and its alerts cannot fire (the other models are unaffected)."),
     ]

@@ -49,8 +49,9 @@ class Policy:
     overflow_window: str
     stale_after: str
     max_rejected_ratio: float
-    checkpoint_failures: int
-    checkpoint_window: str
+    state_write_failures: int
+    state_write_window: str
+    refresh_error_window: str
     alerts: dict[str, AlertPolicy]
 
     def alert(self, key: str) -> AlertPolicy:
@@ -105,8 +106,9 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         overflow_window=_duration(guards["overflow_window"], "guards.overflow_window"),
         stale_after=_duration(guards["stale_after"], "guards.stale_after"),
         max_rejected_ratio=float(guards["max_rejected_ratio"]),
-        checkpoint_failures=int(guards["checkpoint_failures"]),
-        checkpoint_window=_duration(guards["checkpoint_window"], "guards.checkpoint_window"),
+        state_write_failures=int(guards["state_write_failures"]),
+        state_write_window=_duration(guards["state_write_window"], "guards.state_write_window"),
+        refresh_error_window=_duration(guards["refresh_error_window"], "guards.refresh_error_window"),
         alerts=alerts,
     )
 

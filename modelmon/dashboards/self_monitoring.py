@@ -61,6 +61,25 @@ def _freshness_row(f: PanelFactory) -> list[Cell]:
     ]
 
 
+def _faults_row(f: PanelFactory) -> list[Cell]:
+    return [
+        f.timeseries(
+            "Failed passes by model",
+            "Ingest, refresh (quality, drift) or multivariate passes of one model that raised. The other "
+            "models go on; a model that keeps failing has frozen or missing metrics (ModelmonRefreshFailing).",
+            [Query(f"sum by (model, stage) ({rate('modelmon_refresh_errors_total', RATE)})",
+                   legend="{{model}} {{stage}}")],
+            unit="short", bars=True, w=12, empty_until="a model's pass fails"),
+        f.timeseries(
+            "State write failures by file",
+            "Failed writes of the offset, checkpoint or frozen-reference files (disk full, read-only volume). "
+            "Ingest goes on; a restart would re-read or lose state (ModelmonStateWriteFailing).",
+            [Query(f"sum by (instance, file) ({rate('modelmon_state_write_errors_total', RATE)})",
+                   legend="{{instance}} {{file}}")],
+            unit="short", bars=True, w=12, empty_until="a state file cannot be written"),
+    ]
+
+
 def _scrape_row(f: PanelFactory) -> list[Cell]:
     return [
         f.timeseries(
@@ -87,7 +106,7 @@ def _scrape_row(f: PanelFactory) -> list[Cell]:
             "Seconds since each exporter's saved windows and pending label joins were last current "
             "(checked every 60 s, written when records arrived, and at shutdown). "
             "Orange after 5 minutes, red after 15: "
-            "a restart now would start with empty windows (see ModelmonCheckpointFailing).",
+            "a restart now would start with empty windows (see ModelmonStateWriteFailing).",
             [Query("time() - max by (instance) (modelmon_checkpoint_last_success_timestamp_seconds)",
                    legend="{{instance}}")],
             unit="s", steps=[th.step(th.GREEN, None), th.step(th.ORANGE, 300), th.step(th.RED, 900)],
@@ -117,6 +136,7 @@ def build(config: Config) -> dict[str, Any]:
     sections = [
         ("Ingest", _ingest_row(f)),
         ("Freshness and joins", _freshness_row(f)),
+        ("Faults", _faults_row(f)),
         ("Scrapes", _scrape_row(f)),
     ]
     return build_dashboard(
