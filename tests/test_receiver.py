@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,9 +16,10 @@ import pytest
 import requests
 
 from conftest import ROOT, free_port
+from modelmon.alerting.payload import parse_notification
 from modelmon.alerting.receiver import create_app
 from modelmon.alerting.receiver_cli import TOKEN_ENV, token_from
-from modelmon.alerting.store import AlertStore
+from modelmon.alerting.store import AlertStore, StoreError
 
 STARTS = "2026-11-23T10:00:00.123456789Z"
 
@@ -233,3 +236,241 @@ def test_through_a_real_http_server(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+# ---------------------------------------------------------------- paging, totals, auth scheme, store path
+
+SEVERITY_RANK = {"critical": 0, "warning": 1}
+
+
+def batch(fingerprints, status: str = "firing", severity=lambda i: ("critical", "warning", "info")[i % 3],
+          model=lambda i: ("credit", "eta")[i % 2]) -> dict:
+    """One Alertmanager notification carrying many alerts (as with max_alerts), one per fingerprint."""
+    payload = notification(status)
+    template = payload["alerts"][0]
+    payload["alerts"] = []
+    for i, fp in enumerate(fingerprints):
+        alert = copy.deepcopy(template)
+        alert["fingerprint"] = fp
+        alert["labels"].update(alertname=f"A{fp}", severity=severity(i), model=model(i))
+        payload["alerts"].append(alert)
+    return payload
+
+
+def fill(store, firing: int = 960, resolved: int = 40, per_notification: int = 100) -> None:
+    """`firing` + `resolved` alerts over several notifications with distinct receive times (and ties within one)."""
+    fps = [f"fp{i:04d}" for i in range(firing + resolved)]
+    for n, start in enumerate(range(0, len(fps), per_notification)):
+        chunk = fps[start:start + per_notification]
+        for status in ("firing", "resolved"):
+            part = [fp for fp in chunk if (int(fp[2:]) < firing) == (status == "firing")]
+            if part:
+                store.record(parse_notification(json.dumps(batch(part, status)).encode()), 1000.0 + n)
+
+
+def inbox_order(store) -> list[str]:
+    """The documented order, computed here from the rows themselves."""
+    rows = [store.alert(fp) for fp in store_fingerprints(store)]
+    return [r["fingerprint"] for r in sorted(rows, key=lambda r: (
+        r["status"] != "firing", SEVERITY_RANK.get(r["severity"], 2), -r["last_received_at"], r["fingerprint"]))]
+
+
+def store_fingerprints(store) -> list[str]:
+    with store._connect() as db:
+        return [r[0] for r in db.execute("SELECT fingerprint FROM alerts")]
+
+
+def pages(client, path: str = "/api/alerts", **params) -> list[dict]:
+    """Every page from the first to the one whose `next` is null."""
+    out = []
+    while True:
+        r = client.get(path, query_string=params)
+        assert r.status_code == 200, r.get_data(as_text=True)
+        out.append(r.get_json())
+        if out[-1]["next"] is None:
+            return out
+        params["before"] = out[-1]["next"]
+
+
+def test_paging_returns_every_alert_once_in_order_with_true_totals(client, store):
+    fill(store)
+    got = pages(client, limit=150)
+    assert [len(p["alerts"]) for p in got] == [150] * 6 + [100]
+    fingerprints = [a["fingerprint"] for p in got for a in p["alerts"]]
+    assert fingerprints == inbox_order(store) and len(set(fingerprints)) == 1000
+    assert all(p["total"] == 1000 and p["counts"] == {"firing": 960, "resolved": 40} for p in got)
+    statuses = [a["status"] for p in got for a in p["alerts"]]
+    assert statuses == ["firing"] * 960 + ["resolved"] * 40
+
+
+def test_default_and_maximum_page_size(client, store):
+    fill(store, firing=1100, resolved=0)
+    first = client.get("/api/alerts").get_json()
+    assert len(first["alerts"]) == 100 and first["next"] and first["total"] == 1100
+    assert len(client.get("/api/alerts?limit=1000").get_json()["alerts"]) == 1000
+
+
+def test_filters_page_with_their_own_totals(client, store):
+    fill(store)
+    resolved = pages(client, status="resolved", limit=7)
+    assert [a["fingerprint"] for p in resolved for a in p["alerts"]] == [f for f in inbox_order(store)
+                                                                        if int(f[2:]) >= 960]
+    assert resolved[0]["total"] == 40 and resolved[0]["counts"] == {"firing": 0, "resolved": 40}
+    eta = pages(client, model="eta", status="firing", limit=64)
+    got = [a["fingerprint"] for p in eta for a in p["alerts"]]
+    assert got == [f for f in inbox_order(store) if int(f[2:]) % 2 == 1 and int(f[2:]) < 960]
+    assert eta[0]["counts"] == {"firing": 480, "resolved": 0}
+    assert client.get("/api/alerts?model=eta").get_json()["counts"] == {"firing": 480, "resolved": 20}
+    # A cursor taken in the firing part, reused with status=resolved: that part starts from its top.
+    cursor = client.get("/api/alerts?limit=5").get_json()["next"]
+    assert len(client.get(f"/api/alerts?status=resolved&limit=1000&before={cursor}").get_json()["alerts"]) == 40
+    # A cursor from a filtered page works unfiltered: the rest of the firing alerts, then the resolved.
+    firing_cursor = pages(client, status="firing", limit=500)[0]["next"]
+    tail = client.get("/api/alerts", query_string={"before": firing_cursor, "limit": 1000}).get_json()
+    assert len(tail["alerts"]) == 460 + 40 and tail["alerts"][-1]["status"] == "resolved"
+    # A cursor in the resolved part, reused with status=firing: nothing is after it.
+    resolved_cursor = client.get("/api/alerts", query_string={"status": "resolved", "limit": 3}).get_json()["next"]
+    assert client.get("/api/alerts", query_string={"status": "firing", "before": resolved_cursor}).get_json()[
+        "alerts"] == []
+
+
+def test_alerts_arriving_between_pages_neither_repeat_nor_hide_the_others(client, store):
+    fill(store, firing=250, resolved=50)
+    before = set(store_fingerprints(store))
+    seen, params, n = [], {"limit": 40}, 0
+    while True:
+        page = client.get("/api/alerts", query_string=params).get_json()
+        seen += [a["fingerprint"] for a in page["alerts"]]
+        if page["next"] is None:
+            break
+        params["before"] = page["next"]
+        # New alerts of every kind land before and after the cursor: critical firing (the top),
+        # info firing, resolved (the bottom).
+        new = [f"new{n}-{k}" for k in range(6)]
+        n += 1
+        store.record(parse_notification(json.dumps(batch(new[:3])).encode()), 5000.0 + n)
+        store.record(parse_notification(json.dumps(batch(new[3:], "resolved")).encode()), 5000.0 + n)
+    assert len(seen) == len(set(seen)), "an alert came back twice"
+    assert before <= set(seen), f"missed {sorted(before - set(seen))[:5]}"
+    assert page["total"] == 300 + 6 * n and page["counts"]["resolved"] == 50 + 3 * n
+
+
+@pytest.mark.parametrize("query, message", [
+    ("limit=0", "limit: expected an integer from 1 to 1000, got '0'"),
+    ("limit=1001", "limit: expected an integer from 1 to 1000, got '1001'"),
+    ("limit=-5", "limit: expected an integer"),
+    ("limit=ten", "limit: expected an integer"),
+    ("limit=1.5", "limit: expected an integer"),
+    ("limit=", "limit: expected an integer"),
+    ("before=garbage!", "before: malformed cursor"),
+    ("before=", "before: malformed cursor"),
+    ("before=WzEsMiwzXQ", "before: malformed cursor"),  # base64 of [1,2,3]
+    ("before=WzAsNywxLjAsIngiXQ", "before: malformed cursor"),  # [0,7,1.0,"x"]: no such severity rank
+    ("before=WzAsMCwiMSIsIngiXQ", "before: malformed cursor"),  # [0,0,"1","x"]
+    ("before=%FF%FE", "before: malformed cursor"),
+])
+def test_bad_limit_or_cursor_is_a_400_with_a_message(client, store, query, message):
+    fill(store, firing=3, resolved=0)
+    r = client.get(f"/api/alerts?{query}")
+    assert r.status_code == 400 and message in r.get_json()["error"]
+    page = client.get(f"/?{query}")
+    assert page.status_code == 400 and message.split(", got")[0] in page.get_data(as_text=True)
+
+
+def test_the_bad_request_page_escapes_the_value(client):
+    page = client.get("/?limit=<script>x</script>").get_data(as_text=True)
+    assert "<script>x" not in page and "&lt;script&gt;" in page
+
+
+def test_inbox_page_shows_true_counts_and_pages_with_the_cursor(client, store):
+    fill(store)
+    html = client.get("/").get_data(as_text=True)
+    assert "<title>modelmon alerts (960 firing)</title>" in html
+    assert "960 firing, 40 resolved" in html and "showing 1–200 of 1000" in html
+    shown = []
+    path = "/"
+    for expected in ("1–200", "201–400", "401–600", "601–800", "801–1000"):
+        html = client.get(path).get_data(as_text=True)
+        assert f"showing {expected} of 1000" in html and "960 firing, 40 resolved" in html
+        assert html.count('<tr class="') == 200
+        shown += re.findall(r"<td>A(fp\d{4})<br>", html)
+        links = re.findall(r'<a href="\?(before=[^"]+)">next page</a>', html)
+        if expected == "801–1000":
+            assert links == []
+        else:
+            path = "/?" + links[0].replace("&amp;", "&")
+    assert shown == inbox_order(store)
+    assert "<script" not in html
+
+
+def test_inbox_page_links_keep_filters(client, store):
+    fill(store)
+    html = client.get("/?status=resolved&limit=15").get_data(as_text=True)
+    assert "showing 1–15 of 40" in html and "0 firing, 40 resolved" in html
+    link = re.search(r'<a href="\?([^"]+)">next page</a>', html).group(1).replace("&amp;", "&")
+    assert link.startswith("status=resolved&limit=15&before=")
+    assert "showing 16–30 of 40" in client.get(f"/?{link}").get_data(as_text=True)
+
+
+def test_bearer_scheme_is_case_insensitive(store):
+    client = create_app(store, token="s3cret").test_client()
+    for header in ("bearer s3cret", "BEARER s3cret", "Bearer s3cret", "bEaReR  s3cret "):
+        assert post(client, notification(), Authorization=header).status_code == 200, header
+    for header in ("bearer wrong", "bearer", "bearers3cret", "Basic s3cret", "s3cret", "bearer s3cret2", ""):
+        r = post(client, notification(), Authorization=header)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer"), header
+
+
+def test_store_refuses_a_directory_or_a_missing_folder_and_creates_nothing(tmp_path):
+    with pytest.raises(StoreError, match=f"alert database {tmp_path}: is a directory"):
+        AlertStore(tmp_path)
+    missing = tmp_path / "typo" / "sub" / "alerts.db"
+    with pytest.raises(StoreError, match=r"its directory .*typo/sub does not exist"):
+        AlertStore(missing)
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="is not a directory"):
+        AlertStore(tmp_path / "file" / "alerts.db")
+    (tmp_path / "junk.db").write_bytes(b"not a database, just some bytes" * 100)
+    with pytest.raises(StoreError, match="junk.db: cannot be opened as SQLite"):
+        AlertStore(tmp_path / "junk.db")
+    assert isinstance(StoreError("x"), ValueError)
+
+
+OLD_SCHEMA = """
+CREATE TABLE alerts (fingerprint TEXT PRIMARY KEY, alertname TEXT NOT NULL, status TEXT NOT NULL,
+    severity TEXT NOT NULL, model TEXT NOT NULL, labels TEXT NOT NULL, annotations TEXT NOT NULL,
+    starts_at TEXT NOT NULL, ends_at TEXT NOT NULL, generator_url TEXT NOT NULL, receiver TEXT NOT NULL,
+    first_received_at REAL NOT NULL, last_received_at REAL NOT NULL, notifications INTEGER NOT NULL);
+INSERT INTO alerts VALUES ('old1', 'OldAlert', 'firing', 'warning', 'credit', '{"alertname": "OldAlert"}', '{}',
+    '2026-01-01T00:00:00Z', '', '', 'modelmon-inbox', 1.0, 1.0, 1);
+INSERT INTO alerts VALUES ('old2', 'OldAlert', 'resolved', 'critical', 'credit', '{"alertname": "OldAlert"}', '{}',
+    '2026-01-01T00:00:00Z', '', '', 'modelmon-inbox', 1.0, 2.0, 1);
+"""
+
+
+def test_a_database_of_the_previous_version_is_upgraded_in_place(tmp_path):
+    db = tmp_path / "alerts.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(OLD_SCHEMA)
+    store = AlertStore(db)
+    client = create_app(store).test_client()
+    assert post(client, notification()).status_code == 200
+    got = client.get("/api/alerts?limit=2").get_json()
+    assert [a["fingerprint"] for a in got["alerts"]] == ["aa11", "old1"] and got["counts"] == {"firing": 2,
+                                                                                              "resolved": 1}
+    assert [a["fingerprint"] for a in client.get(f"/api/alerts?before={got['next']}").get_json()["alerts"]] == ["old2"]
+    assert set(AlertStore(db).alert("old1")) >= {"labels", "annotations", "events"}  # and opens again
+
+
+def test_the_paging_query_seeks_an_index(store):
+    """The keyset query is an index range, not a scan and no sort (the reason for the generated key columns)."""
+    fill(store, firing=50, resolved=10)
+    for status, model in ((None, None), ("firing", None), ("resolved", None), (None, "eta"), ("firing", "eta")):
+        first, cursor = store.page(status=status, model=model, limit=5), store.page(limit=5).next
+        for before in (None, first.next, cursor):
+            plan = store.page_plan(status=status, model=model, before=before)
+            assert plan.startswith("SEARCH alerts USING INDEX alerts_") or (
+                plan.startswith("SCAN alerts USING INDEX alerts_in_order") and (status, model, before) == (
+                    None, None, None)), (status, model, plan)
+            assert "TEMP B-TREE" not in plan, plan
