@@ -460,14 +460,77 @@ def _validate_exporter(v: _Validator, raw: Any) -> ExporterConfig:
 
 RECEIVER_KINDS = {
     # kind: (required keys, optional keys). Secrets are *_file or *_env, never inline values.
-    "webhook": ({"url"}, {"send_resolved", "bearer_token_file", "bearer_token_env", "max_alerts"}),
+    # A webhook's URL is `url`, or `url_file`/`url_env` when the URL itself is a secret.
+    "webhook": (set(), {"url", "url_file", "url_env", "send_resolved", "bearer_token_file", "bearer_token_env",
+                        "max_alerts"}),
     # from and smarthost are per receiver: the generated Alertmanager config has no global SMTP block.
     "email": ({"to", "from", "smarthost"}, {"auth_username", "auth_password_file", "auth_password_env",
                        "require_tls", "send_resolved"}),
     "slack": ({"channel"}, {"api_url_file", "api_url_env", "send_resolved"}),
     "pagerduty": (set(), {"routing_key_file", "routing_key_env", "send_resolved", "severity"}),
 }
+# Secrets a receiver kind cannot work without: one of <secret>_file, <secret>_env.
 _SECRET_SOURCES = {"slack": "api_url", "pagerduty": "routing_key"}
+# Where a webhook's URL comes from: exactly one of these.
+_WEBHOOK_URL_SOURCES = ("url", "url_file", "url_env")
+# An *_env value names an environment variable; it also becomes a file name in the secrets folder.
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INLINE_CREDENTIALS = "credentials inline in a URL are refused"
+
+
+def _mask_userinfo(value: Any) -> Any:
+    """A URL for an error message: any ``user:password@`` shown as ``***@``."""
+    return re.sub(r"(?<=//)[^/?#]*@", "***@", value) if isinstance(value, str) else value
+
+
+def _http_url(v: _Validator, value: Any, path: str, hint: str) -> str | None:
+    """An absolute http(s) URL without ``user:password@``; errors carry the key path and ``hint``
+    and never the credentials themselves."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        v.err(path, f"expected an http(s) URL, got {_mask_userinfo(value)!r}")
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError as e:
+        v.err(path, f"not a valid URL ({e}): {_mask_userinfo(value)!r}")
+        return None
+    if "@" in parts.netloc:
+        v.err(path, f"{_INLINE_CREDENTIALS}; {hint}")
+        return None
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as e:
+        v.err(path, f"not a valid URL ({e}): {value!r}")
+        return None
+    if not parts.hostname:
+        v.err(path, f"expected an http(s) URL with a host, got {value!r}")
+        return None
+    return value
+
+
+def _validate_secret_settings(v: _Validator, kind: str, settings: dict, path: str) -> None:
+    """*_env must name an environment variable, *_file must be a path, and one source per secret."""
+    for key, value in settings.items():
+        if key.endswith("_env") and (not isinstance(value, str) or not _ENV_NAME_RE.match(value)):
+            v.err(f"{path}.{key}", f"expected an environment variable name (letters, digits, '_'), got {value!r}")
+        elif key.endswith("_file") and (not isinstance(value, str) or not value.strip()):
+            v.err(f"{path}.{key}", f"expected a file path, got {value!r}")
+    for key in settings:
+        if key.endswith("_file") and f"{key[:-5]}_env" in settings and not (kind == "webhook" and key == "url_file"):
+            v.err(path, f"give one of {key}, {key[:-5]}_env, not both")
+    if kind == "webhook":
+        given = [k for k in _WEBHOOK_URL_SOURCES if k in settings]
+        if len(given) != 1:
+            v.err(path, f"expected exactly one of {', '.join(_WEBHOOK_URL_SOURCES)}"
+                        + (f" (got {', '.join(given)})" if given else ""))
+        if "url" in settings:
+            _http_url(v, settings["url"], f"{path}.url", "use url_file or url_env")
+        return
+    secret = _SECRET_SOURCES.get(kind)
+    if secret and not ({f"{secret}_file", f"{secret}_env"} & set(settings)):
+        v.err(path, f"needs {secret}_file or {secret}_env (secrets are never written inline)")
 
 
 def _validate_alerting(v: _Validator, raw: Any, models: list[ModelConfig]) -> AlertingConfig:
@@ -492,9 +555,7 @@ def _validate_alerting(v: _Validator, raw: Any, models: list[ModelConfig]) -> Al
         settings = v.mapping(r[kind], f"{rp}.{kind}", required | optional)
         for key in sorted(required - set(settings)):
             v.err(f"{rp}.{kind}.{key}", "required")
-        secret = _SECRET_SOURCES.get(kind)
-        if secret and not ({f"{secret}_file", f"{secret}_env"} & set(settings)):
-            v.err(f"{rp}.{kind}", f"needs {secret}_file or {secret}_env (secrets are never written inline)")
+        _validate_secret_settings(v, kind, settings, f"{rp}.{kind}")
         if name:
             if any(x.name == name for x in receivers):
                 v.err(f"{rp}.name", f"duplicate receiver name {name!r}")
@@ -530,8 +591,8 @@ def _validate_alerting(v: _Validator, raw: Any, models: list[ModelConfig]) -> Al
     runbook = raw.get("runbook_url", "https://github.com/modelmon/modelmon/blob/main/alerting/RUNBOOK.md")
     dashboard = raw.get("dashboard_url", "http://localhost:3000")
     for key, val in (("runbook_url", runbook), ("dashboard_url", dashboard)):
-        if not isinstance(val, str) or not val.startswith(("http://", "https://")):
-            v.err(f"{p}.{key}", f"expected an http(s) URL, got {val!r}")
+        # Both links are copied into every alert's annotations, so into every notification.
+        _http_url(v, val, f"{p}.{key}", "the link is copied into every notification")
     return AlertingConfig(receivers=tuple(receivers), default_receiver=str(default), teams=teams,
                           runbook_url=str(runbook), dashboard_url=str(dashboard).rstrip("/"), **kw)
 
@@ -542,6 +603,9 @@ def _validate_grafana(v: _Validator, raw: Any) -> GrafanaConfig:
     for key in ("url", "datasource_uid", "folder"):
         if key in raw:
             s = v.string(raw[key], f"grafana.{key}")
+            if s and key == "url":
+                s = _http_url(v, s, "grafana.url", "use GRAFANA_TOKEN or --token-file (or GRAFANA_USER and "
+                                                    "GRAFANA_PASSWORD) with `modelmon dashboards push`")
             if s:
                 kw[key] = s
     return GrafanaConfig(**kw)
@@ -570,6 +634,57 @@ def parse_config(data: Any, base_dir: Path | str = ".", path: Path | None = None
     return Config(models=tuple(models), exporter=exporter, alerting=alerting, grafana=grafana, path=path)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that records every key repeated within one mapping, at any depth.
+
+    YAML requires the keys of a mapping to be unique; PyYAML keeps the last value silently, so
+    ``name:`` written twice in a model would quietly replace the first. Merge keys (``<<: *base``)
+    are not duplicates: explicit keys are meant to override merged ones.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[Any, int, int]] = []  # (key, line, first line), 1-based
+        self._checked: set[int] = set()
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # Called for every mapping before its merge keys are expanded into node.value (and for a
+        # merged mapping before its parent copies it), so node.value still holds the keys as written.
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in first:
+                        self.duplicates.append((key, line, first[key]))
+                    else:
+                        first[key] = line
+                except TypeError:  # an unhashable key: the constructor reports it
+                    continue
+        super().flatten_mapping(node)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse one YAML document of a user's file; a duplicate key at any level is a ConfigError
+    ``<source>:<line>: duplicate key 'name' (first at line <n>)``, every one of them listed."""
+    loader = _UniqueKeyLoader(text)
+    loader.name = source  # syntax errors say `in "modelmon.yaml", line 3`, not "<unicode string>"
+    try:
+        data = loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{source}: not valid YAML: {e}"]) from None
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise ConfigError([f"{source}:{line}: duplicate key {key!r} (first at line {first})"
+                           for key, line, first in sorted(loader.duplicates, key=lambda d: d[1])])
+    return data
+
+
 def load_config(path: str | os.PathLike) -> Config:
     """Read and validate a modelmon.yaml. Relative reference paths resolve against its folder."""
     p = Path(path)
@@ -577,8 +692,6 @@ def load_config(path: str | os.PathLike) -> Config:
         text = p.read_text()
     except OSError as e:
         raise ConfigError([f"{p}: cannot read: {e.strerror}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError([f"{p}: not valid YAML: {e}"]) from None
-    return parse_config(data, base_dir=p.parent, path=p)
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{p}: cannot read: not UTF-8 text ({e.reason} at byte {e.start})"]) from None
+    return parse_config(load_yaml(text, str(p)), base_dir=p.parent, path=p)

@@ -2,6 +2,7 @@
 checked with the real amtool (check-config, config routes test)."""
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import time
@@ -13,7 +14,7 @@ import yaml
 
 from conftest import ROOT, free_port
 from modelmon.alerting.alertmanager import (
-    NULL_RECEIVER, alertmanager_config, env_secret_files, write_env_secrets,
+    NULL_RECEIVER, AlertmanagerOptions, alertmanager_config, env_secret_files, write_env_secrets,
 )
 from modelmon.alerting.render import dump_yaml
 from modelmon.config import ConfigError, load_config, parse_config
@@ -226,3 +227,137 @@ def test_reserved_and_incomplete_receivers_are_rejected():
             {"name": "mail", "email": {"to": "a@example.com", "from": "b@example.com"}}]}})
     with pytest.raises(ConfigError, match=r"alerting\.teams\.risk\.critical: expected at least one receiver"):
         parse_config({**base, "alerting": {"teams": {"risk": {"critical": []}}}})
+
+
+# --------------------------------------------------------------------------- webhook URLs as secrets
+
+HOOK_URL = "https://hooks.example/services/T000/B000/webhook-secret-111"
+
+
+def url_secret_config():
+    base = {"models": [{"name": "m", "task": "binary", "features": {"numeric": ["x"]}, "reference": {"first": 100}}]}
+    return parse_config({**base, "alerting": {"default_receiver": "from-env", "receivers": [
+        {"name": "from-env", "webhook": {"url_env": "HOOK_URL", "send_resolved": True,
+                                         "bearer_token_env": "INBOX_TOKEN"}},
+        {"name": "from-file", "webhook": {"url_file": "/run/secrets/hook_url", "max_alerts": 5}},
+        {"name": "plain", "webhook": {"url": "http://receiver:9095/webhook"}},
+    ]}})
+
+
+def test_webhook_url_file_and_env_render_as_url_file():
+    doc = alertmanager_config(url_secret_config())
+    hooks = {r["name"]: r["webhook_configs"][0] for r in doc["receivers"] if "webhook_configs" in r}
+    assert hooks["from-env"] == {"url_file": "/etc/alertmanager/secrets/HOOK_URL", "send_resolved": True,
+                                 "http_config": {"authorization": {
+                                     "type": "Bearer", "credentials_file": "/etc/alertmanager/secrets/INBOX_TOKEN"}}}
+    assert hooks["from-file"] == {"url_file": "/run/secrets/hook_url", "max_alerts": 5}
+    assert hooks["plain"] == {"url": "http://receiver:9095/webhook"}
+    assert env_secret_files(url_secret_config()) == {"HOOK_URL": "/etc/alertmanager/secrets/HOOK_URL",
+                                                     "INBOX_TOKEN": "/etc/alertmanager/secrets/INBOX_TOKEN"}
+
+
+def test_url_env_is_written_like_every_env_secret(tmp_path):
+    written = write_env_secrets(url_secret_config(), tmp_path / "secrets",
+                                {"HOOK_URL": HOOK_URL, "INBOX_TOKEN": "t"})
+    assert [p.name for p in written] == ["HOOK_URL", "INBOX_TOKEN"]
+    assert (tmp_path / "secrets" / "HOOK_URL").read_text() == HOOK_URL
+    assert stat.S_IMODE((tmp_path / "secrets").stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in written)
+
+
+def test_an_unset_url_env_names_its_key_path(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        write_env_secrets(url_secret_config(), tmp_path, {"INBOX_TOKEN": "t"})
+    assert e.value.errors == ["alerting.receivers[0].webhook.url_env: environment variable HOOK_URL is not set "
+                              "(the receiver reads its secret from it)"]
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def amtool_version(amtool: str) -> tuple[int, int, int]:
+    from modelmon.stack.workdir import alertmanager_version
+
+    version = alertmanager_version(amtool)
+    assert version is not None, "amtool --version printed no version"
+    return version
+
+
+def test_url_file_config_passes_amtool_or_is_inlined_for_an_old_alertmanager(amtool, tmp_path):
+    """Alertmanager reads webhook url_file since 0.26. With an older amtool (Debian's 0.25) the
+    generated file is refused for exactly that field, and the inlined copy `modelmon stack up`
+    runs such an Alertmanager on passes."""
+    from modelmon.alerting.alertmanager import URL_FILE_SINCE, inline_url_files, write_secret_file
+
+    (tmp_path / "secrets").mkdir()
+    doc = alertmanager_config(url_secret_config(), AlertmanagerOptions(secrets_dir=str(tmp_path / "secrets")))
+    doc["receivers"][2]["webhook_configs"][0]["url_file"] = str(tmp_path / "hook_url")  # instead of /run/secrets
+    write_env_secrets(url_secret_config(), tmp_path / "secrets", {"HOOK_URL": HOOK_URL, "INBOX_TOKEN": "t"})
+    write_secret_file(tmp_path / "hook_url", HOOK_URL + "\n")
+    generated = tmp_path / "alertmanager.yml"
+    generated.write_text(dump_yaml(doc))
+
+    proc = amtool_run(amtool, "check-config", str(generated))
+    if amtool_version(amtool) >= URL_FILE_SINCE:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    else:
+        assert proc.returncode != 0 and "field url_file not found" in proc.stdout + proc.stderr
+
+    assert sorted(inline_url_files(doc)) == ["from-env", "from-file"]
+    inlined = write_secret_file(tmp_path / "inlined.yml", dump_yaml(doc))
+    check_config(amtool, inlined)
+    receivers = yaml.safe_load(inlined.read_text())["receivers"]
+    hooks = [r["webhook_configs"][0] for r in receivers if "webhook_configs" in r]
+    assert [h["url"] for h in hooks] == [HOOK_URL, HOOK_URL, "http://receiver:9095/webhook"]
+    assert list(hooks[0]) == ["url", "send_resolved", "http_config"]  # url where url_file was
+
+
+def test_inlining_an_unreadable_or_empty_url_file_is_a_clear_error(tmp_path):
+    from modelmon.alerting.alertmanager import inline_url_files
+
+    doc = {"receivers": [{"name": "hook", "webhook_configs": [{"url_file": str(tmp_path / "missing")}]}]}
+    with pytest.raises(ConfigError, match=r"receiver 'hook': webhook url_file .*missing: cannot read: No such file"):
+        inline_url_files(doc)
+    (tmp_path / "missing").write_text("\n")
+    with pytest.raises(ConfigError, match="the file is empty"):
+        inline_url_files(doc)
+
+
+# --------------------------------------------------------------------------- secret files are 0600
+
+
+def test_secret_files_are_created_0600_whatever_the_umask(tmp_path):
+    from modelmon.alerting.alertmanager import write_secret_file
+
+    old = os.umask(0)
+    try:
+        path = write_secret_file(tmp_path / "token", "s3cret")
+    finally:
+        os.umask(old)
+    assert path.read_text() == "s3cret" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["token"]  # no temporary file left behind
+
+
+def test_an_existing_world_readable_secret_file_is_tightened(tmp_path):
+    config = routed_config()
+    stale = tmp_path / "SLACK_URL"
+    stale.write_text("old value")
+    stale.chmod(0o644)
+    write_env_secrets(config, tmp_path, SECRET_VALUES)
+    assert stale.read_text() == SECRET_VALUES["SLACK_URL"]
+    assert stat.S_IMODE(stale.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(SECRET_VALUES)
+
+
+def test_a_failed_secret_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    from modelmon.alerting import alertmanager
+
+    target = tmp_path / "token"
+    target.write_text("old")
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(alertmanager.os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        alertmanager.write_secret_file(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["token"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import logging
 from pathlib import Path
 
@@ -297,3 +298,81 @@ def test_credentials_never_show_in_repr_or_url():
     assert ADMIN_TOKEN not in repr(creds) and ADMIN_TOKEN not in str(creds)
     client = GrafanaClient(f"http://admin:{PASSWORD}@127.0.0.1:1", Credentials(user="admin", password=PASSWORD))
     assert PASSWORD not in client.display_url
+
+
+# --------------------------------------------------------------------------- credentials inside --url
+
+
+def with_userinfo(url: str, userinfo: str = f"admin:{PASSWORD}") -> str:
+    return url.replace("http://", f"http://{userinfo}@", 1)
+
+
+@pytest.mark.parametrize("extra, env, named", [
+    ((), {"GRAFANA_TOKEN": ADMIN_TOKEN}, "GRAFANA_TOKEN is set too"),
+    (("--token-file", "TOKEN_FILE"), {}, "--token-file is set too"),
+    ((), {"GRAFANA_USER": "admin", "GRAFANA_PASSWORD": PASSWORD}, "GRAFANA_USER is set too"),
+])
+def test_credentials_in_the_url_plus_other_credentials_is_an_error(grafana, capsys, tmp_path, extra, env, named):
+    token_file = tmp_path / "token"
+    token_file.write_text(EDITOR_TOKEN)
+    extra = tuple(str(token_file) if x == "TOKEN_FILE" else x for x in extra)
+    run = push(capsys, with_userinfo(grafana.url), *extra, env=env)  # push() asserts no secret in out/err
+    assert run.rc == 2
+    assert run.out == ""
+    lines = run.err.splitlines()
+    assert len(lines) == 1, run.err
+    assert lines[0].startswith(f"modelmon dashboards push: --url {with_userinfo(grafana.url, '***')} carries "
+                               "credentials (user:password@) and ")
+    assert named in lines[0] and "use one" in lines[0]
+    assert "admin" not in lines[0]
+    assert grafana.state.requests == []  # refused before any request
+
+
+def test_credentials_in_the_url_alone_are_basic_auth_and_never_shown(grafana, capsys):
+    run = push(capsys, with_userinfo(grafana.url), env={})
+    assert run.rc == 0, run.err
+    assert f"pushing to {grafana.url} (folder 'modelmon', basic auth)" in run.out
+    assert "admin:" not in run.out + run.err
+    assert set(grafana.state.authorization_headers) == {
+        "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()}
+    assert set(grafana.state.dashboards) == UIDS
+
+
+def test_percent_encoded_credentials_in_the_url_are_decoded(grafana, capsys):
+    grafana.state.users[("ops@example.com", "p@ss:word/1")] = "Admin"
+    run = push(capsys, with_userinfo(grafana.url, "ops%40example.com:p%40ss%3Aword%2F1"), env={})
+    assert run.rc == 0, run.err
+    assert "p%40ss" not in run.out + run.err and "p@ss" not in run.out + run.err
+
+
+def test_wrong_credentials_in_the_url_fail_without_echoing_them(grafana, capsys):
+    run = push(capsys, with_userinfo(grafana.url, f"admin:wrong-{PASSWORD}"), env={})
+    assert run.rc == 1
+    assert "HTTP 401" in run.err and "wrong-" not in run.err + run.out
+
+
+@pytest.mark.parametrize("url", ["grafana.example:3000", f"ftp://admin:{PASSWORD}@grafana.example",
+                                 f"http://admin:{PASSWORD}@grafana.example:port/"])
+def test_an_unusable_url_is_refused_masked(capsys, url):
+    run = push(capsys, url, env={})
+    assert run.rc == 2
+    assert run.err.startswith("modelmon dashboards push: --url ") and len(run.err.splitlines()) == 1
+    assert "admin" not in run.err
+
+
+def test_credentials_in_the_prometheus_url_are_refused(grafana, capsys):
+    run = push(capsys, grafana.url, "--prometheus-url", f"http://admin:{PASSWORD}@prometheus:9090")
+    assert run.rc == 2
+    assert "--prometheus-url http://***@prometheus:9090: credentials inline in a URL are refused" in run.err
+    assert grafana.state.requests == []
+
+
+def test_the_client_refuses_url_credentials_next_to_a_token():
+    from modelmon.dashboards.client import ConflictingCredentials
+
+    with pytest.raises(ConflictingCredentials) as e:
+        GrafanaClient(f"http://admin:{PASSWORD}@127.0.0.1:1", Credentials(token=ADMIN_TOKEN))
+    assert PASSWORD not in str(e.value) and ADMIN_TOKEN not in str(e.value)
+    client = GrafanaClient(f"http://admin:{PASSWORD}@127.0.0.1:1/", Credentials())
+    assert client.base == "http://127.0.0.1:1" and client.session.auth == ("admin", PASSWORD)
+    assert "Authorization" not in client.session.headers

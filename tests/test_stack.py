@@ -420,6 +420,171 @@ def test_the_demo_configs_survive_the_rewrite(tmp_path, demo_config_path, promto
     assert (layout.grafana_dashboards / HOME_DASHBOARD).is_file()
 
 
+# --------------------------------------------------------------------------- secrets of the stack
+
+HOOK_SECRET = "hook-secret-path-4242"
+
+
+def url_env_config(tmp_path: Path, hook_url: str = "http://127.0.0.1:9/unused") -> Path:
+    """A modelmon.yaml whose only receiver takes its URL (and a bearer token) from the environment."""
+    path = tmp_path / "modelmon.yaml"
+    path.write_text(textwrap.dedent("""\
+        models:
+          - {name: m, task: binary, features: {numeric: [x]}, reference: {first: 100}}
+        alerting:
+          group_wait: 1s
+          receivers:
+            - name: hook
+              webhook: {url_env: MODELMON_TEST_HOOK_URL, bearer_token_env: MODELMON_TEST_HOOK_TOKEN,
+                        send_resolved: true}
+        """))
+    return path
+
+
+def fake_binary(tmp_path: Path, output: str) -> str:
+    script = tmp_path / "fake-alertmanager"
+    script.write_text(f"#!/bin/sh\necho '{output}' >&2\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.parametrize("output, version", [
+    ("alertmanager, version 0.25.0 (branch: debian/sid, revision: 0.25.0-1+b4)", (0, 25, 0)),
+    ("alertmanager, version 0.27.0 (branch: HEAD, revision: 0aa3c2aad14cff039931923ab16b26b7481783b5)", (0, 27, 0)),
+    ("something else entirely", None),
+])
+def test_the_alertmanager_version_is_read_from_the_binary(tmp_path, output, version):
+    from modelmon.stack.workdir import alertmanager_version
+
+    assert alertmanager_version(fake_binary(tmp_path, output)) == version
+    assert alertmanager_version(str(tmp_path / "missing")) is None
+
+
+def test_the_rewritten_alertmanager_config_is_private(tmp_path):
+    layout = Layout(tmp_path)
+    (layout.etc / "alerting").mkdir(parents=True)
+    layout.alertmanager_config.write_text("left by an earlier run")
+    layout.alertmanager_config.chmod(0o644)
+    write_configs({"alerting/alertmanager.yml": ALERTMANAGER_YML, "prometheus/prometheus.yml": COMPOSE_PROMETHEUS_YML},
+                  layout, REMAPPED)
+    assert stat_mode(layout.alertmanager_config) == 0o600
+    assert "127.0.0.1:19095" in layout.alertmanager_config.read_text()
+
+
+def stat_mode(path: Path) -> int:
+    import stat
+
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+ENV = {"MODELMON_TEST_HOOK_URL": f"http://127.0.0.1:9/{HOOK_SECRET}", "MODELMON_TEST_HOOK_TOKEN": "tok-123"}
+
+
+@pytest.mark.parametrize("version", [(0, 27, 0), (0, 25, 0), None])
+def test_env_secrets_land_in_private_files_and_old_alertmanagers_get_the_url_inline(tmp_path, version):
+    from modelmon.stack.workdir import secrets_dir, write_alertmanager_secrets
+
+    config = load_config(url_env_config(tmp_path))
+    layout = Layout(tmp_path / "w")
+    write_configs(stack_sources(config, tmp_path), layout, REMAPPED)
+    notes = write_alertmanager_secrets(config, layout, version, ENV)
+
+    secrets = secrets_dir(layout)
+    assert secrets == layout.etc / "alerting" / "secrets"
+    assert {p.name: p.read_text() for p in secrets.iterdir()} == {
+        "MODELMON_TEST_HOOK_URL": ENV["MODELMON_TEST_HOOK_URL"], "MODELMON_TEST_HOOK_TOKEN": "tok-123"}
+    assert all(stat_mode(p) == 0o600 for p in secrets.iterdir())
+    assert stat_mode(layout.alertmanager_config) == 0o600
+    hook = yaml.safe_load(layout.alertmanager_config.read_text())["receivers"][1]["webhook_configs"][0]
+    assert hook["http_config"]["authorization"]["credentials_file"] == str(secrets / "MODELMON_TEST_HOOK_TOKEN")
+    if version == (0, 27, 0):
+        assert hook["url_file"] == str(secrets / "MODELMON_TEST_HOOK_URL") and "url" not in hook
+        assert notes == []
+    else:
+        assert hook["url"] == ENV["MODELMON_TEST_HOOK_URL"] and "url_file" not in hook
+        found = "0.25.0" if version else "of unknown version"
+        assert notes == [f"Alertmanager {found} cannot read a webhook URL from a file (url_file needs 0.26.0 or "
+                         f"later): the URL of hook is copied into {layout.alertmanager_config} (mode 0600), and "
+                         "Alertmanager shows it on its status page (/api/v2/status, on 127.0.0.1)"]
+
+
+def test_stack_up_with_an_unset_url_env_names_it_and_starts_nothing(tmp_path, capsys, monkeypatch,
+                                                                     alertmanager_bin):
+    from modelmon.cli import main
+
+    monkeypatch.delenv("MODELMON_TEST_HOOK_URL", raising=False)
+    monkeypatch.setenv("MODELMON_TEST_HOOK_TOKEN", "tok")
+    rc = main(["stack", "up", "--config", str(url_env_config(tmp_path)), "--workdir", str(tmp_path / "w"),
+               "--no-grafana", *[f"--port={name}={free_port()}" for name in DEFAULT_PORTS]])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "alerting.receivers[0].webhook.url_env: environment variable MODELMON_TEST_HOOK_URL is not set" in err
+    assert not Layout(tmp_path / "w").logs.exists()  # no service was started
+
+
+def test_a_url_env_webhook_reaches_its_endpoint_through_the_real_alertmanager(tmp_path, alertmanager_bin):
+    """url_env end to end, as `modelmon stack up` prepares it for the installed Alertmanager
+    (url_file from 0.26 on, the URL inlined before): an alert posted to Alertmanager arrives at
+    the secret URL with the bearer token."""
+    import http.server
+    import threading
+
+    from modelmon.stack.workdir import alertmanager_version, write_alertmanager_secrets
+
+    received: list[tuple[str, str, dict]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append((self.path, self.headers.get("Authorization", ""), json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"MODELMON_TEST_HOOK_URL": f"http://127.0.0.1:{server.server_address[1]}/{HOOK_SECRET}",
+           "MODELMON_TEST_HOOK_TOKEN": "tok-123"}
+    config = load_config(url_env_config(tmp_path))
+    layout = Layout(tmp_path / "w")
+    port = free_port()
+    write_configs(stack_sources(config, tmp_path), layout, {**REMAPPED, "alertmanager": port})
+    write_alertmanager_secrets(config, layout, alertmanager_version(alertmanager_bin), env)
+    proc = subprocess.Popen([alertmanager_bin, f"--config.file={layout.alertmanager_config}",
+                             f"--storage.path={tmp_path / 'am-data'}", f"--web.listen-address=127.0.0.1:{port}",
+                             "--cluster.listen-address="], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            try:
+                if urllib.request.urlopen(f"{base}/-/ready", timeout=1).status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "Alertmanager did not become ready"
+            time.sleep(0.1)
+        alert = [{"labels": {"alertname": "ModelmonAccuracyLow", "severity": "critical", "model": "m"},
+                  "annotations": {"summary": "accuracy low"}}]
+        request = urllib.request.Request(f"{base}/api/v2/alerts", data=json.dumps(alert).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        assert urllib.request.urlopen(request, timeout=5).status == 200
+        deadline = time.monotonic() + 30
+        while not received:
+            assert time.monotonic() < deadline, "the webhook never reached its url_env endpoint"
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        server.shutdown()
+    path, authorization, payload = received[0]
+    assert path == f"/{HOOK_SECRET}" and authorization == "Bearer tok-123"
+    assert payload["alerts"][0]["labels"]["alertname"] == "ModelmonAccuracyLow"
+
+
 # --------------------------------------------------------------------------- supervision (stand-ins)
 
 

@@ -4,12 +4,18 @@ Secrets never enter the generated file. Alertmanager does not expand environment
 its configuration, so every secret is referenced by a *_file field:
 - ``<secret>_file: PATH`` in modelmon.yaml is written as is;
 - ``<secret>_env: NAME`` becomes ``<secret>_file: <secrets_dir>/NAME``, and whoever starts
-  Alertmanager writes the variable's value there first (``write_env_secrets``; `modelmon stack`
-  can call it, docker-compose mounts a secrets folder at the same path).
+  Alertmanager writes the variable's value there first (``write_env_secrets``, mode 0600;
+  `modelmon stack up` does, into its work directory).
+
+A webhook whose URL is itself the secret (``url_file``/``url_env``) becomes Alertmanager's
+``webhook_configs[].url_file``, which Alertmanager reads since 0.26 (docker-compose runs 0.27).
+Older Alertmanagers (Debian's 0.25) reject the field; for them `modelmon stack up` copies the URL
+into its private, mode-0600 copy of the config instead (``inline_url_files``).
 """
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,9 +27,12 @@ SECRETS_DIR = "/etc/alertmanager/secrets"
 NULL_RECEIVER = "null"  # info alerts end here: visible in Alertmanager, sent nowhere
 GROUP_BY = ["alertname", "model"]
 
+# Alertmanager reads webhook_configs[].url_file from this version on.
+URL_FILE_SINCE = (0, 26, 0)
+
 # Secret setting of each receiver kind -> the Alertmanager field that reads it from a file.
 _SECRET_FIELDS = {
-    "webhook": {"bearer_token": "credentials_file"},
+    "webhook": {"url": "url_file", "bearer_token": "credentials_file"},
     "email": {"auth_password": "auth_password_file"},
     "slack": {"api_url": "api_url_file"},
     "pagerduty": {"routing_key": "routing_key_file"},
@@ -51,46 +60,100 @@ class AlertmanagerOptions:
     secrets_dir: str = SECRETS_DIR  # where *_env secrets are expected as files
 
 
-def env_secret_files(config: Config, secrets_dir: str = SECRETS_DIR) -> dict[str, str]:
-    """{environment variable: file Alertmanager reads it from} for every *_env setting."""
-    out = {}
-    for r in config.alerting.receivers:
+def write_secret_file(path: str | os.PathLike, text: str) -> Path:
+    """Write a secret atomically with mode 0600: a private temporary file in the same folder,
+    then a rename over ``path``. An existing file, whatever its mode, is replaced by the new
+    0600 one, so a secret file left at 0644 is tightened the next time it is written."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")  # created 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)  # whatever the umask
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return p
+
+
+def _env_settings(config: Config) -> list[tuple[str, str]]:
+    """(key path, environment variable) of every *_env setting, in config order."""
+    out = []
+    for i, r in enumerate(config.alerting.receivers):
         for secret in _SECRET_FIELDS[r.kind]:
             env = r.settings.get(f"{secret}_env")
             if env:
-                out[str(env)] = f"{secrets_dir.rstrip('/')}/{env}"
-    return dict(sorted(out.items()))
+                out.append((f"alerting.receivers[{i}].{r.kind}.{secret}_env", str(env)))
+    return out
+
+
+def env_secret_files(config: Config, secrets_dir: str = SECRETS_DIR) -> dict[str, str]:
+    """{environment variable: file Alertmanager reads it from} for every *_env setting."""
+    return {env: f"{secrets_dir.rstrip('/')}/{env}" for _, env in sorted(_env_settings(config), key=lambda x: x[1])}
 
 
 def write_env_secrets(config: Config, secrets_dir: str | Path,
                       environ: Mapping[str, str] = os.environ) -> list[Path]:
-    """Write each *_env secret into its file (mode 0600) before Alertmanager starts."""
+    """Write each *_env secret into its file (mode 0600, folder 0700) before Alertmanager starts."""
+    missing = [f"{path}: environment variable {env} is not set (the receiver reads its secret from it)"
+               for path, env in _env_settings(config) if not environ.get(env)]
+    if missing:
+        raise ConfigError(missing)
     written = []
     for env, path in env_secret_files(config, str(secrets_dir)).items():
-        if not environ.get(env):
-            raise ConfigError([f"alerting.receivers: environment variable {env} is not set "
-                               f"(a receiver reads its secret from it)"])
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(environ[env])
-        written.append(p)
+        p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        written.append(write_secret_file(p, environ[env]))
     return written
+
+
+def inline_url_files(document: dict[str, Any]) -> list[str]:
+    """For an Alertmanager older than 0.26: replace each ``webhook_configs[].url_file`` of a
+    rendered config by ``url`` holding the file's content (trimmed, as Alertmanager reads it).
+    Returns the names of the receivers changed. The document then holds secrets: write it with
+    ``write_secret_file``. Raises ConfigError naming the receiver when a file cannot be read."""
+    changed = []
+    for receiver in document.get("receivers") or []:
+        for i, hook in enumerate(receiver.get("webhook_configs") or []):
+            if "url_file" not in hook:
+                continue
+            path = hook["url_file"]
+            where = f"receiver {receiver.get('name')!r}: webhook url_file {path}"
+            try:
+                url = Path(path).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError([f"{where}: cannot read: {getattr(e, 'strerror', None) or e}"]) from None
+            if not url:
+                raise ConfigError([f"{where}: the file is empty"])
+            # Same position in the mapping, so the rendered file keeps its key order.
+            receiver["webhook_configs"][i] = {("url" if k == "url_file" else k): (url if k == "url_file" else v)
+                                              for k, v in hook.items()}
+            changed.append(str(receiver.get("name")))
+    return changed
 
 
 def _receiver(r: Receiver, secrets_dir: str) -> dict[str, Any]:
     s = r.settings
-    out: dict[str, Any] = {k: s[k] for k in _PASSTHROUGH[r.kind] if k in s}
+    out: dict[str, Any] = {}
     for secret, am_field in _SECRET_FIELDS[r.kind].items():
         path = s.get(f"{secret}_file") or (f"{secrets_dir.rstrip('/')}/{s[f'{secret}_env']}"
                                            if s.get(f"{secret}_env") else None)
         if path is None:
             continue
-        if r.kind == "webhook":
+        if r.kind == "webhook" and secret == "bearer_token":
             out["http_config"] = {"authorization": {"type": "Bearer", "credentials_file": str(path)}}
         else:
             out[am_field] = str(path)
+    # url (or url_file) first, as people write it; then the plain settings; then http_config.
+    out = {**{k: s[k] for k in _PASSTHROUGH[r.kind] if k in s}, **out}
+    if "url_file" in out:
+        out = {"url_file": out.pop("url_file"), **out}
     if r.kind == "slack":
         out.update(title=_SLACK_TITLE, text=_SLACK_TEXT)
     if r.kind == "pagerduty":

@@ -1,15 +1,20 @@
 """`modelmon dashboards push|list`: send the generated dashboards to a Grafana, or list them.
 
 Credentials, in order: --token-file, GRAFANA_TOKEN (a service-account token, sent as a Bearer
-header), then GRAFANA_USER/GRAFANA_PASSWORD (basic auth). They are never printed.
+header), then GRAFANA_USER/GRAFANA_PASSWORD (basic auth). ``--url https://user:password@host`` is
+basic auth too, and only allowed alone: with a token or GRAFANA_USER it is an error (exit 2), since
+one of the two would have to win silently. Credentials are never printed; a URL is shown with
+``***@`` in place of its user:password.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from typing import Callable
+from urllib.parse import urlsplit
 
 DEFAULT_MESSAGE = "modelmon dashboards push"
 
@@ -60,6 +65,42 @@ def _credentials(args: argparse.Namespace, environ: dict[str, str]):
     return Credentials()
 
 
+def _masked(url: str) -> str:
+    """The URL for a message, with any user:password@ shown as ``***@`` (works on any text)."""
+    return re.sub(r"(?<=//)[^/?#]*@", "***@", url)
+
+
+def _url_and_credentials(url: str, args: argparse.Namespace, environ: dict[str, str]):
+    """(URL without user:password@, Credentials). Credentials in the URL are basic auth, allowed
+    only when no other credentials are given. Messages show the URL masked."""
+    from modelmon.dashboards.client import split_credentials
+
+    if _masked(args.prometheus_url) != args.prometheus_url:
+        # It would be stored in the datasource's plain settings, readable by every Grafana user.
+        raise CredentialsError(f"--prometheus-url {_masked(args.prometheus_url)}: credentials inline in a URL "
+                               "are refused (Grafana would store them in the datasource's URL); set the "
+                               "datasource's basic auth in Grafana instead")
+    try:
+        clean, in_url = split_credentials(url)
+        parts = urlsplit(clean)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as e:
+        raise CredentialsError(f"--url {_masked(url)} is not a valid URL: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CredentialsError(f"--url {_masked(url)}: expected an http(s) URL such as https://grafana.example.com")
+    if in_url is None:
+        return clean, _credentials(args, environ)
+    others = [name for name, given in (("--token-file", bool(args.token_file)),
+                                       ("GRAFANA_TOKEN", bool(environ.get("GRAFANA_TOKEN"))),
+                                       ("GRAFANA_USER", bool(environ.get("GRAFANA_USER")))) if given]
+    if others:
+        raise CredentialsError(
+            f"--url {_masked(url)} carries credentials (user:password@) and {' and '.join(others)} "
+            f"{'is' if len(others) == 1 else 'are'} set too; use one: drop user:password@ from --url, "
+            f"or the other credentials")
+    return clean, in_url
+
+
 def _push(args: argparse.Namespace, sleep: Callable[[float], None], environ: dict[str, str]) -> int:
     from modelmon.config import load_config
     from modelmon.dashboards.client import GrafanaClient, GrafanaError
@@ -68,10 +109,9 @@ def _push(args: argparse.Namespace, sleep: Callable[[float], None], environ: dic
     from modelmon.dashboards.push import push
 
     config = load_config(args.config)
-    url = args.url or config.grafana.url
     folder = args.folder or config.grafana.folder
     try:
-        credentials = _credentials(args, environ)
+        url, credentials = _url_and_credentials(args.url or config.grafana.url, args, environ)
     except CredentialsError as e:
         print(f"modelmon dashboards push: {e}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 
@@ -58,17 +58,41 @@ class Credentials:
 
 
 def redact_url(url: str) -> str:
-    """The URL without any user:password@ part, for messages."""
+    """The URL for messages: any user:password@ part shown as ``***@``."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def split_credentials(url: str) -> tuple[str, Credentials | None]:
+    """(the URL without ``user:password@``, basic-auth Credentials from it or None)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    clean = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return clean, Credentials(user=unquote(user), password=unquote(password))
+
+
+class ConflictingCredentials(ValueError):
+    """The URL carries user:password@ and other credentials are given too."""
 
 
 class GrafanaClient:
     def __init__(self, url: str, credentials: Credentials, *, timeout: float = 10.0, retries: int = 4,
                  backoff: float = 0.5, sleep: Callable[[float], None] = time.sleep):
+        # Credentials in the URL become explicit basic auth and leave the URL, so requests never
+        # sees them (it would let them replace a bearer token silently, and could echo them).
+        url, in_url = split_credentials(url)
+        if in_url is not None:
+            if (credentials.token or credentials.user) and credentials != in_url:
+                raise ConflictingCredentials(
+                    f"the Grafana URL {redact_url(url)} carries credentials (user:password@) and "
+                    f"{credentials.kind} credentials are given too; use one")
+            credentials = in_url
         self.base = url.rstrip("/")
         self.display_url = redact_url(self.base)
         self.timeout = timeout

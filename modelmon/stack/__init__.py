@@ -90,7 +90,8 @@ def _up(args: argparse.Namespace) -> int:
     from modelmon.stack.ports import choose_ports
     from modelmon.stack.supervisor import Supervisor
     from modelmon.stack.workdir import (
-        ALERTMANAGER_CONFIG, PROMETHEUS_CONFIG, prepare_data, require, stack_sources, write_configs,
+        ALERTMANAGER_CONFIG, PROMETHEUS_CONFIG, alertmanager_version, prepare_data, require, stack_sources,
+        write_alertmanager_secrets, write_configs,
     )
 
     config_path = Path(args.config).resolve()
@@ -103,7 +104,8 @@ def _up(args: argparse.Namespace) -> int:
         prometheus=not args.no_prometheus, grafana=not (args.no_grafana or args.no_prometheus),
         grafana_admin_password=os.environ.get("GRAFANA_ADMIN_PASSWORD", DEFAULT_GRAFANA_PASSWORD),
     )
-    plan = plan_stack(options, layout, find_binaries(shutil.which, (sys.executable, "-m", "modelmon")))
+    binaries = find_binaries(shutil.which, (sys.executable, "-m", "modelmon"))
+    plan = plan_stack(options, layout, binaries)
     names = {svc.name for svc in plan.services}
 
     files = stack_sources(config, config_path.parent, rules=quick_rules() if args.quick else None)
@@ -112,6 +114,10 @@ def _up(args: argparse.Namespace) -> int:
     if "alertmanager" in names:
         require(files, ALERTMANAGER_CONFIG)
     write_configs(files, layout, ports)
+    if "alertmanager" in names and binaries.alertmanager:
+        # *_env secrets into 0600 files of the work dir; webhook URLs inlined for an Alertmanager < 0.26.
+        notes = [*notes, *write_alertmanager_secrets(config, layout, alertmanager_version(binaries.alertmanager),
+                                                     os.environ)]
     prepare_data(layout)
 
     for message in (*notes, *plan.missing):

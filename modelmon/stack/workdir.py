@@ -10,8 +10,9 @@ from __future__ import annotations
 import glob
 import re
 import shutil
+import subprocess
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from modelmon.exporter.cli import STATE_SUFFIXES, beside
 from modelmon.stack.errors import StackError
@@ -99,16 +100,69 @@ def require(files: Mapping[str, str], *paths: str) -> None:
 
 
 def write_configs(files: Mapping[str, str], layout: Layout, ports: Mapping[str, int]) -> list[Path]:
-    """Write rewritten copies under layout.etc (rebuilt from scratch: no stale rule files)."""
+    """Write rewritten copies under layout.etc (rebuilt from scratch: no stale rule files).
+    The Alertmanager config is written 0600: the stack may copy secrets into it (see
+    ``write_alertmanager_secrets``)."""
+    from modelmon.alerting.alertmanager import write_secret_file
+
     if layout.etc.exists():
         shutil.rmtree(layout.etc)
     written = []
     for rel, text in sorted(files.items()):
         target = layout.etc / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(rewrite(text, layout, ports))
+        if rel == ALERTMANAGER_CONFIG:
+            write_secret_file(target, rewrite(text, layout, ports))
+        else:
+            target.write_text(rewrite(text, layout, ports))
         written.append(target)
     return written
+
+
+def alertmanager_version(binary: str) -> tuple[int, int, int] | None:
+    """``prometheus-alertmanager --version`` as (0, 25, 0); None when it cannot be told."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"\bversion (\d+)\.(\d+)\.(\d+)", out.stdout + out.stderr)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def secrets_dir(layout: Layout) -> Path:
+    """Where the stack writes *_env secrets: the compose path /etc/alertmanager/secrets, mapped."""
+    from modelmon.alerting.alertmanager import SECRETS_DIR
+
+    return Path(rewrite_paths(SECRETS_DIR, layout))
+
+
+def write_alertmanager_secrets(config: Any, layout: Layout, version: tuple[int, int, int] | None,
+                               environ: Mapping[str, str]) -> list[str]:
+    """Make the rewritten Alertmanager config runnable: each *_env secret written to its file
+    (0600) in the work directory; for an Alertmanager without webhook ``url_file`` (before 0.26,
+    or a version that cannot be told) the URLs copied into the 0600 config. Returns notes for
+    the user; raises ConfigError for an unset variable or an unreadable URL file."""
+    from modelmon.alerting.alertmanager import (
+        URL_FILE_SINCE, inline_url_files, write_env_secrets, write_secret_file,
+    )
+    from modelmon.alerting.render import dump_yaml
+    from modelmon.config import load_yaml
+
+    write_env_secrets(config, secrets_dir(layout), environ)
+    notes: list[str] = []
+    if version is not None and version >= URL_FILE_SINCE:
+        return notes
+    path = layout.alertmanager_config
+    document = load_yaml(path.read_text(), str(path))
+    changed = inline_url_files(document)
+    if changed:
+        write_secret_file(path, dump_yaml(document))
+        found = ".".join(map(str, version)) if version else "of unknown version"
+        notes.append(
+            f"Alertmanager {found} cannot read a webhook URL from a file (url_file needs "
+            f"{'.'.join(map(str, URL_FILE_SINCE))} or later): the URL of {', '.join(changed)} is copied into "
+            f"{path} (mode 0600), and Alertmanager shows it on its status page (/api/v2/status, on 127.0.0.1)")
+    return notes
 
 
 def prepare_data(layout: Layout) -> None:
