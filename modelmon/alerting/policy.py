@@ -7,9 +7,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from modelmon.config import parse_duration
+from modelmon.config import load_yaml, parse_duration
 
 POLICY_FILE = Path(__file__).with_name("policy.yml")
 SEVERITIES = ("critical", "warning", "info")
@@ -115,4 +114,4 @@ def parse_policy(data: dict[str, Any]) -> Policy:
 
 @cache
 def load_policy(path: Path = POLICY_FILE) -> Policy:
-    return parse_policy(yaml.safe_load(path.read_text()))
+    return parse_policy(load_yaml(path.read_text(), str(path)))
