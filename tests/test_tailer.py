@@ -1,8 +1,10 @@
 """LogFollower: tail -F semantics, rotation, truncation, restart safety (modelmon/exporter/tailer.py)."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +54,7 @@ def log(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
+    (tmp_path / "state").mkdir()  # commit() never creates directories
     return tmp_path / "state" / "tailer.json"
 
 
@@ -242,6 +245,159 @@ def test_truncated_and_rewritten_past_the_offset_is_detected_by_fingerprint(log)
     assert f.rotations == 1
 
 
+def copytruncate(log: Path, copy_name: str = ".1") -> Path:
+    """What logrotate `copytruncate` does (with no write in between): copy, then truncate in place."""
+    copy = log.with_name(log.name + copy_name)
+    shutil.copyfile(log, copy)
+    os.truncate(log, 0)
+    return copy
+
+
+def test_copytruncate_reads_the_unread_tail_of_the_rotated_copy(log):
+    log.write_bytes(numbered(0, 3))
+    f = LogFollower(log, from_start=True)
+    assert f.poll() == [b"0", b"1", b"2"]
+    append(log, numbered(3, 6))  # written, not read yet, when the copy is taken
+    copytruncate(log)
+    append(log, numbered(6, 8))
+    assert drain(f) == [b"%d" % i for i in range(3, 8)]
+    assert (f.rotations, f.copies_missed) == (1, 0)
+    append(log, b"8\n")
+    assert f.poll() == [b"8"]
+    assert f.lag_bytes == 0
+
+
+def test_copytruncate_without_a_copy_restarts_at_zero_and_counts_it(log, caplog):
+    log.write_bytes(numbered(0, 3))
+    f = LogFollower(log, from_start=True)
+    assert f.poll() == [b"0", b"1", b"2"]
+    append(log, b"half")
+    assert f.poll() == []
+    os.truncate(log, 0)  # no copy anywhere: "half" is gone with it
+    append(log, b"3\n4\n")
+    assert f.poll() == [b"3", b"4"]
+    assert (f.rotations, f.copies_missed) == (1, 1)
+    assert "no rotated copy was found" in caplog.text
+
+
+def test_copytruncate_partial_line_continues_in_the_copy(log):
+    log.write_bytes(b"0\nhal")
+    f = LogFollower(log, from_start=True)
+    assert f.poll() == [b"0"]  # "hal" is buffered
+    append(log, b"f-line\n1\n")
+    copytruncate(log)
+    append(log, b"2\n")
+    assert drain(f) == [b"half-line", b"1", b"2"]
+    assert f.rotations == 1
+
+
+def test_copytruncate_unterminated_end_of_the_copy_is_not_joined_to_the_new_file(log):
+    log.write_bytes(b"0\n")
+    f = LogFollower(log, from_start=True)
+    assert f.poll() == [b"0"]
+    append(log, b"cut-by-the-co")
+    copytruncate(log)
+    append(log, b"py\n1\n")  # bytes in between may have been lost: never glue the two pieces
+    assert drain(f) == [b"cut-by-the-co", b"py", b"1"]
+
+
+def test_copytruncate_keeps_following_the_copy_while_the_truncated_file_is_empty(log):
+    log.write_bytes(numbered(0, 2))
+    f = LogFollower(log, from_start=True)
+    assert f.poll() == [b"0", b"1"]
+    append(log, numbered(2, 4))
+    copytruncate(log)
+    assert f.poll() == [b"2", b"3"]
+    assert f.poll() == []
+    assert f.rotations == 0  # still on the copy
+    append(log, numbered(4, 6))
+    assert f.poll() == [b"4", b"5"]
+    assert f.rotations == 1
+
+
+def test_copytruncate_tail_is_read_within_the_batch_limit(log):
+    log.write_bytes(b"first\n")
+    f = LogFollower(log, from_start=True, max_batch_bytes=64)
+    assert f.poll() == [b"first"]
+    append(log, numbered(1000, 1100))  # 500 bytes unread
+    copytruncate(log)
+    append(log, b"new\n")
+    batches = []
+    while batch := f.poll():
+        batches.append(batch)
+    assert [x for b in batches for x in b] == [b"%d" % i for i in range(1000, 1100)] + [b"new"]
+    assert len(batches) >= 500 // 64
+    # each poll reads at most 64 bytes; a batch may also complete the line carried from the last one
+    assert all(len(b"".join(x + b"\n" for x in b)) <= 64 + len(b"1000\n") for b in batches)
+
+
+def test_copytruncate_picks_the_copy_by_content_not_by_name(log):
+    """Decoys: an older copy, a compressed copy, a newer file with our first bytes but other content."""
+    head = b'{"header": "same first bytes in every cycle"}\n'
+    log.write_bytes(head + numbered(0, 3))
+    f = LogFollower(log, from_start=True)
+    assert f.poll()[-1] == b"2"
+    append(log, numbered(3, 6))
+    log.with_name(log.name + ".2").write_bytes(head + b"old cycle\n")  # too short
+    copytruncate(log, "-20261130")
+    with gzip.open(log.with_name(log.name + ".1.gz"), "wb") as gz:
+        gz.write(head + numbered(0, 50))
+    other = log.with_name(log.name + ".bak")
+    other.write_bytes(head + b"X\nY\nZ\n" + numbered(90, 99))  # right head, long enough, other bytes before our offset
+    os.utime(other, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))  # and the newest
+    append(log, b"new\n")
+    assert drain(f) == [b"3", b"4", b"5", b"new"]
+    assert f.copies_missed == 0
+
+
+def test_copytruncate_never_takes_modelmon_state_files_or_compressed_files_for_the_copy(log, caplog):
+    log.write_bytes(numbered(0, 3))
+    f = LogFollower(log, from_start=True)
+    assert f.poll() == [b"0", b"1", b"2"]
+    append(log, numbered(3, 6))
+    shutil.copyfile(log, log.with_name(log.name + ".modelmon-checkpoint"))  # the bytes, but a state file's name
+    shutil.copyfile(log, log.with_name(log.name + ".1.GZ"))  # a real one would be compressed: not text
+    os.truncate(log, 0)
+    append(log, b"new\n")
+    assert drain(f) == [b"new"]
+    assert f.copies_missed == 1
+
+
+def test_copytruncate_with_a_concurrent_writer_loses_and_duplicates_nothing(log):
+    """Every line exactly once, in order, across 10 copytruncate rotations with the writer paused
+    around copy + truncate (so copytruncate itself loses nothing)."""
+    total, per_cycle = 20_000, 2_000
+    f = LogFollower(log, max_batch_bytes=4096)
+    seen: list[bytes] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            batch = f.poll()
+            seen.extend(batch)
+            if not batch:
+                time.sleep(0.0005)
+
+    r = threading.Thread(target=reader)
+    r.start()
+    try:
+        with open(log, "ab", buffering=0) as out:
+            for i in range(total):
+                if i and i % per_cycle == 0:
+                    for k in range(i // per_cycle - 1, 0, -1):  # app.log.k -> app.log.k+1, as logrotate does
+                        os.rename(log.with_name(f"{log.name}.{k}"), log.with_name(f"{log.name}.{k + 1}"))
+                    copytruncate(log)
+                line = b"%d\n" % i
+                out.write(line[:2])  # two writes: the reader sees partial lines
+                out.write(line[2:])
+        wait_until(lambda: len(seen) >= total, timeout=30, what="all lines")
+    finally:
+        stop.set()
+        r.join(10)
+    assert seen == [b"%d" % i for i in range(total)]
+    assert (f.rotations, f.copies_missed) == (total // per_cycle - 1, 0)
+
+
 # -- state and restart -----------------------------------------------------------------------
 
 
@@ -347,6 +503,54 @@ def test_state_offset_beyond_the_file_size_is_a_truncation(log, state):
     assert g.rotations == 1
 
 
+def test_restart_after_copytruncate_while_down_reads_the_rest_of_the_copy(log, state):
+    log.write_bytes(numbered(0, 3))
+    f = LogFollower(log, state, from_start=True)
+    assert f.poll() == [b"0", b"1", b"2"]
+    f.commit()
+    append(log, numbered(3, 5))
+    assert f.poll() == [b"3", b"4"]  # returned, never committed: read again from the copy
+    f.close()
+    append(log, numbered(5, 7))
+    copytruncate(log)
+    append(log, b"7\n")  # shorter than the saved offset ...
+    g = LogFollower(log, state)
+    assert drain(g) == [b"3", b"4", b"5", b"6", b"7"]
+    assert (g.rotations, g.copies_missed) == (1, 0)
+    g.commit()
+    g.close()
+    append(log, numbered(8, 40))  # ... and longer, with other first bytes
+    h = LogFollower(log, state)
+    assert drain(h) == [b"%d" % i for i in range(8, 40)]
+
+
+def test_restart_after_copytruncate_with_a_longer_new_file(log, state):
+    log.write_bytes(b"a-first-line\n")
+    f = LogFollower(log, state, from_start=True)
+    assert f.poll() == [b"a-first-line"]
+    f.commit()
+    f.close()
+    append(log, b"unread\n")
+    copytruncate(log)
+    append(log, numbered(0, 20))  # past the saved offset, other first bytes
+    g = LogFollower(log, state)
+    assert drain(g) == [b"unread"] + [b"%d" % i for i in range(20)]
+
+
+def test_restart_inside_the_copy_resumes_the_copy(log, state):
+    log.write_bytes(numbered(0, 2))
+    f = LogFollower(log, state, from_start=True)
+    assert f.poll() == [b"0", b"1"]
+    append(log, numbered(2, 4))
+    copytruncate(log)
+    assert f.poll() == [b"2", b"3"]  # from the copy; the truncated file is still empty
+    f.commit()
+    f.close()
+    append(log, numbered(4, 6))
+    g = LogFollower(log, state)
+    assert drain(g) == [b"4", b"5"]
+
+
 def test_from_start_ignores_the_state_and_replays(log, state):
     log.write_bytes(numbered(0, 3))
     f = LogFollower(log, state, from_start=True)
@@ -359,7 +563,6 @@ def test_from_start_ignores_the_state_and_replays(log, state):
 
 def test_unreadable_state_is_ignored_and_tails_from_the_end(log, state):
     log.write_bytes(numbered(0, 3))
-    state.parent.mkdir()
     state.write_text("{not json")
     f = LogFollower(log, state)
     assert f.poll() == []
@@ -386,6 +589,66 @@ def test_closed_follower_refuses_to_poll_or_commit(log, state):
         f.poll()
     with pytest.raises(ValueError):
         f.commit()
+
+
+# -- failed commits and problems opening the log ----------------------------------------------
+
+
+def test_failed_commit_removes_its_temp_file_raises_and_is_retried(log, state):
+    log.write_bytes(b"")
+    f = LogFollower(log, state)
+    state.unlink()
+    state.mkdir()  # os.replace onto a directory fails, even for root
+    append(log, b"a\nb\n")
+    assert f.poll() == [b"a", b"b"]
+    with pytest.raises(OSError):
+        f.commit()
+    assert sorted(p.name for p in state.parent.iterdir()) == [state.name]  # no *.tmp left
+    state.rmdir()
+    f.commit()  # the same position, retried
+    f.close()
+    assert json.loads(state.read_text())["file"]["offset"] == 4
+    g = LogFollower(log, state)
+    append(log, b"c\n")
+    assert g.poll() == [b"c"]
+
+
+def test_constructor_commit_failure_can_be_deferred(log, tmp_path):
+    log.write_bytes(b"")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(NotADirectoryError):
+        LogFollower(log, blocker / "state.json")
+    f = LogFollower(log, blocker / "state.json", commit_at_start=False)
+    append(log, b"x\n")
+    assert f.poll() == [b"x"]
+    with pytest.raises(OSError):
+        f.commit()
+
+
+def test_commit_never_creates_directories(log, tmp_path):
+    log.write_bytes(b"")
+    missing = tmp_path / "typo" / "deeper" / "state.json"
+    f = LogFollower(log, missing, commit_at_start=False)
+    with pytest.raises(FileNotFoundError):
+        f.commit()
+    assert not (tmp_path / "typo").exists()
+
+
+def test_open_problem_says_why_the_log_cannot_be_opened(tmp_path):
+    log = tmp_path / "missing-dir" / "predictions.jsonl"
+    f = LogFollower(log)
+    assert f.open_problem == f"no such file (its directory {log.parent} does not exist)"
+    log.parent.mkdir()
+    f.poll()
+    assert f.open_problem == "no such file"
+    log.mkdir()
+    f.poll()
+    assert f.open_problem == "is a directory, not a regular file"
+    log.rmdir()
+    log.write_bytes(b"1\n")
+    assert f.poll() == [b"1"]
+    assert f.open_problem is None and f.is_open
 
 
 # -- concurrency -----------------------------------------------------------------------------

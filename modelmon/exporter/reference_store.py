@@ -36,7 +36,7 @@ class ReferenceStore:
         names = list(columns)
         values = [[_plain(v) for v in columns[n].tolist()] for n in names]
         body = b"".join(orjson.dumps(dict(zip(names, row))) + b"\n" for row in zip(*values))
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._make_directory()
         tmp = self.path(model.name).with_suffix(".jsonl.tmp")
         with open(tmp, "wb") as f:
             f.write(body)
@@ -44,6 +44,20 @@ class ReferenceStore:
             os.fsync(f.fileno())
         os.replace(tmp, self.path(model.name))
         log.info("model %s: frozen reference saved to %s", model.name, self.path(model.name))
+
+    def _make_directory(self) -> None:
+        """Create the store's own directory, never a missing tree above it.
+
+        The store is modelmon's directory (by default ``LOG.modelmon-references/`` beside the log),
+        so creating it is expected; a missing parent means a mistyped path, which must fail
+        visibly (the caller counts it in ``modelmon_state_write_errors_total{file="references"}``).
+        """
+        try:
+            self.directory.mkdir(exist_ok=True)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{self.directory}: its parent directory {self.directory.parent} does not exist "
+                "(it is not created automatically)") from None
 
     def load(self, model: ModelConfig, with_features: bool) -> tuple[dict[str, np.ndarray] | None, np.ndarray] | None:
         """(features or None, outputs) saved earlier, or None when there is nothing usable."""

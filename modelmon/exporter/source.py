@@ -1,4 +1,17 @@
-"""The file source: a thread that polls the log follower and feeds the exporter."""
+"""The file source: a thread that polls the log follower and feeds the exporter.
+
+Faults of the files around the log never stop ingestion, and none is silent:
+
+* A missing log (or a path that is not a regular file, or cannot be opened) is waited for: it is
+  logged once per episode ("waiting for log X: no such file") and shown as `reason` on /ready,
+  which stays 503 until the file is open.
+* A failed offset save (read-only or full disk, a missing directory, the state path being a
+  directory) is counted in ``modelmon_state_write_errors_total{file="offset"}`` and logged at most
+  once a minute; reading goes on and the next commit retries. Until an offset save succeeds no
+  checkpoint is written either (`after_commit` is skipped): a checkpoint ahead of the saved offset
+  would count the re-read lines twice after a restart.
+* `stop()` never raises; a failed final offset save is left in `final_commit_error` for the caller.
+"""
 from __future__ import annotations
 
 import logging
@@ -16,12 +29,19 @@ class FileSource:
     def __init__(self, exporter: Exporter, path: Path, state_path: Path | None, from_start: bool = False,
                  poll_interval: float = 0.2, after_commit: Callable[[], None] | None = None):
         self.exporter = exporter
+        self.path = Path(path)
         self.after_commit = after_commit  # e.g. the checkpoint, which must agree with the committed offset
-        self.follower = LogFollower(path, state_path=state_path, from_start=from_start)
+        self.follower = LogFollower(path, state_path=state_path, from_start=from_start, commit_at_start=False)
         self.poll_interval = poll_interval
+        self.final_commit_error: BaseException | None = None  # set by stop() when the last offset save failed
         self._oversized_seen = 0
+        self._problem: str | None = None
+        self._stopped: bool | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="modelmon-file-source", daemon=True)
+        # Make the start position durable now (see LogFollower); a failure is counted, never fatal.
+        self._commit()
+        self._publish()
 
     def start(self) -> None:
         self._thread.start()
@@ -33,36 +53,94 @@ class FileSource:
             self.exporter.ingest_lines(lines, "file")
         # Only after the batch is in state: a restart re-reads nothing ingested. A poll that moved
         # past blank or oversized lines, or switched files, commits too; an idle one writes nothing.
-        self.follower.commit()
-        if self.after_commit is not None:
+        # The checkpoint follows only a saved offset, so that the two always agree.
+        if self._commit() and self.after_commit is not None:
             self.after_commit()
+        self._publish()
+        return len(lines)
+
+    def _commit(self) -> bool:
+        """Save the offset; a failure is counted and logged (rate-limited), never raised."""
+        try:
+            self.follower.commit()
+            return True
+        except OSError as e:
+            self.exporter.state_write_failed("offset", OSError(self._describe(e)))
+            return False
+
+    def _describe(self, e: BaseException) -> str:
+        state = self.follower.state_path
+        reason = getattr(e, "strerror", None) or str(e)
+        if state is not None and not state.parent.is_dir():
+            reason += f" (directory {state.parent} does not exist; it is not created automatically)"
+        elif state is not None and state.is_dir():
+            reason += " (the state file path is a directory)"
+        return f"{state}: {reason}"
+
+    def _publish(self) -> None:
+        """Copy the follower's gauges and problems into the exporter."""
+        f = self.follower
         ex = self.exporter
         with ex.lock:
-            ex.log_lag_bytes = self.follower.lag_bytes
-            ex.log_rotations = self.follower.rotations
-            ex.source_open = self.follower.is_open
-            oversized = self.follower.oversized_lines
+            ex.log_lag_bytes = f.lag_bytes
+            ex.log_rotations = f.rotations
+            ex.source_open = f.is_open
+            oversized = f.oversized_lines
             if oversized > self._oversized_seen:
                 ex.rejected["oversized_line"] += oversized - self._oversized_seen
                 self._oversized_seen = oversized
-        return len(lines)
+        if f.is_open:
+            self._set_problem(None)
+        else:
+            self._set_problem(f"waiting for log {self.path}: {f.open_problem or 'no such file'}")
+
+    def _set_problem(self, problem: str | None) -> None:
+        """Show `problem` on /ready; log it once when it starts (at most once a minute if it flaps)."""
+        if problem == self._problem:
+            return
+        with self.exporter.lock:
+            self.exporter.source_problem = problem
+        if problem is not None:
+            self.exporter.warn_limited(f"source:{problem}", logging.WARNING, "%s", problem)
+        elif self._problem is not None:
+            log.info("log %s: open, reading", self.path)
+        self._problem = problem
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 if self.step() == 0:
                     self._stop.wait(self.poll_interval)
-            except Exception:  # noqa: BLE001 - the exporter never stops on bad input or a passing I/O error
-                log.exception("reading the log failed; retrying")
+            except Exception as e:  # noqa: BLE001 - the exporter never stops on bad input or a passing I/O error
+                self.exporter.warn_limited("source:read", logging.ERROR, "reading the log %s failed; retrying every "
+                                           "%g s: %s", self.path, self.poll_interval, e, exc_info=True)
+                self._set_problem(f"reading log {self.path} failed: {e}")
                 self._stop.wait(self.poll_interval)
 
     def stop(self) -> bool:
-        """Stop reading and commit the offset. False when the reader did not stop in time."""
+        """Stop reading and commit the offset; never raises.
+
+        False when the reader did not stop in time (then nothing is committed). When the final
+        offset save fails, it is counted and `final_commit_error` holds the exception.
+        """
+        if self._stopped is not None:
+            return self._stopped
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=10)
         if self._thread.is_alive():  # still inside poll(): the follower is single-threaded, leave it be
             log.warning("log reader did not stop within 10 s; its last batch may be read again on restart")
+            self._stopped = False
             return False
-        self.follower.commit()
-        self.follower.close()
+        try:
+            self.follower.commit()
+        except Exception as e:  # noqa: BLE001 - shutdown goes on; the caller decides the exit status
+            self.final_commit_error = e
+            self.exporter.state_write_failed("offset", OSError(self._describe(e)))
+        finally:
+            try:
+                self.follower.close()
+            except OSError:
+                pass
+        self._stopped = True
         return True

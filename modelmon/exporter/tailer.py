@@ -9,11 +9,17 @@ Guarantees and limits (tests/test_tailer.py checks every guarantee):
   bytes up to the saved offset, at most 256) resumes exactly at the committed offset. If the
   committed file was renamed away while we were down (logrotate ``create``), it is found among
   the log's siblings (``app.log*``) by identity, drained, and then the new file is read from 0.
+  If it was copytruncated while we were down (``path`` is still the committed inode, but shorter
+  than the offset or with other first bytes), its rotated copy is looked for among the siblings
+  as described under *Copytruncate* (by the saved fingerprint and size only), drained from the
+  committed offset, and then ``path`` is read from 0.
   A state that matches nothing (file replaced, recycled inode with other content, truncated below
-  the offset) starts the current file at 0 and counts a rotation. ``from_start=True`` ignores the
-  state and reads from 0. No state: start at the END of the current file (tail semantics: only
-  lines completed after start are delivered; a line being written at start is delivered whole),
-  or at 0 if the file does not exist yet. A missing file is waited for, never an error.
+  the offset with no copy found) starts the current file at 0 and counts a rotation.
+  ``from_start=True`` ignores the state and reads from 0. No state: start at the END of the
+  current file (tail semantics: only lines completed after start are delivered; a line being
+  written at start is delivered whole), or at 0 if the file does not exist yet. A missing file
+  is waited for, never an error; while ``path`` cannot be opened (missing, not a regular file,
+  no permission), `open_problem` says why.
 * **Rename rotation** (``app.log`` -> ``app.log.1``, new ``app.log``): when ``path`` names another
   file *that has data*, the old descriptor is drained to EOF (lines the writer appended after the
   rename are kept), its unterminated last line is delivered, and the new file is read from 0.
@@ -22,25 +28,46 @@ Guarantees and limits (tests/test_tailer.py checks every guarantee):
   file after we switched, and a whole intermediate file if the log was rotated *twice* between
   two polls or while we were down (poll far more often than you rotate).
 * **Copytruncate / truncation**: the file shrinking below the read offset, or its first bytes
-  changing (truncated and rewritten past our offset), restarts it at 0 and counts a rotation.
-  A buffered partial line is dropped: its start went to the copy. Lines appended between the copy
-  and the truncate are lost by copytruncate itself; no reader can see them.
+  changing (truncated and rewritten past our offset), is a truncation. The rotated copy is then
+  looked for among the log's siblings (``app.log*``: ``app.log.1``, ``app.log-20261130``, ...;
+  compressed ``.gz``/``.bz2``/``.xz``/``.zst``/... files and modelmon's own ``*.modelmon-*``
+  state files are not considered): a regular file, not the log itself, at least as long as our
+  read offset, whose first bytes equal the first bytes we read (up to 256) and whose bytes just
+  before our read offset equal the last bytes we read (up to 256); the most recently modified
+  one if several match. Its unread tail (from our read offset to its end; a buffered partial line
+  continues there) is delivered first, exactly as for a rename rotation (including its
+  unterminated last line, delivered as it is: its end may have been lost between copy and
+  truncate, so it is never joined to the truncated file's first bytes), then the truncated file
+  is read from 0. One rotation is counted. **What is lost**: only the lines written between the
+  copy and the truncate (copytruncate itself loses them; no reader can see them), plus the unread
+  tail if the copy was compressed, removed or rotated out of ``app.log*`` before the poll that
+  saw the truncation (poll far more often than you rotate, and use ``delaycompress``), and the
+  whole content of one rotation period if the file was copytruncated again before we got back to
+  it (twice between two polls, or while we were still draining the previous copy).
+  When no copy is found, the truncated file is read from 0, the buffered partial line is dropped,
+  a warning is logged and the truncation is counted in `rotations` and in `copies_missed`.
 * **Lines**: split on ``\\n``; one trailing ``\\r`` is stripped; empty and whitespace-only lines
   are skipped; a final line without ``\\n`` is held back until completed (or its file is
-  abandoned by a rename rotation). A line longer than ``max_line_bytes`` (16 MiB) is skipped
-  without buffering it whole and counted in `oversized_lines`.
+  abandoned by a rename rotation or a drained copy). A line longer than ``max_line_bytes``
+  (16 MiB) is skipped without buffering it whole and counted in `oversized_lines`.
 * **Memory**: at most ``max_batch_bytes`` are read per poll (in 1 MiB chunks); the only carried
   buffer is one partial line (< ``max_line_bytes`` + 1 MiB).
 * **Restart**: `commit()` writes the offset just past the last line returned (or skipped) to the
   state file atomically (tmp file, fsync, ``os.replace``, directory fsync). Delivery is
   at-least-once: a crash after `poll()` and before `commit()` re-delivers exactly the lines
   returned since the last commit; a crash after `commit()` re-delivers nothing and loses nothing.
-  The constructor commits the start position, so a crash before the first `commit()` resumes
-  where this instance started, not at a later end of file. The state also records being inside
+  The constructor commits the start position (unless ``commit_at_start=False``: then the caller
+  must commit before polling), so a crash before the first `commit()` resumes where this
+  instance started, not at a later end of file. The state also records being inside
   an oversized line, so a restart keeps skipping it. Without a state file nothing is persisted.
+* **Failed commits**: a `commit()` that fails (read-only or full disk, missing directory, the
+  state path being a directory) removes its temp file and raises the `OSError`; the state file
+  keeps the last committed position and the follower's position is unchanged, so the next
+  `commit()` retries; a restart in between resumes at the last successful commit (re-delivering,
+  as above, the lines returned since). `commit()` never creates directories: a mistyped state path fails visibly.
 
-Not thread-safe: call `poll`/`commit`/`close` from one thread. The counters and `lag_bytes`
-(measured at the end of each poll) may be read from any thread.
+Not thread-safe: call `poll`/`commit`/`close` from one thread. The counters, `lag_bytes`
+(measured at the end of each poll) and `open_problem` may be read from any thread.
 """
 from __future__ import annotations
 
@@ -59,6 +86,10 @@ FINGERPRINT_BYTES = 256
 READ_CHUNK = 1 << 20
 DEFAULT_MAX_LINE_BYTES = 16 << 20
 STATE_VERSION = 1
+# Rotated copies in these formats cannot be read as text: never taken for a copytruncate copy.
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".lzma", ".lzo", ".z", ".zip", ".br", ".7z")
+# modelmon's own files beside the log (offset, checkpoint, references): never a rotated copy.
+OWN_FILES_MARKER = ".modelmon-"
 
 
 @dataclass(frozen=True)
@@ -77,7 +108,7 @@ _WAITING = "waiting"
 
 
 class _OpenFile:
-    """An open descriptor, its identity, and the first bytes we read from it."""
+    """An open descriptor, its identity, and the first and last bytes we read from it."""
 
     def __init__(self, fd: int, st: os.stat_result, read_offset: int):
         self.fd = fd
@@ -85,6 +116,9 @@ class _OpenFile:
         self.read_offset = read_offset
         # Invariant: prefix == the file's first min(FINGERPRINT_BYTES, read_offset) bytes.
         self.prefix = os.pread(fd, min(FINGERPRINT_BYTES, read_offset), 0)
+        # Invariant: tail == the min(FINGERPRINT_BYTES, read_offset) bytes just before read_offset.
+        n = min(FINGERPRINT_BYTES, read_offset)
+        self.tail = os.pread(fd, n, read_offset - n) if n else b""
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
@@ -97,7 +131,8 @@ class LogFollower:
     """Complete lines of a growing, rotating log file, with a committable position."""
 
     def __init__(self, path: str | Path, state_path: str | Path | None = None, from_start: bool = False,
-                 max_batch_bytes: int = 4 << 20, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
+                 max_batch_bytes: int = 4 << 20, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                 commit_at_start: bool = True):
         if max_batch_bytes <= 0 or max_line_bytes <= 0:
             raise ValueError("max_batch_bytes and max_line_bytes must be positive")
         self.path = Path(path)
@@ -109,16 +144,19 @@ class LogFollower:
         self._skipping = False  # inside an oversized line: drop bytes up to the next newline
         self._consumed = 0  # offset just past the last line returned or skipped
         self._rotations = 0
+        self._copies_missed = 0
         self._oversized = 0
         self._lag = 0
         self._closed = False
         self._last_state: dict | None = None
-        self._last_open_error: str | None = None
+        self._open_problem: str | None = None
         self._start(from_start)
         self._lag = self._measure_lag()
         # Make the start position durable now: a crash before the first commit() must not make
-        # the next start tail from a later end of file (losing the lines in between).
-        self.commit()
+        # the next start tail from a later end of file (losing the lines in between). A caller
+        # that must survive a failing state write passes commit_at_start=False and commits itself.
+        if commit_at_start:
+            self.commit()
 
     # -- public API --------------------------------------------------------------------------
 
@@ -151,18 +189,26 @@ class LogFollower:
         state = self._state()
         if state == self._last_state:
             return
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        # No mkdir: a state path in a directory that does not exist is a mistake to report, not
+        # a tree to create. Any failure removes the temp file and raises; the next commit retries.
         tmp = self.state_path.with_name(f"{self.state_path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(json.dumps(state, sort_keys=True).encode() + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.state_path)
-        dir_fd = os.open(self.state_path.parent, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
+            with open(tmp, "wb") as fh:
+                fh.write(json.dumps(state, sort_keys=True).encode() + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.state_path)
+            dir_fd = os.open(self.state_path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # make the rename itself durable
+            finally:
+                os.close(dir_fd)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass  # never created, or already renamed into place
+            raise
         self._last_state = state
 
     def close(self) -> None:
@@ -187,6 +233,16 @@ class LogFollower:
     def rotations(self) -> int:
         """Rename rotations, truncations and unresumable state files seen by this instance."""
         return self._rotations
+
+    @property
+    def copies_missed(self) -> int:
+        """Truncations after which no rotated copy was found (its unread tail, if any, is lost)."""
+        return self._copies_missed
+
+    @property
+    def open_problem(self) -> str | None:
+        """Why `path` could not be opened on the last try (e.g. "no such file"); None once open."""
+        return None if self._file is not None else self._open_problem
 
     @property
     def oversized_lines(self) -> int:
@@ -228,23 +284,41 @@ class LogFollower:
             return None
 
     def _resume(self, saved: _SavedPosition) -> bool:
-        """Open the saved file at the saved offset: `path` itself, or a renamed sibling of it."""
-        siblings = sorted(glob.glob(glob.escape(str(self.path)) + "?*"))
-        for candidate in [str(self.path), *siblings]:
+        """Open the saved file at the saved offset: `path` itself, a renamed sibling of it, or the
+        rotated copy of `path` if `path` was copytruncated since."""
+        copytruncated = False
+        for candidate in [str(self.path), *self._siblings()]:
             try:
-                fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
             except OSError:
                 continue
             st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) == (saved.dev, saved.ino) and self._content_matches(fd, st, saved):
-                self._file = _OpenFile(fd, st, saved.offset)
-                self._consumed = saved.offset
-                self._skipping = saved.skipping
-                if candidate != str(self.path):
-                    log.info("log %s: resuming rotated file %s before the new one", self.path, candidate)
-                return True
+            if (st.st_dev, st.st_ino) == (saved.dev, saved.ino):
+                if stat.S_ISREG(st.st_mode) and self._content_matches(fd, st, saved):
+                    self._resume_at(fd, st, saved)
+                    if candidate != str(self.path):
+                        log.info("log %s: resuming rotated file %s before the new one", self.path, candidate)
+                    return True
+                copytruncated = copytruncated or candidate == str(self.path)
             os.close(fd)
+        if copytruncated:  # same inode, other content: the committed bytes went to a rotated copy
+            found = self._find_copy((saved.dev, saved.ino), saved.offset,
+                                    lambda fd, st: self._content_matches(fd, st, saved))
+            if found is None:
+                self._copy_missed(f"it was truncated while modelmon was down and no rotated copy holds the "
+                                  f"{saved.offset} bytes read before", partial=False)
+                return False
+            fd, st, name = found
+            self._resume_at(fd, st, saved)
+            log.info("log %s: truncated while modelmon was down; reading the rest of its rotated copy %s "
+                     "from offset %d first", self.path, name, saved.offset)
+            return True
         return False
+
+    def _resume_at(self, fd: int, st: os.stat_result, saved: _SavedPosition) -> None:
+        self._file = _OpenFile(fd, st, saved.offset)
+        self._consumed = saved.offset
+        self._skipping = saved.skipping
 
     @staticmethod
     def _content_matches(fd: int, st: os.stat_result, saved: _SavedPosition) -> bool:
@@ -257,26 +331,33 @@ class LogFollower:
     def _open_path(self, at_end: bool) -> None:
         """Open `path` at 0, or at the start of its last incomplete line; stay closed if absent."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block us
         except OSError as e:
-            self._report_open_error(e)
+            self._report_open_problem(self._describe_open_error(e))
             return
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            self._report_open_error(OSError(f"{self.path} is not a regular file"))
+            self._report_open_problem("is a directory, not a regular file" if stat.S_ISDIR(st.st_mode)
+                                      else "not a regular file")
             return
-        self._last_open_error = None
+        self._open_problem = None
         offset = self._last_line_start(fd, st.st_size) if at_end else 0
         self._file = _OpenFile(fd, st, offset)
         self._consumed = offset
 
-    def _report_open_error(self, e: OSError) -> None:
+    def _describe_open_error(self, e: OSError) -> str:
         if isinstance(e, FileNotFoundError):
-            return  # waiting for the file to appear is normal
-        if str(e) != self._last_open_error:
-            log.warning("cannot open log %s: %s (will retry)", self.path, e)
-            self._last_open_error = str(e)
+            if not self.path.parent.is_dir():
+                return f"no such file (its directory {self.path.parent} does not exist)"
+            return "no such file"
+        return (e.strerror or str(e)).lower()
+
+    def _report_open_problem(self, problem: str) -> None:
+        """Remember why `path` cannot be opened; the caller (FileSource) reports it, once."""
+        if problem != self._open_problem:
+            log.debug("cannot open log %s: %s (will retry)", self.path, problem)
+            self._open_problem = problem
 
     def _last_line_start(self, fd: int, size: int) -> int:
         """Offset just after the last newline, so a line being written now is delivered whole."""
@@ -304,6 +385,7 @@ class LogFollower:
                 return budget, True
             if f.read_offset < FINGERPRINT_BYTES:
                 f.prefix += chunk[:FINGERPRINT_BYTES - f.read_offset]
+            f.tail = (f.tail + chunk[-FINGERPRINT_BYTES:])[-FINGERPRINT_BYTES:]
             self._feed(chunk, f.read_offset, out)
             f.read_offset += len(chunk)
             budget -= len(chunk)
@@ -355,18 +437,76 @@ class LogFollower:
     # -- rotation ----------------------------------------------------------------------------
 
     def _check_truncation(self) -> None:
-        """Restart at 0 when the file shrank below our offset or its first bytes changed."""
+        """On a truncation (the file shrank below our offset or its first bytes changed), continue
+        in its rotated copy if there is one (then the truncated file from 0), else restart at 0."""
         f = self._file
         assert f is not None
         shrank = f.size() < f.read_offset
-        if shrank or (f.prefix and os.pread(f.fd, len(f.prefix), 0) != f.prefix):
-            log.info("log %s: truncated (copytruncate?), reading from the start", self.path)
-            f.read_offset = 0
-            f.prefix = b""
-            self._pending = bytearray()  # its beginning is gone
-            self._skipping = False
-            self._consumed = 0
-            self._rotations += 1
+        if not (shrank or (f.prefix and os.pread(f.fd, len(f.prefix), 0) != f.prefix)):
+            return
+
+        def is_our_copy(fd: int, st: os.stat_result) -> bool:
+            return (os.pread(fd, len(f.prefix), 0) == f.prefix
+                    and os.pread(fd, len(f.tail), f.read_offset - len(f.tail)) == f.tail)
+
+        found = self._find_copy(f.identity, f.read_offset, is_our_copy)
+        if found is not None:
+            fd, st, name = found
+            log.info("log %s: truncated (copytruncate); reading the rest of its rotated copy %s from offset %d "
+                     "first", self.path, name, f.read_offset)
+            copy = _OpenFile(fd, st, f.read_offset)  # the buffered partial line continues there
+            f.close()
+            self._file = copy
+            return  # drained like a rename rotation's old file; the switch to `path` counts the rotation
+        self._copy_missed(f"it was truncated below offset {f.read_offset} and no rotated copy was found",
+                          partial=bool(self._pending))
+        f.read_offset = 0
+        f.prefix = b""
+        f.tail = b""
+        self._pending = bytearray()  # its beginning is gone
+        self._skipping = False
+        self._consumed = 0
+        self._rotations += 1
+
+    def _copy_missed(self, why: str, partial: bool) -> None:
+        self._copies_missed += 1
+        log.warning("log %s: %s; reading it from the start. Lines written after the last one read and before "
+                    "the truncation, if any, are lost%s (keep the rotated copy uncompressed beside the log until "
+                    "read, e.g. logrotate delaycompress)", self.path, why, ", with a partial line" if partial else "")
+
+    def _siblings(self) -> list[str]:
+        return sorted(glob.glob(glob.escape(str(self.path)) + "?*"))
+
+    def _find_copy(self, identity: tuple[int, int], min_size: int, matches) -> tuple[int, os.stat_result, str] | None:
+        """The rotated copy among the log's siblings: an open (fd, stat, name), or None.
+
+        A regular uncompressed file other than `identity`, at least `min_size` bytes long, for which
+        `matches(fd, st)` holds; the most recently modified if several do (then the first by name).
+        """
+        best: tuple[int, os.stat_result, str] | None = None
+        for name in self._siblings():
+            suffix = name[len(str(self.path)):]
+            if OWN_FILES_MARKER in suffix or suffix.lower().endswith(COMPRESSED_SUFFIXES):
+                continue
+            if self.state_path is not None and name == str(self.state_path):
+                continue
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                ok = (stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) != identity
+                      and st.st_size >= min_size and matches(fd, st))
+            except OSError:
+                ok = False
+            if ok and (best is None or st.st_mtime_ns > best[1].st_mtime_ns):
+                if best is not None:
+                    os.close(best[0])
+                best = (fd, st, name)
+            else:
+                os.close(fd)
+        return best
 
     def _path_stat(self) -> os.stat_result | None:
         try:
