@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import threading
 import time
 import zipfile
@@ -31,6 +30,7 @@ from modelmon.config import ModelConfig
 from modelmon.exporter.histogram import OTHER
 from modelmon.exporter.joiner import Pending
 from modelmon.exporter.model_state import PRED, ModelState
+from modelmon.exporter.statefile import write_atomically
 from modelmon.exporter.windows import SlidingWindow
 
 log = logging.getLogger("modelmon.checkpoint")
@@ -88,7 +88,7 @@ class Checkpointer:
                 with ex.lock:  # a consistent cut: columns are copied into the archive before release
                     body = _archive(ex)
                     generation = _generation(ex)
-                _write_atomically(self.path, body)
+                write_atomically(self.path, body)
             self._saved_generation = generation
             with ex.lock:
                 ex.checkpoint_saved_at = time.time()
@@ -331,16 +331,3 @@ def _plain(v: Any) -> Any:
     if isinstance(v, float) and v != v:
         return None
     return v
-
-
-def _write_atomically(path: Path, body: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not also leave half a checkpoint behind
-        raise

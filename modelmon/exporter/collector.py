@@ -184,6 +184,10 @@ class ExporterCollector(Collector):
         lag.add_metric([], ex.log_lag_bytes)
         rotations = CounterMetricFamily("modelmon_log_rotations", "Log rotations and truncations detected.")
         rotations.add_metric([], ex.log_rotations)
+        missed = CounterMetricFamily("modelmon_log_copies_missed",
+                                     "Truncations of the log (copytruncate) whose rotated copy was not found: "
+                                     "the lines not read before the truncation are lost.")
+        missed.add_metric([], ex.log_copies_missed)
         saved = GaugeMetricFamily(
             "modelmon_checkpoint_last_success_timestamp_seconds",
             "When the saved windows and pending joins were last current (written, or unchanged since).")
@@ -196,7 +200,7 @@ class ExporterCollector(Collector):
             write_errors.add_metric([file], ex.state_write_errors.get(file, 0))
         build = GaugeMetricFamily("modelmon_build_info", "modelmon build information.", labels=["version"])
         build.add_metric([__version__], 1)
-        yield from (ingested, rejected, overflow, shortened, errors, pending, lag, rotations, saved, write_errors, build)
+        yield from (ingested, rejected, overflow, shortened, errors, pending, lag, rotations, missed, saved, write_errors, build)
 
 
 def _finite(x) -> bool:

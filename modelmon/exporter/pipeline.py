@@ -57,6 +57,7 @@ class Exporter:
         self.model_errors: dict[tuple[str, str], int] = defaultdict(int)  # (model, stage) -> failures
         self.log_lag_bytes = 0
         self.log_rotations = 0
+        self.log_copies_missed = 0  # truncations whose rotated copy was not found (its unread tail is lost)
         self.source_open = True  # a file source sets this; HTTP-only is always open
         self.checkpoint_saved_at: float | None = None  # set by the Checkpointer
         self.state_write_errors: dict[str, int] = defaultdict(int)  # file kind -> failed writes

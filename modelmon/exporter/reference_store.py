@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import orjson
 
 from modelmon.config import ModelConfig
 from modelmon.exporter.reference import ReferenceDataError, load_reference
+from modelmon.exporter.statefile import write_atomically
 
 log = logging.getLogger("modelmon.reference_store")
 PREDICTION = "prediction"
@@ -37,12 +37,7 @@ class ReferenceStore:
         values = [[_plain(v) for v in columns[n].tolist()] for n in names]
         body = b"".join(orjson.dumps(dict(zip(names, row))) + b"\n" for row in zip(*values))
         self._make_directory()
-        tmp = self.path(model.name).with_suffix(".jsonl.tmp")
-        with open(tmp, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path(model.name))
+        write_atomically(self.path(model.name), body)
         log.info("model %s: frozen reference saved to %s", model.name, self.path(model.name))
 
     def _make_directory(self) -> None:

@@ -84,6 +84,7 @@ class FileSource:
         with ex.lock:
             ex.log_lag_bytes = f.lag_bytes
             ex.log_rotations = f.rotations
+            ex.log_copies_missed = f.copies_missed
             ex.source_open = f.is_open
             oversized = f.oversized_lines
             if oversized > self._oversized_seen:

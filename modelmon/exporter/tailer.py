@@ -80,6 +80,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelmon.exporter.statefile import write_atomically
+
 log = logging.getLogger(__name__)
 
 FINGERPRINT_BYTES = 256
@@ -189,26 +191,7 @@ class LogFollower:
         state = self._state()
         if state == self._last_state:
             return
-        # No mkdir: a state path in a directory that does not exist is a mistake to report, not
-        # a tree to create. Any failure removes the temp file and raises; the next commit retries.
-        tmp = self.state_path.with_name(f"{self.state_path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(json.dumps(state, sort_keys=True).encode() + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.state_path)
-            dir_fd = os.open(self.state_path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)  # make the rename itself durable
-            finally:
-                os.close(dir_fd)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass  # never created, or already renamed into place
-            raise
+        write_atomically(self.state_path, json.dumps(state, sort_keys=True).encode() + b"\n")
         self._last_state = state
 
     def close(self) -> None:
