@@ -1,11 +1,14 @@
 """POST /ingest, /metrics, /ready through the flask app."""
 from __future__ import annotations
 
+import gzip
+import io
+
 import orjson
 import pytest
 
 from modelmon.exporter.pipeline import Exporter
-from modelmon.exporter.server import create_app
+from modelmon.exporter.server import create_app, gunzip, iter_batches
 from tests.exporter_helpers import T0, binary_records, make_config
 
 
@@ -88,3 +91,100 @@ def test_ready_is_503_when_a_reference_file_is_missing(tmp_path):
     r = client.get("/ready")
     assert r.status_code == 503
     assert "missing.csv" in r.get_json()["errors"]["bin"]
+
+
+# ---------------------------------------------------------------- issue 8: limits on bytes read, gzip, error cap
+
+
+def test_bearer_scheme_is_case_insensitive(client_and_exporter):
+    client, ex = client_and_exporter
+    for scheme in ("bearer", "BEARER", "Bearer", "bEaReR"):
+        r = client.post("/ingest", data=ndjson(binary_records(1, inline_share=1.0)[0]),
+                        headers={"Authorization": f"{scheme}  s3cret"})
+        assert r.status_code == 200, scheme
+    for header in ("Bearer s3cre", "Bearer s3cret2", "Basic s3cret", "Bearers3cret", "bearer"):
+        assert client.post("/ingest", data=b"{}", headers={"Authorization": header}).status_code == 401, header
+    assert ex.ingested["http"] == 4
+
+
+def test_body_limit_holds_on_bytes_read_without_content_length(client_and_exporter):
+    """A chunked body reaches the app with no Content-Length (wsgi.input_terminated): counted as read."""
+    client, ex = client_and_exporter
+    preds, _ = binary_records(400, inline_share=1.0)
+    body = ndjson(preds)
+    assert len(body) > 64 * 1024
+    r = client.post("/ingest", input_stream=io.BytesIO(body), headers=AUTH,
+                    environ_overrides={"wsgi.input_terminated": True})
+    assert r.status_code == 413
+    assert ex.ingested["http"] == 0
+    small = ndjson(preds[:50])
+    r = client.post("/ingest", input_stream=io.BytesIO(small), headers=AUTH,
+                    environ_overrides={"wsgi.input_terminated": True})
+    assert r.status_code == 200 and ex.ingested["http"] == 50
+
+
+def test_gzip_bodies(client_and_exporter):
+    client, ex = client_and_exporter
+    preds, _ = binary_records(30, inline_share=1.0)
+    body = gzip.compress(ndjson(preds[:20])) + gzip.compress(ndjson(preds[20:]))  # two members
+    r = client.post("/ingest", data=body, headers={**AUTH, "Content-Encoding": "GZIP"})
+    assert r.status_code == 200 and r.get_json()["accepted"] == 30
+    bomb = gzip.compress(ndjson(preds) + b"\n" * (300 * 1024))  # 4 x 64 KiB decompressed at most
+    assert client.post("/ingest", data=bomb, headers={**AUTH, "Content-Encoding": "gzip"}).status_code == 413
+    assert client.post("/ingest", data=body[:-5], headers={**AUTH, "Content-Encoding": "gzip"}).status_code == 400
+    assert client.post("/ingest", data=b"plain", headers={**AUTH, "Content-Encoding": "gzip"}).status_code == 400
+    r = client.post("/ingest", data=body, headers={**AUTH, "Content-Encoding": "br"})
+    assert r.status_code == 415 and r.headers["Accept-Encoding"] == "gzip, identity"
+    assert ex.ingested["http"] == 30 and sum(ex.rejected.values()) == 0
+
+
+def test_decompressed_limit_is_configurable():
+    ex = Exporter(make_config())
+    client = create_app(ex, ingest_max_bytes=1000, ingest_max_decompressed_bytes=5000).test_client()
+    assert client.post("/ingest", data=gzip.compress(b"\n" * 5000), headers={"Content-Encoding": "gzip"}
+                       ).status_code == 400  # blank: empty body
+    assert client.post("/ingest", data=gzip.compress(b"\n" * 5001), headers={"Content-Encoding": "gzip"}
+                       ).status_code == 413
+
+
+def test_errors_are_capped_and_counts_exact_across_batches(client_and_exporter, monkeypatch):
+    import modelmon.exporter.server as server
+
+    monkeypatch.setattr(server, "BATCH_LINES", 7)
+    client, ex = client_and_exporter
+    preds, _ = binary_records(30, inline_share=1.0)
+    lines = [b"x"] * 150 + [orjson.dumps(p) for p in preds]
+    r = client.post("/ingest", data=b"\n".join(lines), headers=AUTH)
+    data = r.get_json()
+    assert r.status_code == 207
+    assert (data["received"], data["accepted"], data["rejected"]) == (180, 30, 150)
+    assert [e["index"] for e in data["errors"]] == list(range(100)) and data["errors_truncated"]
+    assert ex.rejected["invalid_json"] == 150 and ex.ingested["http"] == 30
+
+
+def test_json_array_in_batches(client_and_exporter, monkeypatch):
+    import modelmon.exporter.server as server
+
+    monkeypatch.setattr(server, "BATCH_LINES", 4)
+    client, _ = client_and_exporter
+    preds, _ = binary_records(10, inline_share=1.0)
+    r = client.post("/ingest", data=orjson.dumps([*preds[:5], 1, *preds[5:], "x"]), headers=AUTH)
+    data = r.get_json()
+    assert (data["accepted"], data["rejected"]) == (10, 2)
+    assert [(e["index"], e["reason"]) for e in data["errors"]] == [(5, "not_object"), (11, "not_object")]
+
+
+@pytest.mark.parametrize("slab", [1, 3, 8, 64, 1 << 20])
+def test_iter_batches_cuts_slabs_at_newlines(slab):
+    body = b"a\r\n\nbbbbbbbbbbbb\n  \ncc\ndd"  # blank lines skipped, CRLF, a line longer than a slab, no final newline
+    batches = list(iter_batches(bytearray(body), batch_lines=2, slab_bytes=slab))
+    assert [line for b in batches for line in b] == [b"a", b"bbbbbbbbbbbb", b"cc", b"dd"]
+    assert all(1 <= len(b) <= 2 for b in batches)
+    assert all(type(line) is bytes for b in batches for line in b)
+
+
+def test_gunzip_limits_and_members():
+    data = b"0123456789" * 1000
+    assert gunzip(gzip.compress(data) + gzip.compress(b"!") + b"\0" * 8, 10_001) == data + b"!"
+    with pytest.raises(Exception, match="decompressed"):
+        gunzip(gzip.compress(data), 9_999)

@@ -205,6 +205,7 @@ def test_after_a_crash_the_periodic_checkpoint_is_used(serve):
 def test_http_only_exporter_checkpoints_to_the_path_given(tmp_path):
     serve = Serve(tmp_path, None)
     checkpoint = tmp_path / "state" / "http.ckpt"
+    checkpoint.parent.mkdir()  # serve creates no directory: a missing one is a startup error
     try:
         serve.start("--checkpoint", str(checkpoint), "--checkpoint-interval", "0.3")
         preds, _ = binary_records(120, seed=55, inline_share=1.0)

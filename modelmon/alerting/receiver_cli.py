@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Mapping
+
+from modelmon.serving import add_http_arguments
 
 DEFAULT_PORT = 9095
 TOKEN_ENV = "MODELMON_RECEIVER_TOKEN"
@@ -19,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     secret.add_argument("--token", help=f"bearer token POST /webhook requires (or env {TOKEN_ENV})")
     secret.add_argument("--token-file", type=Path, help="read the bearer token from this file")
     p.add_argument("--log-level", default="INFO")
+    add_http_arguments(p)
 
 
 def token_from(token: str | None, token_file: Path | None, environ: Mapping[str, str]) -> str | None:
@@ -36,22 +40,32 @@ def token_from(token: str | None, token_file: Path | None, environ: Mapping[str,
 def run(args: argparse.Namespace) -> int:
     import logging
     import signal
-    import threading
 
-    from werkzeug.serving import make_server
-
-    from modelmon.alerting.receiver import create_app
-    from modelmon.alerting.store import AlertStore
+    from modelmon.alerting.receiver import MAX_BODY_BYTES, create_app
+    from modelmon.alerting.store import AlertStore, StoreError
+    from modelmon.serving import Server, limits_from_args
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("modelmon.receiver")
     token = token_from(args.token, args.token_file, os.environ)
-    store = AlertStore(args.db)
-    server = make_server(args.host, args.port, create_app(store, token), threaded=True)
+    try:
+        store = AlertStore(args.db)  # refuses a directory, or a file in a directory that does not exist
+    except StoreError as e:
+        print(f"modelmon receiver: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - sqlite3.Error, OSError: a file that is not a database, no permission
+        print(f"modelmon receiver: cannot open the alert database {args.db}: {e}", file=sys.stderr)
+        return 2
+    try:
+        server = Server(create_app(store, token), args.host, args.port, limits_from_args(args, MAX_BODY_BYTES),
+                        name="modelmon-receiver")
+    except OSError as e:
+        print(f"modelmon receiver: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
+        return 2
 
     def shutdown(signum, _frame):
         log.info("signal %d: shutting down", signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        server.shutdown()  # non-blocking, lock-free
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)

@@ -4,10 +4,13 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import threading
+import sys
 from pathlib import Path
 
+from modelmon.serving import add_http_arguments
+
 DEFAULT_PORT = 9188
+DEFAULT_INGEST_MAX_BYTES = 10 << 20  # = modelmon.exporter.server.DEFAULT_INGEST_MAX_BYTES (not imported: --help stays fast)
 
 # What `modelmon serve` keeps next to the log it follows, by default (LOG + suffix).
 OFFSET_SUFFIX = ".modelmon-offset"
@@ -39,22 +42,79 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="listen port (default: %(default)s)")
-    p.add_argument("--ingest-token", help="bearer token required by POST /ingest (or env MODELMON_INGEST_TOKEN)")
-    p.add_argument("--ingest-max-bytes", type=int, default=10 << 20, help="POST /ingest body limit (413 above)")
+    token = p.add_mutually_exclusive_group()
+    token.add_argument("--ingest-token",
+                       help="bearer token required by POST /ingest (or env MODELMON_INGEST_TOKEN); "
+                            "visible in ps: prefer --ingest-token-file")
+    token.add_argument("--ingest-token-file", type=Path, metavar="PATH",
+                       help="read the POST /ingest bearer token from this file (surrounding whitespace stripped)")
+    p.add_argument("--ingest-max-bytes", type=_positive_int, default=DEFAULT_INGEST_MAX_BYTES, metavar="BYTES",
+                   help="POST /ingest body limit, on the bytes actually received whatever the framing "
+                        "(413 above, nothing applied; default: %(default)s)")
+    p.add_argument("--ingest-max-decompressed-bytes", type=_positive_int, metavar="BYTES",
+                   help="limit of a Content-Encoding: gzip body once decompressed (413 above, nothing applied; "
+                        "default: 4 x --ingest-max-bytes)")
     p.add_argument("--refresh-interval", type=float, default=1.0,
                    help="seconds between recomputations of windowed gauges (default: %(default)s)")
     p.add_argument("--poll-interval", type=float, default=0.2, help="seconds between log polls when idle")
     p.add_argument("--log-level", default="INFO")
+    add_http_arguments(p)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+class StartupError(Exception):
+    """A mistake in the command line found before anything was created: one line, exit 2."""
+
+
+def read_token_file(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise StartupError(f"cannot read --ingest-token-file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise StartupError(f"--ingest-token-file {path} is not UTF-8 text") from None
+    if not token:
+        raise StartupError(f"--ingest-token-file {path} is empty")
+    return token
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse paths in directories that do not exist, before anything is created."""
+    if args.log is not None:
+        if args.log.is_dir():
+            raise StartupError(f"--log {args.log} is a directory, not a file")
+        if not args.log.parent.is_dir():
+            raise StartupError(f"--log {args.log}: the directory {args.log.parent} does not exist "
+                               "(a missing log file is waited for; a missing directory is a mistake)")
+    for flag, path in (("--state-file", args.state_file), ("--checkpoint", args.checkpoint),
+                       ("--reference-store", args.reference_store)):
+        if path is not None and not path.parent.is_dir():
+            raise StartupError(f"{flag} {path}: the directory {path.parent} does not exist")
 
 
 def run(args: argparse.Namespace) -> int:
-    from werkzeug.serving import make_server
+    try:
+        check_paths(args)
+        token = read_token_file(args.ingest_token_file) if args.ingest_token_file is not None else None
+    except StartupError as e:
+        print(f"modelmon serve: {e}", file=sys.stderr)
+        return 2
 
     from modelmon.config import load_config
     from modelmon.exporter.checkpoint import Checkpointer
     from modelmon.exporter.pipeline import Exporter
     from modelmon.exporter.server import create_app, ingest_token_from
     from modelmon.exporter.source import FileSource
+    from modelmon.serving import Server, limits_from_args
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("modelmon.serve")
@@ -71,10 +131,19 @@ def run(args: argparse.Namespace) -> int:
     if checkpointer is not None:
         if args.from_start:  # the replay rebuilds the windows; the checkpoint would count them twice
             log.info("--from-start: not restoring the checkpoint %s", checkpoint_path)
-        else:
-            checkpointer.restore()
-    exporter.start_background()
+        elif checkpointer.restore():
+            exporter.refresh(force=True)  # the first scrape shows the restored gauges, not blanks
 
+    app = create_app(exporter, ingest_token=token or ingest_token_from(args.ingest_token),
+                     ingest_max_bytes=args.ingest_max_bytes,
+                     ingest_max_decompressed_bytes=args.ingest_max_decompressed_bytes)
+    try:  # bound before any thread starts: a port in use is one line, not a traceback
+        server = Server(app, args.host, args.port, limits_from_args(args, args.ingest_max_bytes), name="modelmon")
+    except OSError as e:
+        print(f"modelmon serve: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
+        return 2
+
+    exporter.start_background()
     source = None
     if args.log is not None:
         state_file = args.state_file or beside(args.log, OFFSET_SUFFIX)
@@ -83,15 +152,11 @@ def run(args: argparse.Namespace) -> int:
                             after_commit=checkpointer.maybe_save if checkpointer else None)
         source.start()
         log.info("following %s (offset kept in %s)", args.log, state_file)
-
-    app = create_app(exporter, ingest_token=ingest_token_from(args.ingest_token),
-                     ingest_max_bytes=args.ingest_max_bytes)
-    server = make_server(args.host, args.port, app, threaded=True)
     log.info("serving http://%s:%d/metrics", args.host, server.port)
 
     def shutdown(signum, _frame):
         log.info("signal %d: shutting down", signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        server.shutdown()  # non-blocking, lock-free
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
@@ -100,10 +165,33 @@ def run(args: argparse.Namespace) -> int:
     try:
         server.serve_forever()
     finally:
-        stopped_cleanly = source.stop() if source is not None else True  # commits the offset of everything ingested
-        exporter.stop()
-        # Saved after the final commit so the two agree; a reader that did not stop may still
-        # hold an uncommitted batch, and then the last periodic checkpoint is the consistent one.
-        if checkpointer is not None and stopped_cleanly:
-            checkpointer.save()
+        failures = final_writes(exporter, source, checkpointer)
+    if failures:
+        print(f"modelmon serve: could not save state at shutdown: {'; '.join(failures)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def final_writes(exporter, source, checkpointer) -> list[str]:
+    """Commit the offset and save the checkpoint at shutdown; what failed, as short phrases."""
+    failures: list[str] = []
+    stopped = True
+    if source is not None:
+        stopped = source.stop()  # commits the offset of everything ingested; never raises
+        commit_error = source.final_commit_error  # set by stop() when the final offset save failed
+        if not stopped:
+            failures.append("the log reader did not stop within 10 s (offset and checkpoint not saved)")
+        elif commit_error is not None:
+            failures.append(f"offset not committed ({_describe(commit_error)})")
+    exporter.stop()
+    # Saved after the final commit so the two agree. A reader that did not stop may still hold an
+    # uncommitted batch: then the last periodic checkpoint is the consistent one. When only the commit
+    # failed, the checkpoint is still written (best effort): the restart may then re-read the lines
+    # since the last good commit into restored windows, which beats losing the windows.
+    if checkpointer is not None and stopped and not checkpointer.save():
+        failures.append(f"checkpoint {checkpointer.path} not written (see the log above)")
+    return failures
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -1,8 +1,24 @@
-"""The exporter's HTTP face: /metrics, /healthz, /ready and POST /ingest (flask)."""
+"""The exporter's HTTP face: /metrics, /healthz, /ready and POST /ingest (flask).
+
+POST /ingest takes NDJSON (one record a line) or a JSON array, optionally `Content-Encoding: gzip`.
+Limits hold on the bytes actually read, whatever the framing (Content-Length or chunked):
+
+- the body as sent over `ingest_max_bytes` -> 413, nothing applied;
+- gzip decompressed past `ingest_max_decompressed_bytes` -> 413, nothing applied (zip bombs);
+  a corrupt or truncated gzip stream -> 400; any coding but gzip and identity -> 415.
+
+NDJSON is parsed and applied in batches of lines cut from ~1 MiB slabs of the body, so the
+memory of a request stays proportional to its body, not to its number of records. The response
+lists the first MAX_REPORTED_ERRORS rejects (indexes count the non-empty lines, or the array's
+items, from 0); `rejected` is exact and `modelmon_records_rejected_total` counts every one.
+"""
 from __future__ import annotations
 
 import hmac
 import os
+import re
+import zlib
+from typing import Iterator
 
 import orjson
 from flask import Flask, Response, jsonify, request
@@ -14,13 +30,137 @@ from modelmon.exporter.pipeline import Exporter
 from modelmon.exporter.records import iter_lines
 
 DEFAULT_INGEST_MAX_BYTES = 10 << 20
+DECOMPRESSED_FACTOR = 4  # default decompressed limit = this x the body limit
 MAX_REPORTED_ERRORS = 100  # per response; the counts stay exact
+BATCH_LINES = 5000  # records parsed and applied at a time (the exporter lock is released in between)
+SLAB_BYTES = 1 << 20  # the body is split into lines this much at a time
+_READ_BYTES = 1 << 20
+_NON_SPACE = re.compile(rb"\S")
+_GZIP = ("gzip", "x-gzip")
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def bearer_matches(header: str, token: str) -> bool:
+    """`Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 7235), in constant time."""
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # WSGI gives header values as latin-1 text: encode back to the bytes that were sent
+    given = credentials.strip(" ").encode("latin-1", "replace")
+    return hmac.compare_digest(given, token.encode("utf-8"))
+
+
+def read_body(stream, limit: int) -> bytes:
+    """The whole body, counting the bytes actually read; over `limit` -> 413."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = stream.read(min(_READ_BYTES, limit + 1 - size))
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise _Refused(413, f"body larger than {limit} bytes")
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def content_codings(header: str | None) -> list[str]:
+    """The codings applied to the body, identity left out; 415 for any but gzip."""
+    codings = [c.strip().lower() for c in (header or "").split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if codings and (len(codings) > 1 or codings[0] not in _GZIP):
+        raise _Refused(415, f"unsupported Content-Encoding {header!r}: send gzip or identity",
+                       {"Accept-Encoding": "gzip, identity"})
+    return codings
+
+
+def gunzip(data: bytes, limit: int) -> bytearray:
+    """Decompress gzip (several members allowed) incrementally; more than `limit` bytes out -> 413."""
+    out = bytearray()
+    rest = data
+    while True:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        pending = rest
+        try:
+            while not d.eof:
+                chunk = d.decompress(pending, min(_READ_BYTES, limit + 1 - len(out)))
+                pending = d.unconsumed_tail
+                if not chunk and not pending:
+                    break  # input exhausted before the end of the stream
+                out += chunk
+                if len(out) > limit:
+                    raise _Refused(413, f"body larger than {limit} bytes once decompressed")
+        except zlib.error as e:
+            raise _Refused(400, f"corrupt gzip body: {e}") from None
+        if not d.eof:
+            raise _Refused(400, "corrupt gzip body: truncated stream")
+        rest = d.unused_data
+        if not rest.strip(b"\0"):  # trailing zero padding, as gzip(1) tolerates
+            return out
+
+
+def iter_batches(body: bytes | bytearray, batch_lines: int = BATCH_LINES,
+                 slab_bytes: int = SLAB_BYTES) -> Iterator[list[bytes]]:
+    """Non-empty lines of an NDJSON body, `batch_lines` at a time, cut slab by slab at newlines."""
+    view = memoryview(body)
+    size = len(body)
+    start = 0
+    batch: list[bytes] = []
+    while start < size:
+        end = start + slab_bytes
+        if end >= size:
+            end = size
+        else:
+            nl = body.rfind(b"\n", start, end)
+            if nl < 0:  # one line longer than a slab
+                nl = body.find(b"\n", end)
+            end = size if nl < 0 else nl + 1
+        for line in iter_lines(bytes(view[start:end])):
+            batch.append(line)
+            if len(batch) >= batch_lines:
+                yield batch
+                batch = []
+        start = end
+    if batch:
+        yield batch
+
+
+class _Tally:
+    """Counts over the batches of one request, with the first errors listed by body position."""
+
+    def __init__(self) -> None:
+        self.received = self.accepted = self.rejected = 0
+        self.errors: list[dict] = []
+
+    def add(self, result, offset: int, size: int) -> None:
+        self.received += size
+        self.accepted += result.accepted
+        self.rejected += result.rejected
+        for r in result.errors:
+            if len(self.errors) >= MAX_REPORTED_ERRORS:
+                break
+            self.errors.append({"index": offset + r.index, "reason": r.reason, "message": r.message})
+
+    def response(self):
+        payload = {"received": self.received, "accepted": self.accepted, "rejected": self.rejected,
+                   "errors": self.errors, "errors_truncated": self.rejected > len(self.errors)}
+        if not self.rejected:
+            return jsonify(payload), 200
+        return jsonify(payload), (207 if self.accepted else 400)
 
 
 def create_app(exporter: Exporter, ingest_token: str | None = None,
-               ingest_max_bytes: int = DEFAULT_INGEST_MAX_BYTES) -> Flask:
+               ingest_max_bytes: int = DEFAULT_INGEST_MAX_BYTES,
+               ingest_max_decompressed_bytes: int | None = None) -> Flask:
+    max_decompressed = ingest_max_decompressed_bytes or DECOMPRESSED_FACTOR * ingest_max_bytes
     app = Flask("modelmon.exporter")
-    app.config["MAX_CONTENT_LENGTH"] = ingest_max_bytes
+    app.config["MAX_CONTENT_LENGTH"] = ingest_max_bytes  # early 413 on a Content-Length over the limit
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ExporterCollector(exporter))
 
@@ -43,34 +183,32 @@ def create_app(exporter: Exporter, ingest_token: str | None = None,
 
     @app.post("/ingest")
     def ingest():
-        if ingest_token is not None:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {ingest_token}".encode()):
-                return jsonify(error="missing or wrong bearer token"), 401, {"WWW-Authenticate": "Bearer"}
+        if ingest_token is not None and not bearer_matches(request.headers.get("Authorization", ""), ingest_token):
+            return jsonify(error="missing or wrong bearer token"), 401, {"WWW-Authenticate": "Bearer"}
         try:
-            body = request.get_data(cache=False)
-        except RequestEntityTooLarge:
-            return jsonify(error=f"body larger than {ingest_max_bytes} bytes"), 413
-        if not body.strip():
+            gzipped = bool(content_codings(request.headers.get("Content-Encoding")))
+            body: bytes | bytearray = read_body(request.stream, ingest_max_bytes)
+            if gzipped:
+                body = gunzip(body, max_decompressed)
+        except _Refused as e:
+            return jsonify(error=e.message), e.status, e.headers
+        first = _NON_SPACE.search(body)
+        if first is None:
             return jsonify(error="empty body: send NDJSON (one record a line) or a JSON array"), 400
-        if body.lstrip()[:1] == b"[":
+        tally = _Tally()
+        if body[first.start()] == ord("["):
             try:
                 objs = orjson.loads(body)
             except orjson.JSONDecodeError as e:
                 return jsonify(error=f"body starts like a JSON array but is not valid JSON: {e}"), 400
-            result = exporter.ingest_objects(objs, "http")
-            total = len(objs)
+            del body
+            for offset in range(0, len(objs), BATCH_LINES):
+                batch = objs[offset:offset + BATCH_LINES]
+                tally.add(exporter.ingest_objects(batch, "http"), offset, len(batch))
         else:
-            lines = list(iter_lines(body))
-            result = exporter.ingest_lines(lines, "http")
-            total = len(lines)
-        errors = [{"index": r.index, "reason": r.reason, "message": r.message}
-                  for r in result.rejects[:MAX_REPORTED_ERRORS]]
-        payload = {"received": total, "accepted": result.accepted, "rejected": len(result.rejects),
-                   "errors": errors, "errors_truncated": len(result.rejects) > MAX_REPORTED_ERRORS}
-        if not result.rejects:
-            return jsonify(payload), 200
-        return jsonify(payload), (207 if result.accepted else 400)
+            for batch in iter_batches(body):
+                tally.add(exporter.ingest_lines(batch, "http"), tally.received, len(batch))
+        return tally.response()
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_e):
