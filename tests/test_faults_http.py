@@ -399,8 +399,10 @@ def test_a_path_in_a_missing_directory_is_one_line_exit_2_and_creates_nothing(tm
     assert not list(tmp_path.glob("predictions.log*"))
 
 
-def test_failed_final_writes_are_one_line_exit_1_after_a_best_effort_checkpoint(tmp_path):
-    """Point 8's shutdown half: offset and checkpoint paths turned into directories while serving."""
+def test_a_failed_final_offset_save_is_one_line_exit_1_and_keeps_the_agreeing_checkpoint(tmp_path):
+    """Point 8's shutdown half: the offset path turned into a directory while serving. The last
+    checkpoint (written with the last saved offset) is kept, not replaced by one that would make
+    the restart count the re-read lines twice."""
     log = tmp_path / "predictions.log"
     state, checkpoint = tmp_path / "offset", tmp_path / "checkpoint"
     s = Serve(tmp_path, log)
@@ -409,16 +411,34 @@ def test_failed_final_writes_are_one_line_exit_1_after_a_best_effort_checkpoint(
     assert s.wait_for(20) == 20
     state.unlink()
     state.mkdir()
-    checkpoint.mkdir()
     append(log, now_records(5, seed=11))
     assert s.wait_for(25) == 25
+    before = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
     code = s.stop()
     stderr = s.stderr()
     assert code == 1, stderr[-2000:]
     line = one_line(stderr, "modelmon serve:")
-    assert line.startswith("modelmon serve: could not save state at shutdown:")
-    assert "offset" in line and "checkpoint" in line
+    assert line.startswith("modelmon serve: could not save state at shutdown: offset not committed")
+    assert (checkpoint.stat().st_mtime_ns if checkpoint.exists() else None) == before
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name], list(tmp_path.iterdir())
+    assert "Traceback" not in stderr
+
+
+def test_a_failed_final_checkpoint_is_one_line_exit_1(tmp_path):
+    log = tmp_path / "predictions.log"
+    checkpoint = tmp_path / "checkpoint"
+    s = Serve(tmp_path, log)
+    s.start("--checkpoint", str(checkpoint), "--checkpoint-interval", "0")
+    append(log, now_records(20, seed=12))
+    assert s.wait_for(20) == 20
+    checkpoint.mkdir()
+    code = s.stop()
+    stderr = s.stderr()
+    assert code == 1, stderr[-2000:]
+    line = one_line(stderr, "modelmon serve:")
+    assert line.startswith("modelmon serve: could not save state at shutdown: checkpoint")
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name], list(tmp_path.iterdir())
+    assert "Traceback" not in stderr
 
 
 # ---------------------------------------------------------------------- receiver (point 12)

@@ -3,84 +3,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import orjson
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port
 from tests.exporter_helpers import binary_records
-
-CONFIG = """
-models:
-  - name: bin
-    task: binary
-    features: {numeric: [x1, x2], categorical: [c]}
-    reference: {first: 100}
-    quality_window: 500
-    drift_window: 300
-    min_drift_samples: 50
-exporter:
-  multivariate: {enabled: false}
-"""
-
-
-class Serve:
-    def __init__(self, tmp: Path, log: Path | None):
-        self.tmp, self.log = tmp, log
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, *extra: str) -> None:
-        cfg = self.tmp / "modelmon.yaml"
-        cfg.write_text(CONFIG)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelmon", "serve", "--config", str(cfg),
-             *(["--log", str(self.log)] if self.log is not None else []),
-             "--port", str(self.port), "--poll-interval", "0.05", "--refresh-interval", "0.2", *extra],
-            stdout=subprocess.DEVNULL, stderr=open(self.tmp / "serve.log", "ab"))
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if requests.get(self.url("/healthz"), timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise AssertionError("exporter did not come up: " + (self.tmp / "serve.log").read_text()[-2000:])
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def predictions(self) -> float:
-        text = requests.get(self.url("/metrics"), timeout=5).text
-        return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-                   if s.name == "modelmon_predictions_total")
-
-    def wait_for(self, n: int, timeout: float = 30) -> float:
-        deadline = time.time() + timeout
-        seen = -1.0
-        while time.time() < deadline:
-            seen = self.predictions()
-            if seen >= n:
-                return seen
-            time.sleep(0.1)
-        return seen
-
-    def stop(self, sig=signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=15)
-
-
-def append(path: Path, records) -> None:
-    with path.open("ab") as f:
-        for r in records:
-            f.write(orjson.dumps(r) + b"\n")
+from tests.processes import Serve, append
 
 
 @pytest.fixture

@@ -175,20 +175,23 @@ def run(args: argparse.Namespace) -> int:
 def final_writes(exporter, source, checkpointer) -> list[str]:
     """Commit the offset and save the checkpoint at shutdown; what failed, as short phrases."""
     failures: list[str] = []
-    stopped = True
+    consistent = True  # the state in memory matches the offset on disk: a checkpoint of it may be written
     if source is not None:
         stopped = source.stop()  # commits the offset of everything ingested; never raises
         commit_error = source.final_commit_error  # set by stop() when the final offset save failed
         if not stopped:
+            consistent = False
             failures.append("the log reader did not stop within 10 s (offset and checkpoint not saved)")
         elif commit_error is not None:
-            failures.append(f"offset not committed ({_describe(commit_error)})")
+            consistent = False
+            failures.append(f"offset not committed ({_describe(commit_error)}); the last checkpoint, written "
+                            f"with the last saved offset, is kept")
     exporter.stop()
-    # Saved after the final commit so the two agree. A reader that did not stop may still hold an
-    # uncommitted batch: then the last periodic checkpoint is the consistent one. When only the commit
-    # failed, the checkpoint is still written (best effort): the restart may then re-read the lines
-    # since the last good commit into restored windows, which beats losing the windows.
-    if checkpointer is not None and stopped and not checkpointer.save():
+    # The checkpoint must agree with the saved offset. When the offset could not be saved, the
+    # last periodic checkpoint (written only right after a successful commit) is the one that
+    # agrees: a restart restores it and re-reads the lines since that offset, so the windows come
+    # back exact. A newer checkpoint would hold those lines, and the re-read would count them twice.
+    if checkpointer is not None and consistent and not checkpointer.save():
         failures.append(f"checkpoint {checkpointer.path} not written (see the log above)")
     return failures
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from modelmon.config import ExporterConfig, ModelConfig
 from modelmon.exporter import drift, quality
-from modelmon.exporter.histogram import (LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, OTHER, SCORE_BUCKETS,
+from modelmon.exporter.histogram import (LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, SCORE_BUCKETS,
                                          Histogram, LabelBudget)
 from modelmon.exporter.records import PredictionColumns, class_key, class_keys
 from modelmon.exporter.windows import SlidingWindow

@@ -169,7 +169,6 @@ def parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
 
     A string without an offset is read as UTC. All-string batches parse in one numpy call.
     """
-    n = len(values)
     types = _types(values)
     if types == {str}:
         try:
