@@ -1,6 +1,7 @@
 """LogFollower: tail -F semantics, rotation, truncation, restart safety (modelmon/exporter/tailer.py)."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -368,19 +369,7 @@ def test_copytruncate_with_a_concurrent_writer_loses_and_duplicates_nothing(log)
     around copy + truncate (so copytruncate itself loses nothing)."""
     total, per_cycle = 20_000, 2_000
     f = LogFollower(log, max_batch_bytes=4096)
-    seen: list[bytes] = []
-    stop = threading.Event()
-
-    def reader() -> None:
-        while not stop.is_set():
-            batch = f.poll()
-            seen.extend(batch)
-            if not batch:
-                time.sleep(0.0005)
-
-    r = threading.Thread(target=reader)
-    r.start()
-    try:
+    with polling(f) as seen:
         with open(log, "ab", buffering=0) as out:
             for i in range(total):
                 if i and i % per_cycle == 0:
@@ -391,9 +380,6 @@ def test_copytruncate_with_a_concurrent_writer_loses_and_duplicates_nothing(log)
                 out.write(line[:2])  # two writes: the reader sees partial lines
                 out.write(line[2:])
         wait_until(lambda: len(seen) >= total, timeout=30, what="all lines")
-    finally:
-        stop.set()
-        r.join(10)
     assert seen == [b"%d" % i for i in range(total)]
     assert (f.rotations, f.copies_missed) == (total // per_cycle - 1, 0)
 
@@ -654,10 +640,9 @@ def test_open_problem_says_why_the_log_cannot_be_opened(tmp_path):
 # -- concurrency -----------------------------------------------------------------------------
 
 
-def test_many_rename_rotations_with_a_concurrent_writer_lose_and_duplicate_nothing(log):
-    """Every line exactly once, in order, across 40 rename rotations (at most one per poll cycle)."""
-    total, per_file = 20_000, 500
-    f = LogFollower(log, max_batch_bytes=8192)
+@contextlib.contextmanager
+def polling(f: LogFollower):
+    """A reader thread polling `f` until the block ends; yields the lines it has seen so far."""
     seen: list[bytes] = []
     stop = threading.Event()
 
@@ -667,6 +652,21 @@ def test_many_rename_rotations_with_a_concurrent_writer_lose_and_duplicate_nothi
             seen.extend(batch)
             if not batch:
                 time.sleep(0.0005)
+
+    r = threading.Thread(target=reader)
+    r.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        r.join(10)
+    assert not r.is_alive()
+
+
+def test_many_rename_rotations_with_a_concurrent_writer_lose_and_duplicate_nothing(log):
+    """Every line exactly once, in order, across 40 rename rotations (at most one per poll cycle)."""
+    total, per_file = 20_000, 500
+    f = LogFollower(log, max_batch_bytes=8192)
 
     def writer() -> None:
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -686,17 +686,12 @@ def test_many_rename_rotations_with_a_concurrent_writer_lose_and_duplicate_nothi
             os.write(fd, line[1:])
         os.close(fd)
 
-    r = threading.Thread(target=reader)
     w = threading.Thread(target=writer)
-    r.start()
-    w.start()
-    w.join(60)
-    try:
+    with polling(f) as seen:
+        w.start()
+        w.join(60)
         wait_until(lambda: len(seen) >= total, timeout=30, what="all lines")
-    finally:
-        stop.set()
-        r.join(10)
-    assert not w.is_alive() and not r.is_alive()
+    assert not w.is_alive()
     assert seen == [b"%d" % i for i in range(total)]
     assert f.rotations == total // per_file - 1
 
