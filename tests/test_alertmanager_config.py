@@ -2,6 +2,7 @@
 checked with the real amtool (check-config, config routes test)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
@@ -153,17 +154,19 @@ def test_missing_env_secret_is_a_clear_error(tmp_path):
 
 def test_inhibitions():
     rules = alertmanager_config(routed_config())["inhibit_rules"]
-    assert {"source_matchers": ['severity="critical"'], "target_matchers": ['severity=~"warning|info"'],
-            "equal": ["model", "family"]} in rules
+    assert rules[0] == {"source_matchers": ['severity="critical"'], "target_matchers": ['severity="warning"'],
+                        "equal": ["alertname", "model", "version", "feature"]}
     exporter = [r for r in rules if "ModelmonExporterDown" in r["source_matchers"][0]]
     assert exporter and exporter[0]["target_matchers"] == ['family=~"traffic|labels"']
+    assert len(rules) == 2  # no rule that can never match (nothing has both a warning and an info form)
 
 
-def test_inhibitions_in_a_running_alertmanager(alertmanager_bin, routed_file, tmp_path):
-    """Post alerts to a real Alertmanager and read back which ones it inhibits."""
+@contextlib.contextmanager
+def running_alertmanager(binary: str, config_file: Path, tmp_path: Path):
+    """A real Alertmanager on 127.0.0.1 with `config_file`; yields its base URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [alertmanager_bin, f"--config.file={routed_file}", f"--storage.path={tmp_path / 'am-data'}",
+        [binary, f"--config.file={config_file}", f"--storage.path={tmp_path / 'am-data'}",
          f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
@@ -177,42 +180,67 @@ def test_inhibitions_in_a_running_alertmanager(alertmanager_bin, routed_file, tm
                 pass
             assert time.monotonic() < deadline, "Alertmanager did not become ready"
             time.sleep(0.1)
-
-        def alert(name: str, severity: str, family: str, **labels: str) -> dict:
-            return {"labels": {"alertname": name, "severity": severity, "family": family, **labels},
-                    "annotations": {"summary": name}}
-
-        posted = [
-            alert("ModelmonAccuracyLow", "critical", "quality", model="credit", team="risk"),
-            alert("ModelmonAccuracyLow", "warning", "quality", model="credit", team="risk"),
-            alert("ModelmonF1Low", "warning", "quality", model="credit", team="risk"),
-            alert("ModelmonMultipleVersionsServing", "info", "versions", model="credit", team="risk"),
-            alert("ModelmonMaeHigh", "warning", "quality", model="eta", team="logistics"),
-            alert("ModelmonFeaturePsiHigh", "warning", "drift", model="credit", team="risk"),
-            alert("ModelmonExporterDown", "critical", "exporter", job="modelmon"),
-            alert("ModelmonNoPredictions", "critical", "traffic", model="eta", team="logistics"),
-            alert("ModelmonLabelsNotArriving", "warning", "labels", model="credit", team="risk"),
-        ]
-        assert requests.post(f"{base}/api/v2/alerts", json=posted, timeout=5).status_code == 200
-        got = requests.get(f"{base}/api/v2/alerts", timeout=5).json()
-        inhibited = {(a["labels"]["alertname"], a["labels"]["severity"], a["labels"].get("model"))
-                     for a in got if a["status"]["inhibitedBy"]}
-        assert len(got) == len(posted)
-        assert inhibited == {
-            ("ModelmonAccuracyLow", "warning", "credit"),  # critical of the same model and family
-            ("ModelmonF1Low", "warning", "credit"),
-            ("ModelmonNoPredictions", "critical", "eta"),  # caused by the dead exporter
-            ("ModelmonLabelsNotArriving", "warning", "credit"),
-        }
+        yield base
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
+def _alert(name: str, severity: str, family: str, **labels: str) -> dict:
+    return {"labels": {"alertname": name, "severity": severity, "family": family, **labels},
+            "annotations": {"summary": name}}
+
+
+def test_inhibitions_in_a_running_alertmanager(alertmanager_bin, routed_file, tmp_path):
+    """Post alerts to a real Alertmanager and read back which ones it inhibits."""
+    with running_alertmanager(alertmanager_bin, routed_file, tmp_path) as base:
+        posted = [
+            _alert("ModelmonAccuracyLow", "critical", "quality", model="credit", version="v3", team="risk"),
+            _alert("ModelmonAccuracyLow", "warning", "quality", model="credit", version="v3", team="risk"),
+            _alert("ModelmonAccuracyLow", "warning", "quality", model="credit", version="v4", team="risk"),
+            _alert("ModelmonF1Low", "warning", "quality", model="credit", version="v3", team="risk"),
+            _alert("ModelmonMultipleVersionsServing", "info", "versions", model="credit", team="risk"),
+            _alert("ModelmonMaeHigh", "warning", "quality", model="eta", team="logistics"),
+            _alert("ModelmonFeaturePsiHigh", "critical", "drift", model="credit", feature="income", team="risk"),
+            _alert("ModelmonFeaturePsiHigh", "warning", "drift", model="credit", feature="age", team="risk"),
+            _alert("ModelmonExporterDown", "critical", "exporter", job="modelmon"),
+            _alert("ModelmonNoPredictions", "critical", "traffic", model="eta", team="logistics"),
+            _alert("ModelmonLabelsNotArriving", "warning", "labels", model="credit", team="risk"),
+        ]
+        assert requests.post(f"{base}/api/v2/alerts", json=posted, timeout=5).status_code == 200
+        got = requests.get(f"{base}/api/v2/alerts", timeout=5).json()
+        inhibited = {(a["labels"]["alertname"], a["labels"]["severity"], a["labels"].get("version"))
+                     for a in got if a["status"]["inhibitedBy"]}
+        assert len(got) == len(posted)
+        assert inhibited == {
+            ("ModelmonAccuracyLow", "warning", "v3"),  # superseded by the critical of the same alert and version
+            ("ModelmonNoPredictions", "critical", None),  # caused by the dead exporter
+            ("ModelmonLabelsNotArriving", "warning", None),
+        }  # not: F1Low (another metric), AccuracyLow v4 (another version), PSI of another feature
+
+
+def test_warning_then_critical_of_one_incident_is_one_group(alertmanager_bin, tmp_path):
+    """The committed demo config sends pages and tickets to the same inbox: the warning and the
+    critical of one alert of one model version land in one group (one notification thread)."""
+    with running_alertmanager(alertmanager_bin, COMMITTED, tmp_path) as base:
+        labels = dict(model="credit", version="v3", team="risk")
+        posted = [_alert("ModelmonErrorBudgetBurn", "warning", "availability", window="1d", **labels)]
+        assert requests.post(f"{base}/api/v2/alerts", json=posted, timeout=5).status_code == 200
+        posted = [_alert("ModelmonErrorBudgetBurn", "critical", "availability", window="1h", **labels),
+                  _alert("ModelmonErrorBudgetBurn", "critical", "availability", window="1h", model="credit",
+                         version="v4", team="risk")]
+        assert requests.post(f"{base}/api/v2/alerts", json=posted, timeout=5).status_code == 200
+        groups = [g for g in requests.get(f"{base}/api/v2/alerts/groups", timeout=5).json()
+                  if any(a["labels"]["alertname"] == "ModelmonErrorBudgetBurn" for a in g["alerts"])]
+        by_version = {g["labels"].get("version"): sorted(a["labels"]["severity"] for a in g["alerts"])
+                      for g in groups}
+        assert by_version == {"v3": ["critical", "warning"], "v4": ["critical"]}, groups
+
+
 def test_grouping_and_timing_come_from_the_config():
     route = alertmanager_config(routed_config())["route"]
     assert route["receiver"] == "inbox"
-    assert route["group_by"] == ["alertname", "model"]
+    assert route["group_by"] == ["alertname", "model", "version"]
     assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("10s", "5m", "4h")
     assert route["routes"][0] == {"receiver": NULL_RECEIVER, "matchers": ['severity="info"']}
 

@@ -25,7 +25,12 @@ from modelmon.config import Config, ConfigError, Receiver
 
 SECRETS_DIR = "/etc/alertmanager/secrets"
 NULL_RECEIVER = "null"  # info alerts end here: visible in Alertmanager, sent nowhere
-GROUP_BY = ["alertname", "model"]
+# One incident = one alert of one model version: its warning and critical, and the windows of a
+# burn-rate alert, share a group (a notification thread) whenever they share a receiver.
+GROUP_BY = ["alertname", "model", "version"]
+# A critical alert supersedes the warning of the *same* alert and series: not another metric of
+# the family (AccuracyLow critical must not hide an F1Low warning), nor another version or feature.
+SUPERSEDES_EQUAL = ["alertname", "model", "version", "feature"]
 
 # Alertmanager reads webhook_configs[].url_file from this version on.
 URL_FILE_SINCE = (0, 26, 0)
@@ -163,10 +168,21 @@ def _receiver(r: Receiver, secrets_dir: str) -> dict[str, Any]:
 
 
 def _team_route(team: str, critical: tuple[str, ...], warning: tuple[str, ...], default: str) -> dict:
+    """A team's alerts to its receivers. When pages and tickets go to the same receivers, one
+    child route per receiver takes both severities, so the warning and the critical of one
+    incident form one Alertmanager group: one thread, the critical superseding the warning (an
+    inhibition mutes the warning). Different receivers per severity need one route each (a
+    pager and a ticket queue are different threads by nature)."""
+    if set(critical) == set(warning):
+        lanes = [("", critical)]
+    else:
+        lanes = [('severity="critical"', critical), ('severity="warning"', warning)]
     children = []
-    for severity, receivers in (("critical", critical), ("warning", warning)):
+    for matcher, receivers in lanes:
         for i, name in enumerate(receivers):
-            child: dict[str, Any] = {"receiver": name, "matchers": [f'severity="{severity}"']}
+            child: dict[str, Any] = {"receiver": name}
+            if matcher:
+                child["matchers"] = [matcher]
             if i < len(receivers) - 1:
                 child["continue"] = True  # every listed receiver gets the alert
             children.append(child)
@@ -193,12 +209,9 @@ def alertmanager_config(config: Config, options: AlertmanagerOptions = Alertmana
             "routes": routes,
         },
         "inhibit_rules": [
-            # A critical alert silences the warning and info alerts of its model and family
-            # (accuracy critical silences accuracy and F1 warnings of the same model).
-            {"source_matchers": ['severity="critical"'], "target_matchers": ['severity=~"warning|info"'],
-             "equal": ["model", "family"]},
-            {"source_matchers": ['severity="warning"'], "target_matchers": ['severity="info"'],
-             "equal": ["model", "family"]},
+            # The critical of an alert supersedes its warning (same alert, model, version, feature).
+            {"source_matchers": ['severity="critical"'], "target_matchers": ['severity="warning"'],
+             "equal": SUPERSEDES_EQUAL},
             # A dead exporter explains missing traffic and labels: page for the cause only.
             {"source_matchers": ['alertname=~"ModelmonExporterDown|ModelmonExporterAbsent"'],
              "target_matchers": [family]},
