@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("modelmon.simulate.cli", "write a realistic prediction log from a real scikit-learn model"),
     "generate": ("modelmon.generate", "write rules, Alertmanager config, dashboards and provisioning"),
     "dashboards": ("modelmon.dashboards.cli", "push dashboards to a Grafana through its HTTP API"),
-    "receiver": ("modelmon.alerting.receiver_cli", "run the on-call webhook inbox for Alertmanager"),
+    "receiver": ("modelmon.receiver.cli", "run the on-call webhook inbox for Alertmanager"),
     "stack": ("modelmon.stack", "run the whole stack from local binaries (no Docker)"),
 }
 

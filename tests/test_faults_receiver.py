@@ -9,7 +9,7 @@ import re
 import pytest
 import requests
 
-from modelmon.alerting.receiver_cli import TOKEN_ENV
+from modelmon.receiver.cli import TOKEN_ENV
 from tests.processes import Receiver
 from tests.test_receiver import notification
 

@@ -16,10 +16,10 @@ import pytest
 import requests
 
 from conftest import ROOT, free_port
-from modelmon.alerting.payload import parse_notification
-from modelmon.alerting.receiver import create_app
-from modelmon.alerting.receiver_cli import TOKEN_ENV, token_from
-from modelmon.alerting.store import AlertStore, StoreError
+from modelmon.receiver.payload import parse_notification
+from modelmon.receiver.app import create_app
+from modelmon.receiver.cli import TOKEN_ENV, token_from
+from modelmon.receiver.store import AlertStore, StoreError
 
 STARTS = "2026-11-23T10:00:00.123456789Z"
 
@@ -208,7 +208,7 @@ def test_through_a_real_http_server(tmp_path):
     """The CLI entry point serving on a free port: POST as Alertmanager does, read back, stop on SIGTERM."""
     port = free_port()
     script = ("import argparse, sys\n"
-              "from modelmon.alerting import receiver_cli as cli\n"
+              "from modelmon.receiver import cli\n"
               "p = argparse.ArgumentParser(); cli.add_arguments(p)\n"
               "sys.exit(cli.run(p.parse_args(sys.argv[1:])))\n")
     env = {**os.environ, TOKEN_ENV: "t0ken"}

@@ -20,8 +20,8 @@ from urllib.parse import urlencode
 
 from flask import Flask, Response, jsonify, render_template_string, request
 
-from modelmon.alerting.payload import STATUSES, PayloadError, parse_notification
-from modelmon.alerting.store import AlertStore, CursorError, Page
+from modelmon.receiver.payload import STATUSES, PayloadError, parse_notification
+from modelmon.receiver.store import AlertStore, CursorError, Page
 
 MAX_BODY_BYTES = 4 << 20
 API_LIMIT = 100     # alerts per /api/alerts page unless ?limit= says otherwise

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from modelmon.alerting.payload import AlertNotice, Notification
+from modelmon.receiver.payload import AlertNotice, Notification
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (

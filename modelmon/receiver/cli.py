@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from modelmon.alerting.receiver import MAX_BODY_BYTES, create_app
-    from modelmon.alerting.store import AlertStore, StoreError
+    from modelmon.receiver.app import MAX_BODY_BYTES, create_app
+    from modelmon.receiver.store import AlertStore, StoreError
     from modelmon.serving import Server, limits_from_args
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
