@@ -181,7 +181,7 @@ class AlertingConfig:
     runbook_url: str
     dashboard_url: str
     group_wait: str = "30s"
-    group_interval: str = "5m"
+    group_interval: str = "1m"  # resolve notifications within about a minute of Prometheus resolving
     repeat_interval: str = "4h"
 
 

@@ -241,7 +241,7 @@ def test_grouping_and_timing_come_from_the_config():
     route = alertmanager_config(routed_config())["route"]
     assert route["receiver"] == "inbox"
     assert route["group_by"] == ["alertname", "model", "version"]
-    assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("10s", "5m", "4h")
+    assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("10s", "1m", "4h")
     assert route["routes"][0] == {"receiver": NULL_RECEIVER, "matchers": ['severity="info"']}
 
 
