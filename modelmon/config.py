@@ -14,31 +14,9 @@ from typing import Any
 
 import yaml
 
-TASKS = ("binary", "multiclass", "regression")
-
-# Direction of each thresholded quantity: "below" means a value *under* the threshold is bad.
-THRESHOLD_DIRECTIONS: dict[str, str] = {
-    "accuracy": "below",
-    "precision": "below",
-    "recall": "below",
-    "f1": "below",
-    "roc_auc": "below",
-    "r2": "below",
-    "log_loss": "above",
-    "brier_score": "above",
-    "mae": "above",
-    "rmse": "above",
-    "psi": "above",
-    "js_distance": "above",
-    "ks_pvalue": "below",
-    "chi2_pvalue": "below",
-    "missing_ratio": "above",
-    "prediction_psi": "above",
-    "drift_classifier_auc": "above",
-    "outlier_ratio": "above",
-}
-CLASSIFICATION_ONLY = {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier_score"}
-REGRESSION_ONLY = {"mae", "rmse", "r2"}
+# Tasks and the thresholdable quantities (which task has which, and their direction) come
+# from the metric contract, like everything else that names a metric.
+from modelmon.contract import QUANTITIES, TASKS
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -291,18 +269,18 @@ class _Validator:
             return None
 
 
-def _validate_thresholds(v: _Validator, raw: Any, path: str, task: str) -> dict[str, Threshold]:
-    raw = v.mapping(raw, path, set(THRESHOLD_DIRECTIONS))
+def _validate_thresholds(v: _Validator, raw: Any, path: str, task: str | None) -> dict[str, Threshold]:
+    """Threshold keys are the contract's quantities; a model may only set those its task computes
+    (``task`` None: the task itself was invalid, and that error is enough)."""
+    raw = v.mapping(raw, path, set(QUANTITIES))
     out: dict[str, Threshold] = {}
     for name, spec in raw.items():
-        if name not in THRESHOLD_DIRECTIONS:
+        if name not in QUANTITIES:
             continue
         p = f"{path}.{name}"
-        if task == "regression" and name in CLASSIFICATION_ONLY:
-            v.err(p, f"not available for a regression model")
-            continue
-        if task != "regression" and name in REGRESSION_ONLY:
-            v.err(p, f"only available for a regression model")
+        quantity = QUANTITIES[name]
+        if task is not None and not quantity.applies_to(task):
+            v.err(p, f"not computed for a {task} model (only for {' and '.join(quantity.tasks)} models)")
             continue
         spec = v.mapping(spec, p, {"warning", "critical"})
         if not spec:
@@ -310,7 +288,7 @@ def _validate_thresholds(v: _Validator, raw: Any, path: str, task: str) -> dict[
             continue
         warn = v.number(spec["warning"], f"{p}.warning") if "warning" in spec else None
         crit = v.number(spec["critical"], f"{p}.critical") if "critical" in spec else None
-        direction = THRESHOLD_DIRECTIONS[name]
+        direction = quantity.direction
         if warn is not None and crit is not None:
             worse = crit < warn if direction == "below" else crit > warn
             if not worse and crit != warn:
@@ -361,7 +339,7 @@ def _validate_model(v: _Validator, raw: Any, path: str, base_dir: Path) -> Model
 
     qwin = v.window(raw.get("quality_window", 10000), f"{path}.quality_window")
     dwin = v.window(raw.get("drift_window", 5000), f"{path}.drift_window")
-    thresholds = _validate_thresholds(v, raw.get("thresholds"), f"{path}.thresholds", task or "binary")
+    thresholds = _validate_thresholds(v, raw.get("thresholds"), f"{path}.thresholds", task)
 
     slo_raw = v.mapping(raw.get("slo"), f"{path}.slo", {"latency_p99_seconds", "availability", "period"})
     lat = v.number(slo_raw["latency_p99_seconds"], f"{path}.slo.latency_p99_seconds", lo=0) \

@@ -23,13 +23,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def artefacts(config, rules=None) -> dict[str, str]:
     """Every generated file. `rules` (a RuleOptions) shortens the alert clocks for a quick demo;
-    the committed files use the defaults."""
+    the committed files use the defaults. One generation context (config, burn-rate policy,
+    rule options) is built here and handed to every producer."""
     from modelmon.alerting.generate import artefacts as alerting_artefacts
-    from modelmon.alerting.options import RuleOptions
     from modelmon.dashboards.generate import artefacts as dashboard_artefacts
+    from modelmon.generation import GenerationContext
 
+    ctx = GenerationContext.of(config, rules)
     out: dict[str, str] = {}
-    for produced in (alerting_artefacts(config, rules=rules or RuleOptions()), dashboard_artefacts(config)):
+    for produced in (alerting_artefacts(ctx), dashboard_artefacts(ctx)):
         for path, text in produced.items():
             if path in out:
                 raise RuntimeError(f"two producers generate {path}")

@@ -47,7 +47,12 @@ def test_all_errors_are_reported_with_key_paths():
 @pytest.mark.parametrize("over, message", [
     ({"thresholds": {"accuracy": {"warning": 0.8, "critical": 0.9}}},
      "models[0].thresholds.accuracy: critical (0.9) must be below warning (0.8) for a metric where below is bad"),
-    ({"thresholds": {"mae": {"warning": 1}}}, "models[0].thresholds.mae: only available for a regression model"),
+    ({"thresholds": {"mae": {"warning": 1}}},
+     "models[0].thresholds.mae: not computed for a binary model (only for regression models)"),
+    ({"task": "multiclass", "thresholds": {"brier_score": {"warning": 0.2}}},
+     "models[0].thresholds.brier_score: not computed for a multiclass model (only for binary models)"),
+    ({"task": "regression", "thresholds": {"accuracy": {"warning": 0.8}}},
+     "models[0].thresholds.accuracy: not computed for a regression model (only for binary and multiclass models)"),
     ({"features": {"numeric": ["x"], "categorical": ["x"]}},
      "models[0].features: feature(s) both numeric and categorical: x"),
     ({"reference": "data/ref.xlsx"}, "models[0].reference: expected a .csv, .jsonl/.ndjson or .parquet file"),

@@ -6,17 +6,19 @@ import copy
 import json
 import re
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 import yaml
 
+from modelmon.alerting.rules import rule_files
 from modelmon.config import load_config, parse_config
+from modelmon.contract import SERIES
 from modelmon.dashboards.generate import artefacts, dashboard_path, dashboards, render
 from modelmon.dashboards.queries import (has_model_variable, iter_annotation_queries, iter_panel_queries,
                                          iter_panels, panels_allowed_empty, substitute_variables, variable_values,
                                          variables_in)
-from tests.test_docs import documented_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = load_config(ROOT / "modelmon.yaml")
@@ -24,11 +26,10 @@ DASHBOARDS = {d["uid"]: d for d in dashboards(CONFIG)}
 EXPECTED_UIDS = {"modelmon-overview", "modelmon-model", "modelmon-drift", "modelmon-service", "modelmon-self"}
 CURRENT_PANEL_TYPES = {"row", "timeseries", "stat", "table", "bargauge", "heatmap"}
 
-# The metric contract: the README's metric table, which test_docs checks against what the exporter
-# exports. Histograms also expose _bucket/_count/_sum.
-HISTOGRAMS = {"modelmon_prediction_latency_seconds", "modelmon_label_delay_seconds", "modelmon_prediction_score"}
-METRICS = documented_metrics()
-assert HISTOGRAMS <= METRICS
+# The metric contract (modelmon.contract; test_contract checks it against what the exporter
+# exports). Histograms also expose _bucket/_count/_sum.
+HISTOGRAMS = {s.name for s in SERIES if s.type == "histogram"}
+METRICS = {s.name for s in SERIES}
 
 
 def provisioned_datasource_uids() -> set[str]:
@@ -347,3 +348,63 @@ def test_promql_parses(promtool, tmp_path):
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout
+
+
+# ---------------------------------------------------------------------------- burn rates agree with the alerts
+
+
+def alert_burn_factors(config, model: str) -> dict[str, tuple[str, Fraction]]:
+    """{long window: (severity, factor)} read back from the generated ModelmonErrorBudgetBurn rules:
+    the threshold each pair compares the error ratio with, divided by the error budget."""
+    m = config.model(model)
+    budget = 1 - Fraction(str(m.slo.availability)) / 100
+    rules = rule_files(config)[f"model-{model}.yml"]["groups"][1]["rules"]
+    out = {}
+    for r in rules:
+        if r["alert"] == "ModelmonErrorBudgetBurn":
+            limit = Fraction(r["expr"].split(" > ")[1].split("\n")[0])
+            out[r["labels"]["window"]] = (r["labels"]["severity"], limit / budget)
+    return out
+
+
+def steps_for(p, model: str, series: str):
+    """Threshold steps that apply to one series of a model (per-model override, else the panel's)."""
+    overrides = overrides_by(p, "byRegexp")
+    matched = [s for regex, s in overrides.items() if re.match(regex, series)]
+    if matched:
+        (steps,) = matched
+        return steps
+    return p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+
+
+@pytest.mark.parametrize("period", ["7d", "30d", "28d"])
+def test_dashboard_burn_thresholds_are_the_alert_factors(period):
+    """The panels turn red at the burn rate at which the page fires, for any slo.period: with a
+    7-day SLO the 1h page fires at 14.4 x 7/30 = 3.36x, and so does the panel turn red."""
+    raw = yaml.safe_load((ROOT / "modelmon.yaml").read_text())
+    raw["models"][0]["slo"] = {"availability": 99.9, "latency_p99_seconds": 0.25, "period": period}
+    config = parse_config(raw, base_dir=ROOT)
+    dash = {d["uid"]: d for d in dashboards(config)}
+    name = config.models[0].name
+    budget = Fraction("0.001")
+    factors = alert_burn_factors(config, name)
+    paging = sorted(f for severity, f in factors.values() if severity == "critical")
+    assert paging, "the policy pages on error-budget burn"
+    if period == "7d":
+        assert max(paging) == Fraction("3.36")
+
+    burn = panel(dash["modelmon-service"], "Error budget burn rate")
+    windows = [t["legendFormat"].split()[-1] for t in burn["targets"]]
+    assert windows == sorted((w for w, (sev, _) in factors.items() if sev == "critical"),
+                             key=lambda w: dict(h=1, d=24)[w[-1]] * int(w[:-1]))
+    for w in windows:
+        steps = steps_for(burn, name, f"{name} {w}")
+        assert steps[-1] == {"color": "red", "value": float(max(paging))}
+        assert [s["value"] for s in steps[1:]] == [float(f) for f in sorted(set(paging))]
+
+    red_error_rate = float(budget * max(paging))
+    overview = panel(dash["modelmon-overview"], f"Error rate · {name}")
+    assert overview["fieldConfig"]["defaults"]["thresholds"]["steps"][-1] == {"color": "red", "value": red_error_rate}
+    assert f"red at {float(max(paging)):g}x that" in overview["description"]
+    by_version = panel(dash["modelmon-service"], "Error rate by version")
+    assert steps_for(by_version, name, f"{name} v1")[-1] == {"color": "red", "value": red_error_rate}

@@ -8,14 +8,15 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from modelmon.alerting.alerts import QUANTITIES, threshold_alert_name
+from modelmon.alerting.alerts import threshold_alert_name
 from modelmon.alerting.generate import artefacts
 from modelmon.alerting.options import RuleOptions
 from modelmon.alerting.policy import load_policy
-from modelmon.alerting.promql import number
 from modelmon.alerting.render import HEADER
 from modelmon.alerting.rules import alerts_of, rule_files
-from modelmon.config import THRESHOLD_DIRECTIONS, load_config, parse_config
+from modelmon.config import load_config, parse_config
+from modelmon.contract import QUANTITIES, TASKS, quantities_for
+from modelmon.promql import number
 
 RUNBOOK = ROOT / "alerting" / "RUNBOOK.md"
 CAMEL = re.compile(r"^Modelmon(?:[A-Z][a-z0-9]*)+$")
@@ -24,26 +25,22 @@ CAMEL = re.compile(r"^Modelmon(?:[A-Z][a-z0-9]*)+$")
 def _thresholds(keys: list[str]) -> dict:
     out = {}
     for key in keys:
-        below = THRESHOLD_DIRECTIONS[key] == "below"
+        below = QUANTITIES[key].direction == "below"
         out[key] = {"warning": 0.5, "critical": 0.4} if below else {"warning": 0.5, "critical": 0.6}
     return out
 
 
-QUALITY_BY_TASK = {
-    "binary": ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier_score"],
-    "multiclass": ["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"],
-    "regression": ["mae", "rmse", "r2"],
-}
-DRIFT_KEYS = ["psi", "js_distance", "ks_pvalue", "chi2_pvalue", "missing_ratio", "prediction_psi",
-              "drift_classifier_auc", "outlier_ratio"]
+# Every threshold key each task accepts, from the metric contract (tests/test_contract.py checks
+# the contract against what the exporter computes).
+KEYS_BY_TASK = {task: [q.key for q in quantities_for(task)] for task in TASKS}
 
 
 def full_config(period: str = "30d"):
     """Every threshold on every task, both receivers kinds in use: all alerts the generator can make."""
     models = []
-    for task, quality in QUALITY_BY_TASK.items():
+    for task, keys in KEYS_BY_TASK.items():
         m = {"name": f"m_{task}", "task": task, "features": {"numeric": ["x"], "categorical": ["c"]},
-             "reference": {"first": 100}, "thresholds": _thresholds(quality + DRIFT_KEYS),
+             "reference": {"first": 100}, "thresholds": _thresholds(keys),
              "slo": {"latency_p99_seconds": 0.5, "availability": 99.9, "period": period}, "team": f"t_{task}"}
         if task == "multiclass":
             m["classes"] = ["a", 'b"q', "c"]
@@ -158,7 +155,7 @@ def test_multiclass_class_values_are_escaped_in_promql():
 
 def all_alert_names() -> set[str]:
     names = {a.name for a in alerts_of(full_config())}
-    expected = {threshold_alert_name(k, THRESHOLD_DIRECTIONS[k]) for k in QUANTITIES}
+    expected = {threshold_alert_name(k, q.direction) for k, q in QUANTITIES.items()}
     assert expected <= names, "full_config() must exercise every thresholded quantity"
     return names
 

@@ -10,19 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+from modelmon import contract
 from modelmon.alerting import recording as rec
 from modelmon.alerting.options import RuleOptions
 from modelmon.alerting.policy import Policy
-from modelmon.alerting.promql import number, seconds, selector
 from modelmon.config import AlertingConfig, ModelConfig, Threshold, format_duration, parse_duration
+from modelmon.contract import EXPORTER_JOB, QUANTITIES
+from modelmon.generation import burns
+from modelmon.promql import number, seconds, selector
 
-EXPORTER_JOB = "modelmon"
-
-# Grafana dashboard uids (modelmon.dashboards.base); alerts link to the one that explains them.
-DASHBOARD_MODEL = "modelmon-model"
-DASHBOARD_DRIFT = "modelmon-drift"
-DASHBOARD_SERVICE = "modelmon-service"
-DASHBOARD_SELF = "modelmon-self"
+# Grafana dashboard uids (modelmon.contract); alerts link to the one that explains them.
+DASHBOARD_MODEL = contract.MODEL_UID
+DASHBOARD_DRIFT = contract.DRIFT_UID
+DASHBOARD_SERVICE = contract.SERVICE_UID
+DASHBOARD_SELF = contract.SELF_UID
 
 # Families: the unit of inhibition (a critical alert silences warning and info of its family).
 QUALITY, DRIFT, LATENCY, AVAILABILITY, TRAFFIC, LABELS, CARDINALITY, VERSIONS, EXPORTER, INPUT = (
@@ -30,43 +31,6 @@ QUALITY, DRIFT, LATENCY, AVAILABILITY, TRAFFIC, LABELS, CARDINALITY, VERSIONS, E
     "exporter", "input")
 # Families whose alerts a dead exporter causes; ModelmonExporterDown/Absent inhibit them.
 CAUSED_BY_EXPORTER = (TRAFFIC, LABELS)
-
-
-@dataclass(frozen=True)
-class Quantity:
-    """A thresholded quantity from modelmon.yaml and how its alert reads."""
-
-    key: str
-    metric: str
-    title: str
-    value_format: str  # Go template pipeline stage applied to $value
-    policy_key: str  # entry of policy.yml `alerts` that gives its `for`
-    per_feature: bool = False
-
-
-_Q, _F = "quality", "feature_drift"
-QUANTITIES: dict[str, Quantity] = {q.key: q for q in (
-    Quantity("accuracy", "modelmon_accuracy_ratio", "Accuracy", 'printf "%.3g"', _Q),
-    Quantity("precision", "modelmon_precision_ratio", "Precision", 'printf "%.3g"', _Q),
-    Quantity("recall", "modelmon_recall_ratio", "Recall", 'printf "%.3g"', _Q),
-    Quantity("f1", "modelmon_f1_ratio", "F1 score", 'printf "%.3g"', _Q),
-    Quantity("roc_auc", "modelmon_roc_auc_ratio", "ROC AUC", 'printf "%.3g"', _Q),
-    Quantity("log_loss", "modelmon_log_loss", "Log loss", 'printf "%.3g"', _Q),
-    Quantity("brier_score", "modelmon_brier_score", "Brier score", 'printf "%.3g"', _Q),
-    Quantity("mae", "modelmon_mae", "Mean absolute error", 'printf "%.4g"', _Q),
-    Quantity("rmse", "modelmon_rmse", "Root mean squared error", 'printf "%.4g"', _Q),
-    Quantity("r2", "modelmon_r2", "R2", 'printf "%.3g"', _Q),
-    Quantity("psi", "modelmon_feature_psi", "PSI", "", _F, per_feature=True),
-    Quantity("js_distance", "modelmon_feature_js_distance", "Jensen-Shannon distance", "", _F, per_feature=True),
-    Quantity("ks_pvalue", "modelmon_feature_ks_pvalue", "KS test p-value", "", _F, per_feature=True),
-    Quantity("chi2_pvalue", "modelmon_feature_chi2_pvalue", "Chi-square test p-value", "", _F, per_feature=True),
-    Quantity("missing_ratio", "modelmon_feature_missing_ratio", "Missing-value ratio", "", _F, per_feature=True),
-    Quantity("prediction_psi", "modelmon_prediction_psi", "Prediction PSI", 'printf "%.3g"', "prediction_drift"),
-    Quantity("drift_classifier_auc", "modelmon_drift_classifier_auc", "Domain-classifier AUC", 'printf "%.3g"',
-             "multivariate_drift"),
-    Quantity("outlier_ratio", "modelmon_outlier_ratio", "Outlier ratio", "humanizePercentage",
-             "multivariate_drift"),
-)}
 
 
 def camel(key: str) -> str:
@@ -157,7 +121,9 @@ class ModelAlerts:
     # ---------------------------------------------------------------- thresholds (quality, drift)
 
     def threshold(self, key: str, t: Threshold) -> list[Alert]:
-        q = QUANTITIES[key]
+        q = QUANTITIES[key]  # the metric contract: which metric, its title and value format, its tasks
+        if not q.applies_to(self.m.task):
+            raise ValueError(f"model {self.m.name}: the exporter never computes {key} for a {self.m.task} model")
         op = "<" if t.direction == "below" else ">"
         side = "below" if t.direction == "below" else "above"
         name = threshold_alert_name(key, t.direction)
@@ -166,7 +132,7 @@ class ModelAlerts:
             if limit is None:
                 continue
             value = number(limit)
-            if q.policy_key == "quality":
+            if q.kind == "quality":
                 expr = (f"{selector(q.metric, **self.sel)} {op} {value}\n"
                         f"and on (model, version)\n"
                         f"{selector('modelmon_window_labeled', **self.sel)} >= {self.m.min_labeled}")
@@ -190,7 +156,7 @@ class ModelAlerts:
                                f"({self.m.drift_window.describe()}), {side} the {severity} threshold {value}.")
                 family, dashboard = DRIFT, DASHBOARD_DRIFT
                 summary = f"{q.title} is {side} its threshold"
-            out.append(self._alert(name, expr, severity=severity, policy_key=q.policy_key, family=family,
+            out.append(self._alert(name, expr, severity=severity, policy_key=q.kind, family=family,
                                    summary=summary, description=description, dashboard=dashboard))
         return out
 
@@ -220,8 +186,8 @@ class ModelAlerts:
         period = self.m.slo.period_days
         reference = self.policy.burn_reference_days
         out = []
-        for b in self.policy.burn_windows:
-            factor = b.factor_for(period, reference)
+        for burn in burns(self.policy, self.m):  # the same scaled factors the dashboards colour by
+            b, factor = burn.window, burn.factor
             limit = number(factor * budget)
             long_ratio = selector(rec.error_ratio("model", b.long), **self.sel)
             short_ratio = selector(rec.error_ratio("model", b.short), **self.sel)
@@ -245,7 +211,7 @@ class ModelAlerts:
     def traffic(self) -> list[Alert]:
         w = self.options.rate_window
         rate_now = selector(rec.predictions_rate("model", w), **self.sel)
-        up = f'up{{job="{EXPORTER_JOB}"}} == 1'
+        up = f"{selector('up', job=EXPORTER_JOB)} == 1"
         no_predictions = (f"{rate_now} == 0\nor\n(absent({selector(rec.PREDICTIONS, **self.sel)}) * 0\n"
                           f" and on () {up})")
         lw = self.policy.labels_window
@@ -294,7 +260,7 @@ def exporter_alerts(policy: Policy, options: RuleOptions) -> list[Alert]:
     """Alerts about modelmon itself: no model label, routed to the default receiver."""
     w = options.rate_window
     min_requests = options.min_requests or policy.min_requests
-    up = f'up{{job="{EXPORTER_JOB}"}}'
+    up = selector("up", job=EXPORTER_JOB)
     rejected = (f"{rec.REJECTED_RATIO.format(window=w)} > {number(policy.max_rejected_ratio)}\n"
                 f"and on (job)\n{rec.RECORDS_RATE.format(window=w)} * {seconds(w)} >= {min_requests}")
 

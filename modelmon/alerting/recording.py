@@ -8,9 +8,9 @@ windowed gauges, add up across exporter replicas). Ratios whose numerator may no
 from __future__ import annotations
 
 from modelmon.alerting.policy import Policy
-from modelmon.alerting.promql import quote, selector
 from modelmon.config import ModelConfig, parse_duration
-from modelmon.exporter.records import class_key
+from modelmon.contract import class_key
+from modelmon.promql import Regex, match, rate, selector
 
 PREDICTIONS = "modelmon_predictions_total"
 CONFUSION = "modelmon_confusion_total"
@@ -50,7 +50,7 @@ def _windows(*windows: str) -> list[str]:
 
 
 def _rate(metric: str, window: str, *matchers: str, **labels: str) -> str:
-    return f"rate({selector(metric, *matchers, **labels)}[{window}])"
+    return rate(selector(metric, *matchers, **labels), window)
 
 
 def _record(name: str, expr: str) -> dict[str, str]:
@@ -105,34 +105,34 @@ def _confusion_rules(m: ModelConfig, window: str) -> list[dict[str, str]]:
     """
     name = m.name
 
-    def rate(*matchers: str) -> str:
+    def outcomes(*matchers: str) -> str:
         return _rate(CONFUSION, window, *matchers, model=name)
 
     def by(labels: str, inner: str) -> str:
         return f"sum by ({labels}) ({inner})"
 
-    total = by("model, version", rate())
+    total = by("model, version", outcomes())
     if m.task == "binary":
-        pos = quote(class_key(m.positive_class))
-        tp = rate(f"actual={pos}", f"predicted={pos}")
-        tn = rate(f"actual!={pos}", f"predicted!={pos}")
+        pos = class_key(m.positive_class)
+        tp = outcomes(match("actual", pos), match("predicted", pos))
+        tn = outcomes(match("actual", pos, "!="), match("predicted", pos, "!="))
         correct = by("model, version", f"{tp} or {tn}")
         ratios = {
             "accuracy": (correct, total),
-            "precision": (by("model, version", tp), by("model, version", rate(f"predicted={pos}"))),
-            "recall": (by("model, version", tp), by("model, version", rate(f"actual={pos}"))),
+            "precision": (by("model, version", tp), by("model, version", outcomes(match("predicted", pos)))),
+            "recall": (by("model, version", tp), by("model, version", outcomes(match("actual", pos)))),
         }
         return [_record(confusion_ratio(kind, window), f"(\n  {num}\n  or\n  {den} * 0\n)\n/\n({den} > 0)")
                 for kind, (num, den) in ratios.items()]
     if not m.classes:
         return []
-    diagonal = " or ".join(rate(f"actual={quote(c)}", f"predicted={quote(c)}")
+    diagonal = " or ".join(outcomes(match("actual", c), match("predicted", c))
                            for c in (class_key(c) for c in m.classes))
     rules = [_record(confusion_ratio("accuracy", window),
                      f"(\n  {by('model, version', diagonal)}\n  or\n  {total} * 0\n)\n/\n({total} > 0)")]
     for kind, axis in (("precision", "predicted"), ("recall", "actual")):
         num = by(f"model, version, {axis}", diagonal)
-        den = by(f"model, version, {axis}", rate())
+        den = by(f"model, version, {axis}", outcomes())
         rules.append(_record(confusion_ratio(kind, window),
                              f"avg by (model, version) (\n  (\n    {num}\n    or\n    {den} * 0\n  )\n"
                              f"  /\n  ({den} > 0)\n)"))
@@ -142,8 +142,9 @@ def _confusion_rules(m: ModelConfig, window: str) -> list[dict[str, str]]:
 def exporter_recording_rules(rate_window: str) -> list[dict[str, str]]:
     w = rate_window
     records = RECORDS_RATE.format(window=w)
-    total = f'sum by (job) (rate({{__name__=~"modelmon_records_ingested_total|modelmon_records_rejected_total"}}[{w}]))'
-    rejected = f"sum by (job) (rate(modelmon_records_rejected_total[{w}]))"
+    read = Regex("modelmon_records_ingested_total|modelmon_records_rejected_total")
+    total = f"sum by (job) ({rate(selector('', match('__name__', read)), w)})"
+    rejected = f"sum by (job) ({rate('modelmon_records_rejected_total', w)})"
     return [
         _record(records, total),
         _record(REJECTED_RATIO.format(window=w), f"(\n  {rejected}\n  or\n  {records} * 0\n)\n/\n{records}"),

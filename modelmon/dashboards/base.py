@@ -6,17 +6,15 @@ from typing import Any
 from grafanalib import core
 
 from modelmon.config import Config
+from modelmon.contract import DRIFT_UID, MODEL_UID, OVERVIEW_UID, SELF_UID, SERVICE_UID
 from modelmon.dashboards.grafana import dashboard_to_dict, datasource_ref
 from modelmon.dashboards.panels import Cell, PanelFactory, layout
+from modelmon.promql import selector
 
 TAG = "modelmon"
 
-# Fixed uids: links, bookmarks and `dashboards push` rely on them.
-OVERVIEW_UID = "modelmon-overview"
-MODEL_UID = "modelmon-model"
-DRIFT_UID = "modelmon-drift"
-SERVICE_UID = "modelmon-service"
-SELF_UID = "modelmon-self"
+# Fixed uids (defined in the contract): links, bookmarks, alert annotations and `dashboards push` rely on them.
+UIDS = (OVERVIEW_UID, MODEL_UID, DRIFT_UID, SERVICE_UID, SELF_UID)
 
 
 def factory(config: Config) -> PanelFactory:
@@ -49,14 +47,14 @@ def model_variable(config: Config) -> dict[str, Any]:
 
 def version_variable(config: Config) -> dict[str, Any]:
     return _query_variable(
-        config, "version", "Version", 'label_values(modelmon_model_info{model="$model"}, version)',
+        config, "version", "Version", f"label_values({selector('modelmon_model_info', model='$model')}, version)",
         default="$__all", multi=True,
         description="Model versions to show side by side (canary, A/B).")
 
 
 def feature_variable(config: Config) -> dict[str, Any]:
     return _query_variable(
-        config, "feature", "Feature", 'label_values(modelmon_feature_psi{model="$model"}, feature)',
+        config, "feature", "Feature", f"label_values({selector('modelmon_feature_psi', model='$model')}, feature)",
         default="$__all", multi=True, description="Input features of the selected model.")
 
 

@@ -5,19 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from modelmon.config import Config
+from modelmon.contract import DRIFT_UID
 from modelmon.dashboards import thresholds as th
-from modelmon.dashboards.base import DRIFT_UID, build_dashboard, factory, feature_variable, model_variable
-from modelmon.dashboards.catalog import BY_KEY, Quantity
+from modelmon.dashboards.base import build_dashboard, factory, feature_variable, model_variable
+from modelmon.dashboards.catalog import BY_KEY, Quantity, threshold
 from modelmon.dashboards.panels import Cell, PanelFactory, Query
-from modelmon.dashboards.promql import sel
+from modelmon.generation import GenerationContext
+from modelmon.promql import Regex, selector
 
 M = "$model"
-F = "~$feature"
+F = Regex("$feature")
 BY_FEATURE = "{{model}}/{{feature}}"
 
 
 def _overrides(config: Config, q: Quantity) -> list[dict[str, Any]]:
-    return th.per_model_overrides(config.models, lambda m: th.threshold_steps(q.threshold(m)) if q.threshold(m) else None)
+    def steps(m):
+        t = threshold(q, m)
+        return th.threshold_steps(t) if t else None
+
+    return th.per_model_overrides(config.models, steps)
 
 
 def _feature_models(config: Config, kind: str) -> list[str]:
@@ -37,14 +43,14 @@ def _worst_first(config: Config, f: PanelFactory) -> list[Cell]:
             "largest first. Colours come from the selected model's psi thresholds in modelmon.yaml "
             "(rule of thumb: 0.1 moderate, 0.25 large shift). Appears once the drift window holds "
             "min_drift_samples records.",
-            [Query(f"sort_desc({sel(psi.metric, model=M, feature=F)})", legend=BY_FEATURE, instant=True)],
+            [Query(f"sort_desc({selector(psi.metric, model=M, feature=F)})", legend=BY_FEATURE, instant=True)],
             unit="short", overrides=_overrides(config, psi), w=10, h=10),
         f.table(
             "Drift by feature, worst first",
             "All per-feature drift scores at once, sorted by PSI: JS distance (0 same, 1 disjoint), "
             "KS p-value for numeric and χ² p-value for categorical features (small: the distributions "
             "differ), and the share of missing values.",
-            [Query(sel(BY_KEY[key].metric, model=M, feature=F), instant=True, format="table", ref=ref)
+            [Query(selector(BY_KEY[key].metric, model=M, feature=F), instant=True, format="table", ref=ref)
              for ref, key, _ in table_columns],
             transformations=[
                 {"id": "merge", "options": {}},
@@ -63,10 +69,10 @@ def _feature_over_time(config: Config, f: PanelFactory, key: str, *, w: int, log
                        models: list[str] | None = None) -> Cell:
     q = BY_KEY[key]
     return f.timeseries(
-        f"{q.title} over time",
-        f"{q.title}: {q.meaning}. One line per feature; dashed thresholds from modelmon.yaml for the "
+        f"{q.short_title} over time",
+        f"{q.short_title}: {q.meaning}. One line per feature; dashed thresholds from modelmon.yaml for the "
         f"selected model where it sets {key}.",
-        [Query(sel(q.metric, model=M, feature=F), legend=BY_FEATURE)],
+        [Query(selector(q.metric, model=M, feature=F), legend=BY_FEATURE)],
         unit=q.unit, overrides=_overrides(config, q), log_scale=log_scale, w=w, h=8, models=models)
 
 
@@ -80,7 +86,7 @@ def _output_and_multivariate(config: Config, f: PanelFactory) -> list[Cell]:
             "How the model's scores are spread over time (binary: positive-class probability; "
             "multiclass: top-class probability). A shifting band means the output distribution changed, "
             "often before labels confirm a quality drop. Classification models only.",
-            [Query(f"sum by (le) (increase({sel('modelmon_prediction_score_bucket', model=M)}[$__rate_interval]))",
+            [Query(f"sum by (le) (increase({selector('modelmon_prediction_score_bucket', model=M)}[$__rate_interval]))",
                    legend="{{le}}", format="heatmap")],
             unit="short", w=12, h=8, models=classification),
     ]
@@ -89,22 +95,23 @@ def _output_and_multivariate(config: Config, f: PanelFactory) -> list[Cell]:
         q = BY_KEY[key]
         worker = " Refitted by the exporter's background worker." if background else ""
         panels.append(f.timeseries(
-            q.title, f"{q.title}: {q.meaning}. Dashed thresholds from modelmon.yaml for the selected model.{worker}",
-            [Query(sel(q.metric, model=M), legend="{{model}}")],
+            q.short_title,
+            f"{q.short_title}: {q.meaning}. Dashed thresholds from modelmon.yaml for the selected model.{worker}",
+            [Query(selector(q.metric, model=M), legend="{{model}}")],
             unit=q.unit, overrides=_overrides(config, q), w=w, h=8, models=multivariate if background else None))
     panels += [
         f.stat(
             "Drift window records",
             "Records in the drift window. Orange below the model's min_drift_samples from modelmon.yaml: "
             "until then the exporter publishes no drift numbers.",
-            [Query(sel("modelmon_drift_window_records", model=M), legend="{{model}}")], unit="short",
+            [Query(selector("modelmon_drift_window_records", model=M), legend="{{model}}")], unit="short",
             overrides=th.per_model_overrides(config.models, lambda m: th.min_count_steps(m.min_drift_samples)),
             w=4, h=8),
         f.stat(
             "Multivariate check age",
             f"Seconds since the domain classifier and IsolationForest last ran. Orange beyond three "
             f"refit intervals ({3 * interval:g}s, exporter.multivariate.interval): the worker is stuck or slow.",
-            [Query(f"time() - {sel('modelmon_multivariate_last_run_timestamp_seconds', model=M)}",
+            [Query(f"time() - {selector('modelmon_multivariate_last_run_timestamp_seconds', model=M)}",
                    legend="{{model}}")],
             unit="s", steps=[th.step(th.GREEN, None), th.step(th.ORANGE, 3 * interval)], w=4, h=8,
             models=multivariate),
@@ -112,7 +119,8 @@ def _output_and_multivariate(config: Config, f: PanelFactory) -> list[Cell]:
     return panels
 
 
-def build(config: Config) -> dict[str, Any]:
+def build(ctx: GenerationContext) -> dict[str, Any]:
+    config = ctx.config
     f = factory(config)
     sections = [
         ("Feature drift, worst first · $model", _worst_first(config, f)),
@@ -130,4 +138,4 @@ def build(config: Config) -> dict[str, Any]:
         config, uid=DRIFT_UID, title="modelmon · Drift", kind="drift",
         description="Is the data the model sees still like its reference data? Per feature, per output, jointly.",
         sections=sections, variables=[model_variable(config), feature_variable(config)],
-        annotation_expr='ALERTS{alertstate="firing", model="$model"}', time_from="now-6h")
+        annotation_expr=selector("ALERTS", alertstate="firing", model=M), time_from="now-6h")

@@ -10,13 +10,16 @@ from typing import Any
 from modelmon.config import Config
 from modelmon.dashboards import drift, model_detail, overview, self_monitoring, service
 from modelmon.dashboards.provisioning import provisioning_files
+from modelmon.generation import GenerationContext
 
 DASHBOARD_DIR = "grafana/dashboards"
 BUILDERS = (overview.build, model_detail.build, drift.build, service.build, self_monitoring.build)
 
 
-def dashboards(config: Config) -> list[dict[str, Any]]:
-    return [build(config) for build in BUILDERS]
+def dashboards(source: Config | GenerationContext) -> list[dict[str, Any]]:
+    """Every dashboard, from the generation context (or a Config with the default policy)."""
+    ctx = GenerationContext.of(source)
+    return [build(ctx) for build in BUILDERS]
 
 
 def render(dashboard: dict[str, Any]) -> str:
@@ -28,8 +31,9 @@ def dashboard_path(dashboard: dict[str, Any]) -> str:
     return f"{DASHBOARD_DIR}/{dashboard['uid']}.json"
 
 
-def artefacts(config: Config) -> dict[str, str]:
+def artefacts(source: Config | GenerationContext) -> dict[str, str]:
     """Repo-relative path -> exact file text, for every Grafana file modelmon generates."""
-    files = {dashboard_path(d): render(d) for d in dashboards(config)}
-    files.update(provisioning_files(config))
+    ctx = GenerationContext.of(source)
+    files = {dashboard_path(d): render(d) for d in dashboards(ctx)}
+    files.update(provisioning_files(ctx.config))
     return dict(sorted(files.items()))

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelmon.config import Config, ModelConfig
+from modelmon.config import ModelConfig
+from modelmon.contract import DRIFT_UID, EXPORTER_JOB, MODEL_UID, OVERVIEW_UID, SELF_UID, SERVICE_UID
 from modelmon.dashboards import thresholds as th
-from modelmon.dashboards.base import (DRIFT_UID, MODEL_UID, OVERVIEW_UID, SERVICE_UID, build_dashboard,
-                                      factory)
-from modelmon.dashboards.catalog import headline_drift, headline_quality
+from modelmon.dashboards.base import build_dashboard, factory
+from modelmon.dashboards.catalog import headline_drift, headline_quality, threshold, worst
 from modelmon.dashboards.panels import Cell, PanelFactory, Query, dashboard_link
-from modelmon.dashboards.promql import error_ratio, rate, sel
+from modelmon.generation import GenerationContext
+from modelmon.promql import number, rate, selector
 
 RATE = "$__rate_interval"
 
@@ -26,8 +27,8 @@ def _by_ref(ref: str, steps: list[dict], display: str, unit: str | None = None) 
 def _quantity_overrides(m: ModelConfig, quantities) -> list[dict[str, Any]]:
     out = []
     for q in quantities:
-        t = q.threshold(m)
-        out.append(_by_ref(q.key, th.threshold_steps(t) if t else th.neutral_steps(), q.title, q.unit))
+        t = threshold(q, m)
+        out.append(_by_ref(q.key, th.threshold_steps(t) if t else th.neutral_steps(), q.short_title, q.unit))
     return out
 
 
@@ -38,20 +39,21 @@ def _summary_row(f: PanelFactory) -> list[Cell]:
         f.stat("Predictions per second", "All models together, over the dashboard's rate interval.",
                [Query(f"sum({rate('modelmon_predictions_total', RATE)})")], unit="reqps", w=5, color_mode="value"),
         f.stat("Critical alerts firing", "Firing Prometheus alerts with severity=critical, all models.",
-               [Query('count(ALERTS{alertstate="firing", severity="critical"}) or vector(0)')], unit="short",
+               [Query(f"count({selector('ALERTS', alertstate='firing', severity='critical')}) or vector(0)")],
+               unit="short",
                steps=[th.step(th.GREEN, None), th.step(th.RED, 1)], w=5),
         f.stat("Rejected records per second",
                "Log lines the exporter skipped as invalid (see the modelmon dashboard for the reasons).",
                [Query(f"sum({rate('modelmon_records_rejected_total', RATE)}) or vector(0)")], unit="reqps",
                steps=[th.step(th.GREEN, None), th.step(th.ORANGE, 0.001)], w=5,
-               links=[dashboard_link("modelmon itself", "modelmon-self")]),
+               links=[dashboard_link("modelmon itself", SELF_UID)]),
         f.stat("Exporter up", "1 when Prometheus scraped every modelmon exporter at the last scrape.",
-               [Query('min(up{job="modelmon"})')], unit="short",
+               [Query(f"min({selector('up', job=EXPORTER_JOB)})")], unit="short",
                steps=[th.step(th.RED, None), th.step(th.GREEN, 1)], w=5),
     ]
 
 
-def _model_row(f: PanelFactory, m: ModelConfig) -> list[Cell]:
+def _model_row(ctx: GenerationContext, f: PanelFactory, m: ModelConfig) -> list[Cell]:
     name = m.name
     detail = dashboard_link(f"{name}: model detail", MODEL_UID, model=name)
     service = dashboard_link(f"{name}: service and SLO", SERVICE_UID, model=name)
@@ -60,41 +62,43 @@ def _model_row(f: PanelFactory, m: ModelConfig) -> list[Cell]:
     drifts = headline_drift(m)
     budget = th.error_budget_ratio(m)
     slo_text = (f" Orange above the SLO allowance ({budget:g} of requests, availability {m.slo.availability:g}%), "
-                f"red at {th.FAST_BURN:g}x that (fast budget burn).") if budget is not None else ""
+                f"red at {number(th.fast_burn(ctx, m))}x that (fast budget burn).") if budget is not None else ""
     lat_text = (f" Red above the SLO of {m.slo.latency_p99_seconds:g}s."
                 if m.slo.latency_p99_seconds is not None else "")
     return [
         f.stat(f"Traffic · {name}", f"Predictions per second of {name}, all versions.",
-               [Query(f"sum({rate(sel('modelmon_predictions_total', model=name), RATE)})")],
+               [Query(f"sum({rate(selector('modelmon_predictions_total', model=name), RATE)})")],
                unit="reqps", w=3, color_mode="value", links=[service, detail]),
         f.stat(f"Error rate · {name}",
                f"Share of {name}'s predictions logged with status=error.{slo_text}",
-               [Query(f"sum({rate(sel('modelmon_predictions_total', model=name, status='error'), RATE)}) "
-                      f"/ sum({rate(sel('modelmon_predictions_total', model=name), RATE)}) "
-                      f"or 0 * sum({rate(sel('modelmon_predictions_total', model=name), RATE)})")],
-               unit="percentunit", steps=th.error_rate_steps(m), w=3, decimals=2, links=[service]),
+               [Query(f"sum({rate(selector('modelmon_predictions_total', model=name, status='error'), RATE)}) "
+                      f"/ sum({rate(selector('modelmon_predictions_total', model=name), RATE)}) "
+                      f"or 0 * sum({rate(selector('modelmon_predictions_total', model=name), RATE)})")],
+               unit="percentunit", steps=th.error_rate_steps(ctx, m), w=3, decimals=2, links=[service]),
         f.stat(f"p99 latency · {name}", f"99th percentile serving latency of {name} from the log.{lat_text}",
                [Query(f"histogram_quantile(0.99, sum by (le) "
-                      f"({rate(sel('modelmon_prediction_latency_seconds_bucket', model=name), RATE)}))")],
+                      f"({rate(selector('modelmon_prediction_latency_seconds_bucket', model=name), RATE)}))")],
                unit="s", steps=th.latency_steps(m), w=3, links=[service]),
         f.stat(f"Quality · {name}",
-               f"Worst version's {', '.join(q.title for q in quality)} over the quality window "
+               f"Worst version's {', '.join(q.short_title for q in quality)} over the quality window "
                f"({m.quality_window.describe()}); colours from modelmon.yaml. Quality alerts wait for "
                f"{m.min_labeled} labelled predictions. Click for quality over time per version.",
-               [Query(f"{q.worst}({sel(q.metric, model=name)})", legend=q.title, ref=q.key) for q in quality],
+               [Query(f"{worst(q)}({selector(q.metric, model=name)})", legend=q.short_title, ref=q.key)
+                for q in quality],
                unit="short", overrides=_quantity_overrides(m, quality),
                decimals=3, w=5, links=[detail]),
         f.stat(f"Drift · {name}",
                f"Worst feature PSI and the other drift scores of {name} over the drift window "
                f"({m.drift_window.describe()}); colours from modelmon.yaml. Click for per-feature drift.",
-               [Query(f"{q.worst}({sel(q.metric, model=name)})", legend=q.title, ref=q.key) for q in drifts],
+               [Query(f"{worst(q)}({selector(q.metric, model=name)})", legend=q.short_title, ref=q.key)
+                for q in drifts],
                unit="short", overrides=_quantity_overrides(m, drifts),
                decimals=3, w=5, links=[drift]),
         f.stat(f"Firing alerts · {name}",
                f"Prometheus alerts firing for {name} (team {m.team}), by severity.",
-               [Query(f'count(ALERTS{{alertstate="firing", model="{name}", severity="critical"}}) or vector(0)',
+               [Query(f"count({selector('ALERTS', alertstate='firing', model=name, severity='critical')}) or vector(0)",
                       legend="critical", ref="critical"),
-                Query(f'count(ALERTS{{alertstate="firing", model="{name}", severity="warning"}}) or vector(0)',
+                Query(f"count({selector('ALERTS', alertstate='firing', model=name, severity='warning')}) or vector(0)",
                       legend="warning", ref="warning")],
                unit="short",
                overrides=[_by_ref("critical", [th.step(th.GREEN, None), th.step(th.RED, 1)], "critical"),
@@ -103,15 +107,16 @@ def _model_row(f: PanelFactory, m: ModelConfig) -> list[Cell]:
     ]
 
 
-def build(config: Config) -> dict[str, Any]:
+def build(ctx: GenerationContext) -> dict[str, Any]:
+    config = ctx.config
     f = factory(config)
     sections: list[tuple[str, list[Cell]]] = [("All models", _summary_row(f))]
     for m in config.models:
-        sections.append((f"{m.name} · {m.task} · team {m.team}", _model_row(f, m)))
+        sections.append((f"{m.name} · {m.task} · team {m.team}", _model_row(ctx, f, m)))
     alerts_table = f.table(
         "Firing alerts",
         "Every firing Prometheus alert with its model, severity and team (from the ALERTS series).",
-        [Query('ALERTS{alertstate="firing"}', instant=True, format="table")],
+        [Query(selector("ALERTS", alertstate="firing"), instant=True, format="table")],
         transformations=[{"id": "organize", "options": {
             "excludeByName": {"Time": True, "Value": True, "__name__": True, "alertstate": True},
             "indexByName": {"alertname": 0, "severity": 1, "model": 2, "team": 3},
@@ -121,4 +126,4 @@ def build(config: Config) -> dict[str, Any]:
     return build_dashboard(
         config, uid=OVERVIEW_UID, title="modelmon · Models overview", kind="overview",
         description="Every watched model in one view: traffic, errors, latency, quality, drift and alerts.",
-        sections=sections, variables=[], annotation_expr='ALERTS{alertstate="firing"}', time_from="now-3h")
+        sections=sections, variables=[], annotation_expr=selector("ALERTS", alertstate="firing"), time_from="now-3h")

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelmon.config import Config
+from modelmon.contract import EXPORTER_JOB, SELF_UID
 from modelmon.dashboards import thresholds as th
-from modelmon.dashboards.base import SELF_UID, build_dashboard, factory
+from modelmon.dashboards.base import build_dashboard, factory
 from modelmon.dashboards.panels import Cell, PanelFactory, Query
-from modelmon.dashboards.promql import rate
+from modelmon.generation import GenerationContext
+from modelmon.promql import Regex, match, rate, selector
 
 RATE = "$__rate_interval"
-EXPORTER = 'job="modelmon"'
+EXPORTER = match("job", EXPORTER_JOB)
 
 
 def _ingest_row(f: PanelFactory) -> list[Cell]:
@@ -86,15 +87,16 @@ def _scrape_row(f: PanelFactory) -> list[Cell]:
             "Scrape duration",
             "How long Prometheus takes to scrape each exporter. Scrapes only read state, so this should "
             "stay far below the scrape interval.",
-            [Query(f"scrape_duration_seconds{{{EXPORTER}}}", legend="{{instance}}")], unit="s", w=8),
+            [Query(selector("scrape_duration_seconds", EXPORTER), legend="{{instance}}")], unit="s", w=8),
         f.timeseries(
             "Samples per scrape",
             "Series each exporter exposes. A jump means a new label value set (version, feature, class).",
-            [Query(f"scrape_samples_scraped{{{EXPORTER}}}", legend="{{instance}}")], unit="short", w=8),
+            [Query(selector("scrape_samples_scraped", EXPORTER), legend="{{instance}}")], unit="short", w=8),
         f.stat(
             "Targets up",
             "1 when Prometheus reached the target at its last scrape: exporters, Prometheus, Alertmanager.",
-            [Query('up{job=~"modelmon|prometheus|alertmanager"}', legend="{{job}} {{instance}}")],
+            [Query(selector("up", job=Regex(f"{EXPORTER_JOB}|prometheus|alertmanager")),
+                   legend="{{job}} {{instance}}")],
             unit="short", steps=[th.step(th.RED, None), th.step(th.GREEN, 1)], w=8, h=8),
         f.stat(
             "Log rotations",
@@ -123,7 +125,7 @@ def _scrape_row(f: PanelFactory) -> list[Cell]:
         f.table(
             "Firing alerts without a model",
             "Firing alerts about the pipeline itself (exporter down, log stalled, rejected records).",
-            [Query('ALERTS{alertstate="firing", model=""}', instant=True, format="table")],
+            [Query(selector("ALERTS", alertstate="firing", model=""), instant=True, format="table")],
             transformations=[{"id": "organize", "options": {
                 "excludeByName": {"Time": True, "Value": True, "__name__": True, "alertstate": True},
                 "indexByName": {}, "renameByName": {}}}],
@@ -131,7 +133,8 @@ def _scrape_row(f: PanelFactory) -> list[Cell]:
     ]
 
 
-def build(config: Config) -> dict[str, Any]:
+def build(ctx: GenerationContext) -> dict[str, Any]:
+    config = ctx.config
     f = factory(config)
     sections = [
         ("Ingest", _ingest_row(f)),
@@ -142,4 +145,4 @@ def build(config: Config) -> dict[str, Any]:
     return build_dashboard(
         config, uid=SELF_UID, title="modelmon · modelmon itself", kind="self",
         description="Health of the monitoring pipeline: ingest, rejected input, log lag, joins, scrapes.",
-        sections=sections, variables=[], annotation_expr='ALERTS{alertstate="firing", model=""}')
+        sections=sections, variables=[], annotation_expr=selector("ALERTS", alertstate="firing", model=""))

@@ -8,51 +8,59 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelmon.config import Config, ModelConfig
+from modelmon.config import Config, ModelConfig, parse_duration
+from modelmon.contract import SERVICE_UID
 from modelmon.dashboards import thresholds as th
-from modelmon.dashboards.base import SERVICE_UID, build_dashboard, factory, model_variable, version_variable
+from modelmon.dashboards.base import build_dashboard, factory, model_variable, version_variable
+from modelmon.dashboards.expressions import error_ratio, per_model_union
 from modelmon.dashboards.panels import Cell, PanelFactory, Query
-from modelmon.dashboards.promql import error_ratio, le_matcher, per_model_union, rate, sel
+from modelmon.generation import GenerationContext
+from modelmon.promql import Regex, le_regex, match, number, rate, selector
 
 RATE = "$__rate_interval"
 M = "$model"
-V = "~$version"
-MODEL_FILTER = 'model=~"$model"'
+V = Regex("$version")
+MODEL_FILTER = match("model", Regex(M))
 BY_VERSION = "{{model}} {{version}}"
 PREDICTIONS = "modelmon_predictions_total"
 LATENCY = "modelmon_prediction_latency_seconds"
 
 
-def _traffic_row(config: Config, f: PanelFactory) -> list[Cell]:
+def _traffic_row(ctx: GenerationContext, f: PanelFactory) -> list[Cell]:
+    config = ctx.config
+    factors = sorted({th.fast_burn(ctx, m) for m in config.models if m.slo.availability is not None})
+    fastest = f" ({', '.join(f'{number(x)}x' for x in factors)} here)" if factors else ""
     return [
         f.timeseries(
             "Throughput by version", "Predictions per second logged by each version of the model.",
-            [Query(f"sum by (model, version) ({rate(sel(PREDICTIONS, model=M, version=V), RATE)})",
+            [Query(f"sum by (model, version) ({rate(selector(PREDICTIONS, model=M, version=V), RATE)})",
                    legend=BY_VERSION)], unit="reqps", w=8),
         f.timeseries(
             "Requests by status", "Predictions per second by status: ok, or error (the model failed to answer).",
-            [Query(f"sum by (model, status) ({rate(sel(PREDICTIONS, model=M, version=V), RATE)})",
+            [Query(f"sum by (model, status) ({rate(selector(PREDICTIONS, model=M, version=V), RATE)})",
                    legend="{{model}} {{status}}")], unit="reqps", stack=True, w=8),
         f.timeseries(
             "Error rate by version",
             "Share of predictions with status=error. Dashed: the selected model's SLO allowance "
-            "(1 - availability) and the fast-burn level at 14.4x.",
+            "(1 - availability) and that allowance times the fastest burn rate that pages: the "
+            f"burn-rate alert's factor scaled to the model's slo.period{fastest}.",
             [Query(error_ratio("model, version", model=M, version=V), legend=BY_VERSION)],
-            unit="percentunit", overrides=th.per_model_overrides(config.models, th.error_rate_steps), w=8),
+            unit="percentunit", overrides=th.per_model_overrides(config.models, lambda m: th.error_rate_steps(ctx, m)),
+            w=8),
     ]
 
 
 def _within_slo(m: ModelConfig) -> str | None:
     if m.slo.latency_p99_seconds is None:
         return None
-    le = f'le=~"{le_matcher(m.slo.latency_p99_seconds)}"'
-    good = sel(f"{LATENCY}_bucket", MODEL_FILTER, le, model=m.name, version=V)
-    total = sel(f"{LATENCY}_count", MODEL_FILTER, model=m.name, version=V)
+    le = match("le", le_regex(m.slo.latency_p99_seconds))
+    good = selector(f"{LATENCY}_bucket", MODEL_FILTER, le, match("model", m.name), match("version", V))
+    total = selector(f"{LATENCY}_count", MODEL_FILTER, match("model", m.name), match("version", V))
     return f"sum by (model) ({rate(good, RATE)}) / sum by (model) ({rate(total, RATE)})"
 
 
 def _latency_row(config: Config, f: PanelFactory) -> list[Cell]:
-    buckets = sel(f"{LATENCY}_bucket", model=M, version=V)
+    buckets = selector(f"{LATENCY}_bucket", model=M, version=V)
     with_latency_slo = [m.name for m in config.models if m.slo.latency_p99_seconds is not None]
     return [
         f.timeseries(
@@ -105,18 +113,33 @@ def _availability(m: ModelConfig) -> str | None:
     return f"1 - {error_ratio('model', MODEL_FILTER, window=f'{m.slo.period_days}d', fn='increase', model=m.name)}"
 
 
-def _budget_row(config: Config, f: PanelFactory) -> list[Cell]:
+def _burn_windows(ctx: GenerationContext) -> list[str]:
+    """Long windows of the burn-rate alerts that page, shortest first (1h and 6h by default)."""
+    paging = [b for b in ctx.policy.burn_windows if b.severity == "critical"] or list(ctx.policy.burn_windows)
+    return sorted({b.long for b in paging}, key=parse_duration)
+
+
+def _burn_levels(ctx: GenerationContext) -> str:
+    """'14.4x over 1h and 6x over 6h' for the policy's reference period."""
+    policy = ctx.policy
+    paging = [b for b in policy.burn_windows if b.severity == "critical"] or list(policy.burn_windows)
+    return " and ".join(f"{number(b.factor)}x over {b.long}" for b in paging)
+
+
+def _budget_row(ctx: GenerationContext, f: PanelFactory) -> list[Cell]:
+    config = ctx.config
     with_availability = [m.name for m in config.models if m.slo.availability is not None]
+    windows = _burn_windows(ctx)
     return [
         f.timeseries(
             "Error budget burn rate",
-            "How fast errors consume the availability SLO's budget, over the last hour and six hours "
-            "(1 = exactly on budget for the SLO period). Dashed: 6x (ticket) and 14.4x (page), the "
-            "multi-window burn-rate levels.",
-            [Query(per_model_union(config.models, lambda m: _burn(m, "1h")), legend="{{model}} 1h", ref="A"),
-             Query(per_model_union(config.models, lambda m: _burn(m, "6h")), legend="{{model}} 6h", ref="B")],
-            unit="short",
-            steps=[th.step(th.GREEN, None), th.step(th.ORANGE, th.SLOW_BURN), th.step(th.RED, th.FAST_BURN)],
+            f"How fast errors consume the availability SLO's budget, over the last {' and '.join(windows)} "
+            f"(1 = exactly on budget for the SLO period). Dashed: the burn rates at which the error-budget "
+            f"pages fire ({_burn_levels(ctx)} for a {ctx.policy.burn_reference_days}-day SLO period, scaled "
+            f"to the selected model's slo.period exactly as the alerts scale them).",
+            [Query(per_model_union(config.models, lambda m, w=w: _burn(m, w)), legend=f"{{{{model}}}} {w}",
+                   ref=chr(ord("A") + i)) for i, w in enumerate(windows)],
+            unit="short", overrides=th.per_model_overrides(config.models, lambda m: th.burn_rate_steps(ctx, m)),
             w=12, models=with_availability),
         f.stat(
             "Error budget left",
@@ -139,15 +162,16 @@ def _budget_row(config: Config, f: PanelFactory) -> list[Cell]:
     ]
 
 
-def build(config: Config) -> dict[str, Any]:
+def build(ctx: GenerationContext) -> dict[str, Any]:
+    config = ctx.config
     f = factory(config)
     sections = [
-        ("Traffic and errors · $model", _traffic_row(config, f)),
+        ("Traffic and errors · $model", _traffic_row(ctx, f)),
         ("Latency · $model", _latency_row(config, f)),
-        ("Availability SLO · $model", _budget_row(config, f)),
+        ("Availability SLO · $model", _budget_row(ctx, f)),
     ]
     return build_dashboard(
         config, uid=SERVICE_UID, title="modelmon · Service and SLO", kind="service",
         description="The model as a service: throughput, errors, latency, and its SLOs' error budgets.",
         sections=sections, variables=[model_variable(config), version_variable(config)],
-        annotation_expr='ALERTS{alertstate="firing", model="$model"}')
+        annotation_expr=selector("ALERTS", alertstate="firing", model=M))

@@ -2,20 +2,19 @@
 
 A step list colours a value by the *first* step whose value it reaches, so "below is bad"
 metrics (accuracy) start red and turn green at the warning value, while "above is bad"
-metrics (PSI) start green and turn red at the critical value.
+metrics (PSI) start green and turn red at the critical value. Burn-rate levels come from the
+generation context: the factors the alerts use, scaled by each model's slo.period.
 """
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from typing import Any
 
 from modelmon.config import ModelConfig, Threshold
+from modelmon.generation import Burn, GenerationContext
 
 GREEN, ORANGE, RED = "green", "orange", "red"
-
-# Multi-window burn-rate paging thresholds (Google SRE workbook): 14.4x burns 2% of a
-# 30-day budget in an hour, 6x burns 5% in six hours.
-FAST_BURN, SLOW_BURN = 14.4, 6.0
 
 
 def step(color: str, value: float | None) -> dict[str, Any]:
@@ -57,12 +56,43 @@ def error_budget_ratio(m: ModelConfig) -> float | None:
     return round(1 - m.slo.availability / 100, 10)
 
 
-def error_rate_steps(m: ModelConfig) -> list[dict[str, Any]]:
-    """Orange once errors exceed the SLO's allowance, red at the fast-burn paging rate."""
-    budget = error_budget_ratio(m)
+def error_budget(m: ModelConfig) -> Fraction | None:
+    """The allowed error ratio exactly as the burn-rate alerts compute it (99.5 -> 1/200)."""
+    if m.slo.availability is None:
+        return None
+    return 1 - Fraction(str(m.slo.availability)) / 100
+
+
+def paged_burns(ctx: GenerationContext, m: ModelConfig) -> tuple[Burn, ...]:
+    """The burn-rate windows the dashboards draw for ``m``: those that page (all of them when the
+    policy pages on none), fastest first, with the factors the alerts use for its slo.period."""
+    return ctx.paging_burns(m) or tuple(sorted(ctx.burns(m), key=lambda b: -b.factor))
+
+
+def fast_burn(ctx: GenerationContext, m: ModelConfig) -> Fraction:
+    """The highest burn factor that pages for ``m`` (14.4 for a 30-day SLO, 3.36 for a 7-day one)."""
+    return paged_burns(ctx, m)[0].factor
+
+
+def error_rate_steps(ctx: GenerationContext, m: ModelConfig) -> list[dict[str, Any]]:
+    """Orange once errors exceed the SLO's allowance, red at the fastest paging burn rate."""
+    budget = error_budget(m)
     if budget is None:
         return neutral_steps()
-    return [step(GREEN, None), step(ORANGE, budget), step(RED, round(budget * FAST_BURN, 10))]
+    return [step(GREEN, None), step(ORANGE, error_budget_ratio(m)), step(RED, float(budget * fast_burn(ctx, m)))]
+
+
+def burn_rate_steps(ctx: GenerationContext, m: ModelConfig) -> list[dict[str, Any]] | None:
+    """Steps of a burn-rate series (1 = on budget): orange at the slowest paging factor, red at the
+    fastest, both scaled to the model's slo.period exactly as the alerts scale them."""
+    if m.slo.availability is None:
+        return None
+    factors = sorted({b.factor for b in paged_burns(ctx, m)})
+    steps = [step(GREEN, None)]
+    if len(factors) > 1:
+        steps.append(step(ORANGE, float(factors[0])))
+    steps.append(step(RED, float(factors[-1])))
+    return steps
 
 
 def min_count_steps(minimum: int) -> list[dict[str, Any]]:

@@ -1,6 +1,8 @@
 """prometheus_client custom collector: formats the exporter's state, computes nothing.
 
-Metric names and labels follow the contract in DESIGN.md; dashboards and rules rely on them.
+Every family's name, type, help and labels come from the metric contract (modelmon.contract);
+this module only decides the values. A quantity is exposed only for models whose task the
+contract lists for it, so the exporter, the config and the generated alerts agree.
 """
 from __future__ import annotations
 
@@ -12,28 +14,18 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
 from prometheus_client.registry import Collector
 
 from modelmon import __version__
+from modelmon.contract import DRIFT, FEATURE_DRIFT, QUALITY, series
 from modelmon.exporter.pipeline import Exporter
 
-QUALITY_GAUGES = {
-    # snapshot key: (metric name, help)
-    "accuracy": ("modelmon_accuracy_ratio", "Accuracy over the quality window."),
-    "precision": ("modelmon_precision_ratio", "Precision over the quality window (binary: positive class; multiclass: macro)."),
-    "recall": ("modelmon_recall_ratio", "Recall over the quality window (binary: positive class; multiclass: macro)."),
-    "f1": ("modelmon_f1_ratio", "F1 score over the quality window (binary: positive class; multiclass: macro)."),
-    "roc_auc": ("modelmon_roc_auc_ratio", "ROC AUC over the quality window (multiclass: macro one-vs-rest)."),
-    "log_loss": ("modelmon_log_loss", "Log loss over the quality window."),
-    "brier_score": ("modelmon_brier_score", "Brier score over the quality window (binary)."),
-    "mae": ("modelmon_mae", "Mean absolute error over the quality window, in label units."),
-    "rmse": ("modelmon_rmse", "Root mean squared error over the quality window, in label units."),
-    "r2": ("modelmon_r2", "Coefficient of determination over the quality window."),
-}
-FEATURE_GAUGES = {
-    "psi": ("modelmon_feature_psi", "Population stability index of the drift window against the reference."),
-    "js_distance": ("modelmon_feature_js_distance", "Jensen-Shannon distance (base 2) of the drift window against the reference."),
-    "ks_pvalue": ("modelmon_feature_ks_pvalue", "Two-sample Kolmogorov-Smirnov p-value, numeric features."),
-    "chi2_pvalue": ("modelmon_feature_chi2_pvalue", "Chi-square homogeneity p-value, categorical features."),
-    "missing_ratio": ("modelmon_feature_missing_ratio", "Share of records in the drift window with the feature missing."),
-}
+_FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
+QUALITY_GAUGES = {q.key: q for q in QUALITY}  # snapshot key -> quantity
+FEATURE_GAUGES = {q.key: q for q in DRIFT if q.kind == FEATURE_DRIFT}
+
+
+def family(name: str) -> Metric:
+    """An empty family for the contract's series ``name``."""
+    s = series(name)
+    return _FAMILIES[s.type](s.name, s.help, labels=list(s.labels))
 
 
 class ExporterCollector(Collector):
@@ -51,18 +43,11 @@ class ExporterCollector(Collector):
     # ------------------------------------------------------------------ service
 
     def _service(self, ex: Exporter) -> Iterator[Metric]:
-        preds = CounterMetricFamily("modelmon_predictions", "Predictions seen in the log.",
-                                    labels=["model", "version", "status"])
-        latency = HistogramMetricFamily("modelmon_prediction_latency_seconds",
-                                        "Serving latency reported in the prediction log.",
-                                        labels=["model", "version"])
-        last = GaugeMetricFamily("modelmon_last_record_timestamp_seconds",
-                                 "Event time of the newest prediction record.", labels=["model"])
-        info = GaugeMetricFamily("modelmon_model_info", "Models watched, with version, task and team.",
-                                 labels=["model", "version", "task", "team"])
-        score = HistogramMetricFamily("modelmon_prediction_score",
-                                      "Distribution of the positive-class score (binary) or top-class probability (multiclass).",
-                                      labels=["model"])
+        preds = family("modelmon_predictions_total")
+        latency = family("modelmon_prediction_latency_seconds")
+        last = family("modelmon_last_record_timestamp_seconds")
+        info = family("modelmon_model_info")
+        score = family("modelmon_prediction_score")
         for name, s in ex.states.items():
             for (version, status), n in sorted(s.predictions_total.items()):
                 preds.add_metric([name, version, status], n)
@@ -80,22 +65,13 @@ class ExporterCollector(Collector):
     # ------------------------------------------------------------------ quality
 
     def _quality(self, ex: Exporter) -> Iterator[Metric]:
-        labels = CounterMetricFamily("modelmon_labels", "Ground-truth labels joined to predictions.",
-                                     labels=["model", "version"])
-        unmatched = CounterMetricFamily("modelmon_labels_unmatched",
-                                        "Labels whose prediction was unknown, already labelled or expired.",
-                                        labels=["model"])
-        expired = CounterMetricFamily("modelmon_predictions_expired",
-                                      "Predictions that left the join buffer without a label.",
-                                      labels=["model", "reason"])
-        delay = HistogramMetricFamily("modelmon_label_delay_seconds",
-                                      "Label arrival time minus prediction time (late labels).", labels=["model"])
-        confusion = CounterMetricFamily("modelmon_confusion", "Classification outcomes of labelled predictions.",
-                                        labels=["model", "version", "actual", "predicted"])
-        windowed = GaugeMetricFamily("modelmon_window_labeled", "Labelled predictions inside the quality window.",
-                                     labels=["model", "version"])
-        gauges = {k: GaugeMetricFamily(name, help_, labels=["model", "version"])
-                  for k, (name, help_) in QUALITY_GAUGES.items()}
+        labels = family("modelmon_labels_total")
+        unmatched = family("modelmon_labels_unmatched_total")
+        expired = family("modelmon_predictions_expired_total")
+        delay = family("modelmon_label_delay_seconds")
+        confusion = family("modelmon_confusion_total")
+        windowed = family("modelmon_window_labeled")
+        gauges = {k: family(q.metric) for k, q in QUALITY_GAUGES.items()}
         for name, s in ex.states.items():
             for version, n in sorted(s.labels_total.items()):
                 labels.add_metric([name, version], n)
@@ -110,7 +86,8 @@ class ExporterCollector(Collector):
                 windowed.add_metric([name, version], n)
             for version, values in sorted(snap.quality.items()):
                 for key, value in values.items():
-                    if key in gauges and _finite(value):
+                    q = QUALITY_GAUGES.get(key)
+                    if q is not None and q.applies_to(s.cfg.task) and _finite(value):
                         gauges[key].add_metric([name, version], value)
         yield from (labels, unmatched, expired, delay, confusion, windowed)
         yield from gauges.values()
@@ -118,20 +95,12 @@ class ExporterCollector(Collector):
     # ------------------------------------------------------------------ drift
 
     def _drift(self, ex: Exporter) -> Iterator[Metric]:
-        gauges = {k: GaugeMetricFamily(name, help_, labels=["model", "feature"])
-                  for k, (name, help_) in FEATURE_GAUGES.items()}
-        pred_psi = GaugeMetricFamily("modelmon_prediction_psi",
-                                     "Population stability index of the model output against its reference.",
-                                     labels=["model"])
-        window = GaugeMetricFamily("modelmon_drift_window_records", "Records in the drift window.", labels=["model"])
-        auc = GaugeMetricFamily("modelmon_drift_classifier_auc",
-                                "Cross-validated AUC of a classifier telling reference from recent rows (0.5 = no drift).",
-                                labels=["model"])
-        outliers = GaugeMetricFamily("modelmon_outlier_ratio",
-                                     "Share of recent rows an IsolationForest fit on the reference calls outliers.",
-                                     labels=["model"])
-        mv_last = GaugeMetricFamily("modelmon_multivariate_last_run_timestamp_seconds",
-                                    "Wall-clock time of the last multivariate drift fit.", labels=["model"])
+        gauges = {k: family(q.metric) for k, q in FEATURE_GAUGES.items()}
+        pred_psi = family("modelmon_prediction_psi")
+        window = family("modelmon_drift_window_records")
+        auc = family("modelmon_drift_classifier_auc")
+        outliers = family("modelmon_outlier_ratio")
+        mv_last = family("modelmon_multivariate_last_run_timestamp_seconds")
         for name, s in ex.states.items():
             snap = s.snapshot
             window.add_metric([name], snap.drift_window_records)
@@ -154,22 +123,15 @@ class ExporterCollector(Collector):
     # ------------------------------------------------------------------ the exporter itself
 
     def _self(self, ex: Exporter) -> Iterator[Metric]:
-        ingested = CounterMetricFamily("modelmon_records_ingested", "Records accepted, by source.", labels=["source"])
+        ingested = family("modelmon_records_ingested_total")
         for source in sorted(set(ex.ingested) | {"file", "http"}):
             ingested.add_metric([source], ex.ingested.get(source, 0))
-        rejected = CounterMetricFamily("modelmon_records_rejected", "Records skipped as bad input, by reason.",
-                                       labels=["reason"])
+        rejected = family("modelmon_records_rejected_total")
         for reason, n in sorted(ex.rejected.items()):
             rejected.add_metric([reason], n)
-        overflow = CounterMetricFamily("modelmon_cardinality_overflow",
-                                       "Records whose label value was folded into __other__ by the cardinality budget.",
-                                       labels=["model", "label"])
-        shortened = CounterMetricFamily("modelmon_label_values_shortened",
-                                        "Label values (version, class) longer than exporter.max_label_value_length, "
-                                        "cut to it with a hash suffix.", labels=["model", "label"])
-        errors = CounterMetricFamily("modelmon_refresh_errors",
-                                     "Failed passes of one model's ingest, refresh (quality, drift) or multivariate "
-                                     "fit; other models are unaffected.", labels=["model", "stage"])
+        overflow = family("modelmon_cardinality_overflow_total")
+        shortened = family("modelmon_label_values_shortened_total")
+        errors = family("modelmon_refresh_errors_total")
         for name, s in ex.states.items():
             labels = ("version",) if s.cfg.task == "regression" else ("version", "class")
             for label in labels:
@@ -178,27 +140,21 @@ class ExporterCollector(Collector):
                 shortened.add_metric([name, label], s.shortened.get(label, 0))
             for stage in ("ingest", "refresh", "multivariate"):
                 errors.add_metric([name, stage], ex.model_errors.get((name, stage), 0))
-        pending = GaugeMetricFamily("modelmon_label_join_pending", "Predictions waiting for a late label.")
+        pending = family("modelmon_label_join_pending")
         pending.add_metric([], len(ex.joiner))
-        lag = GaugeMetricFamily("modelmon_log_lag_bytes", "Bytes of the prediction log not read yet.")
+        lag = family("modelmon_log_lag_bytes")
         lag.add_metric([], ex.log_lag_bytes)
-        rotations = CounterMetricFamily("modelmon_log_rotations", "Log rotations and truncations detected.")
+        rotations = family("modelmon_log_rotations_total")
         rotations.add_metric([], ex.log_rotations)
-        missed = CounterMetricFamily("modelmon_log_copies_missed",
-                                     "Truncations of the log (copytruncate) whose rotated copy was not found: "
-                                     "the lines not read before the truncation are lost.")
+        missed = family("modelmon_log_copies_missed_total")
         missed.add_metric([], ex.log_copies_missed)
-        saved = GaugeMetricFamily(
-            "modelmon_checkpoint_last_success_timestamp_seconds",
-            "When the saved windows and pending joins were last current (written, or unchanged since).")
+        saved = family("modelmon_checkpoint_last_success_timestamp_seconds")
         if ex.checkpoint_saved_at is not None:
             saved.add_metric([], ex.checkpoint_saved_at)
-        write_errors = CounterMetricFamily("modelmon_state_write_errors",
-                                           "Failed writes of a state file (offset, checkpoint, references).",
-                                           labels=["file"])
+        write_errors = family("modelmon_state_write_errors_total")
         for file in sorted(set(ex.state_write_errors) | {"offset", "checkpoint", "references"}):
             write_errors.add_metric([file], ex.state_write_errors.get(file, 0))
-        build = GaugeMetricFamily("modelmon_build_info", "modelmon build information.", labels=["version"])
+        build = family("modelmon_build_info")
         build.add_metric([__version__], 1)
         yield from (ingested, rejected, overflow, shortened, errors, pending, lag, rotations, missed, saved, write_errors, build)
 

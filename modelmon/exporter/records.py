@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from modelmon.config import Config, ModelConfig
+from modelmon.contract import class_key, class_keys  # noqa: F401 - re-exported for the exporter
 from modelmon.exporter.histogram import shorten
 from modelmon.exporter.reference import category_string
 
@@ -206,27 +207,6 @@ def _rows(dicts: Sequence[dict], names: Sequence[str]) -> list[tuple]:
         except KeyError:
             pass
     return [tuple(map(d.get, names)) for d in dicts]
-
-
-def class_key(v: Any) -> str:
-    """Normalise a class value so 1, 1.0, True and "1" compare equal as "1"."""
-    t = type(v)
-    if t is str:
-        return v
-    if t is bool:
-        return "1" if v else "0"
-    if t is float and v.is_integer():
-        return str(int(v))
-    return str(v)
-
-
-def class_keys(values: Sequence[Any]) -> list[str]:
-    types = _types(values)
-    if types == {str}:
-        return list(values)
-    if types == {int}:
-        return list(map(str, values))
-    return [class_key(v) for v in values]
 
 
 class _Checks:

@@ -1,0 +1,373 @@
+"""The metric contract: every series the exporter exposes and every quality or drift quantity.
+
+This is the ground floor. Config validation (which threshold keys a task accepts, and their
+direction), the exporter's collector (family names, types, help and labels), the rule generator
+(which metric an alert reads, how its value prints), the dashboards (titles, units) and the
+README's metric table all read this module; it imports nothing from modelmon.
+
+Adding a metric is one entry here (a ``Series``, or a ``Quantity`` which carries its series)
+plus the collector's code that fills it with values.
+
+Names: ``Series.name`` is the name as Prometheus stores and PromQL queries it, so counters end
+in ``_total`` (``modelmon_predictions_total``). prometheus_client's ``CounterMetricFamily`` takes
+that same name and strips the suffix for its family name itself. A histogram is named by its
+base (``modelmon_prediction_latency_seconds``); the exposition adds ``_bucket``, ``_count`` and
+``_sum`` samples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+PREFIX = "modelmon_"
+TASKS = ("binary", "multiclass", "regression")
+CLASSIFICATION = ("binary", "multiclass")
+ALL_TASKS = TASKS
+TYPES = ("counter", "gauge", "histogram")
+
+# The Prometheus job that scrapes the exporter: `up{job=...}` in alerts, dashboards and prometheus.yml.
+EXPORTER_JOB = "modelmon"
+
+# Grafana dashboard uids: fixed, because alert annotations, panel links, bookmarks and
+# `dashboards push` refer to them.
+OVERVIEW_UID = "modelmon-overview"
+MODEL_UID = "modelmon-model"
+DRIFT_UID = "modelmon-drift"
+SERVICE_UID = "modelmon-service"
+SELF_UID = "modelmon-self"
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric family of the exporter's /metrics."""
+
+    name: str  # as queried: counters with _total, histograms by their base name
+    type: str  # counter | gauge | histogram
+    help: str  # the HELP line
+    labels: tuple[str, ...]
+    doc: str  # what it means, for the README's metric table
+    tasks: tuple[str, ...] = TASKS  # models of these tasks have samples (the family is always exposed)
+    constant: bool = False  # an info-style gauge that is always 1
+
+    def __post_init__(self) -> None:
+        if not self.name.startswith(PREFIX):
+            raise ValueError(f"{self.name}: series names start with {PREFIX}")
+        if self.type not in TYPES:
+            raise ValueError(f"{self.name}: type {self.type!r} not in {TYPES}")
+        if (self.type == "counter") != self.name.endswith("_total"):
+            raise ValueError(f"{self.name}: counters, and only counters, end in _total")
+
+    @property
+    def samples(self) -> tuple[str, ...]:
+        """Sample names the exposition holds for this family."""
+        if self.type == "histogram":
+            return tuple(f"{self.name}{s}" for s in ("_bucket", "_count", "_sum"))
+        return (self.name,)
+
+
+# What a quantity measures. Quality quantities are per model and version over the quality window;
+# feature drift is per model and feature over the drift window; the others per model.
+QUALITY_KIND, FEATURE_DRIFT, PREDICTION_DRIFT, MULTIVARIATE_DRIFT = (
+    "quality", "feature_drift", "prediction_drift", "multivariate_drift")
+KIND_LABELS = {
+    QUALITY_KIND: ("model", "version"),
+    FEATURE_DRIFT: ("model", "feature"),
+    PREDICTION_DRIFT: ("model",),
+    MULTIVARIATE_DRIFT: ("model",),
+}
+_KIND_SCOPE = {
+    QUALITY_KIND: "over the quality window",
+    FEATURE_DRIFT: "per feature, drift window against the reference",
+    PREDICTION_DRIFT: "drift window against the reference",
+    MULTIVARIATE_DRIFT: "drift window against the reference, refitted by a background worker",
+}
+_TASK_SCOPE = {ALL_TASKS: "every model", CLASSIFICATION: "binary and multiclass models"}
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A quality or drift number a model may set thresholds on (``thresholds.<key>`` in modelmon.yaml)."""
+
+    key: str  # threshold key in modelmon.yaml
+    series: Series
+    kind: str  # quality | feature_drift | prediction_drift | multivariate_drift
+    title: str  # in sentences: alert descriptions ("Mean absolute error")
+    short_title: str  # in panel titles and legends ("MAE")
+    tasks: tuple[str, ...]  # the exporter computes it for models of these tasks, and only those
+    direction: str  # "below": a value under the threshold is bad; "above": over it is bad
+    unit: str  # Grafana unit
+    value_format: str  # Go template pipeline stage for $value in alert descriptions ("" = as is)
+    meaning: str  # one line, for dashboards and the README
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("below", "above"):
+            raise ValueError(f"{self.key}: direction must be below or above")
+        if not set(self.tasks) <= set(TASKS) or not self.tasks:
+            raise ValueError(f"{self.key}: tasks must be a non-empty subset of {TASKS}")
+        if self.series.tasks != self.tasks or self.series.labels != KIND_LABELS[self.kind]:
+            raise ValueError(f"{self.key}: its series disagrees with the quantity")
+
+    @property
+    def metric(self) -> str:
+        return self.series.name
+
+    @property
+    def per_feature(self) -> bool:
+        return self.kind == FEATURE_DRIFT
+
+    def applies_to(self, task: str) -> bool:
+        return task in self.tasks
+
+
+def _quantity(key: str, metric: str, kind: str, *, title: str, short: str | None = None, tasks: tuple[str, ...],
+              direction: str, unit: str, value_format: str, meaning: str, help: str, note: str = "") -> Quantity:
+    """A quantity and its gauge; the README line is its meaning, scope, note and threshold key."""
+    models = _TASK_SCOPE.get(tasks) or f"{' and '.join(tasks)} models"
+    doc = (f"{meaning} — {_KIND_SCOPE[kind]}{f'; {note}' if note else ''} · threshold `{key}` for {models}, "
+           f"{'low' if direction == 'below' else 'high'} is bad")
+    series = Series(metric, "gauge", help, KIND_LABELS[kind], doc, tasks=tasks)
+    return Quantity(key=key, series=series, kind=kind, title=title, short_title=short or title, tasks=tasks,
+                    direction=direction, unit=unit, value_format=value_format, meaning=meaning)
+
+
+_G3, _G4 = 'printf "%.3g"', 'printf "%.4g"'
+_MACRO = "binary: positive class; multiclass: macro"
+
+QUALITY: tuple[Quantity, ...] = (
+    _quantity("accuracy", "modelmon_accuracy_ratio", QUALITY_KIND, title="Accuracy", tasks=CLASSIFICATION,
+              direction="below", unit="percentunit", value_format=_G3,
+              meaning="share of labelled predictions that were right",
+              help="Accuracy over the quality window."),
+    _quantity("precision", "modelmon_precision_ratio", QUALITY_KIND, title="Precision", tasks=CLASSIFICATION,
+              direction="below", unit="percentunit", value_format=_G3,
+              meaning="binary: of the predicted positives, the share that were positive; multiclass: macro average",
+              help=f"Precision over the quality window ({_MACRO})."),
+    _quantity("recall", "modelmon_recall_ratio", QUALITY_KIND, title="Recall", tasks=CLASSIFICATION,
+              direction="below", unit="percentunit", value_format=_G3,
+              meaning="binary: of the actual positives, the share that were found; multiclass: macro average",
+              help=f"Recall over the quality window ({_MACRO})."),
+    _quantity("f1", "modelmon_f1_ratio", QUALITY_KIND, title="F1 score", short="F1", tasks=CLASSIFICATION,
+              direction="below", unit="percentunit", value_format=_G3,
+              meaning="harmonic mean of precision and recall (macro for multiclass)",
+              help=f"F1 score over the quality window ({_MACRO})."),
+    _quantity("roc_auc", "modelmon_roc_auc_ratio", QUALITY_KIND, title="ROC AUC", tasks=CLASSIFICATION,
+              direction="below", unit="short", value_format=_G3,
+              meaning="ranking quality of the scores, 0.5 is a coin flip",
+              note="needs scores; multiclass: macro one-vs-rest, once every class was labelled",
+              help="ROC AUC over the quality window (multiclass: macro one-vs-rest)."),
+    _quantity("log_loss", "modelmon_log_loss", QUALITY_KIND, title="Log loss", tasks=CLASSIFICATION,
+              direction="above", unit="short", value_format=_G3,
+              meaning="cross-entropy of the predicted probabilities, lower is better",
+              note="needs `score` (binary) or `scores` (multiclass)",
+              help="Log loss over the quality window."),
+    _quantity("brier_score", "modelmon_brier_score", QUALITY_KIND, title="Brier score", tasks=("binary",),
+              direction="above", unit="short", value_format=_G3,
+              meaning="mean squared error of the positive-class probability, lower is better",
+              note="needs `score`",
+              help="Brier score over the quality window (binary)."),
+    _quantity("mae", "modelmon_mae", QUALITY_KIND, title="Mean absolute error", short="MAE", tasks=("regression",),
+              direction="above", unit="short", value_format=_G4,
+              meaning="mean absolute error, in the unit of the target",
+              help="Mean absolute error over the quality window, in label units."),
+    _quantity("rmse", "modelmon_rmse", QUALITY_KIND, title="Root mean squared error", short="RMSE",
+              tasks=("regression",), direction="above", unit="short", value_format=_G4,
+              meaning="root mean squared error, in the unit of the target; weighs large misses more than MAE",
+              help="Root mean squared error over the quality window, in label units."),
+    _quantity("r2", "modelmon_r2", QUALITY_KIND, title="R2", short="R²", tasks=("regression",),
+              direction="below", unit="short", value_format=_G3,
+              meaning="share of the target's variance the model explains, 1 is perfect",
+              note="from 2 labelled predictions with different labels",
+              help="Coefficient of determination over the quality window."),
+)
+
+DRIFT: tuple[Quantity, ...] = (
+    _quantity("psi", "modelmon_feature_psi", FEATURE_DRIFT, title="PSI", tasks=ALL_TASKS,
+              direction="above", unit="short", value_format="",
+              meaning="population stability index of a feature against the reference (0.1 moderate, 0.25 large shift)",
+              note="quantile bins frozen at load with two out-of-range bins; top-K categories plus `__other__`",
+              help="Population stability index of the drift window against the reference."),
+    _quantity("js_distance", "modelmon_feature_js_distance", FEATURE_DRIFT, title="Jensen-Shannon distance",
+              short="JS distance", tasks=ALL_TASKS, direction="above", unit="short", value_format="",
+              meaning="Jensen-Shannon distance between reference and recent histograms (0 same, 1 disjoint)",
+              note="base 2, same bins as PSI",
+              help="Jensen-Shannon distance (base 2) of the drift window against the reference."),
+    _quantity("ks_pvalue", "modelmon_feature_ks_pvalue", FEATURE_DRIFT, title="KS test p-value",
+              short="KS p-value", tasks=ALL_TASKS, direction="below", unit="short", value_format="",
+              meaning="two-sample Kolmogorov-Smirnov test, numeric features; small means the distributions differ",
+              help="Two-sample Kolmogorov-Smirnov p-value, numeric features."),
+    _quantity("chi2_pvalue", "modelmon_feature_chi2_pvalue", FEATURE_DRIFT, title="Chi-square test p-value",
+              short="χ² p-value", tasks=ALL_TASKS, direction="below", unit="short", value_format="",
+              meaning="chi-squared test of category frequencies, categorical features; small means they differ",
+              help="Chi-square homogeneity p-value, categorical features."),
+    _quantity("missing_ratio", "modelmon_feature_missing_ratio", FEATURE_DRIFT, title="Missing-value ratio",
+              short="Missing ratio", tasks=ALL_TASKS, direction="above", unit="percentunit", value_format="",
+              meaning="share of recent records without a value for the feature",
+              help="Share of records in the drift window with the feature missing."),
+    _quantity("prediction_psi", "modelmon_prediction_psi", PREDICTION_DRIFT, title="Prediction PSI",
+              tasks=ALL_TASKS, direction="above", unit="short", value_format=_G3,
+              meaning="population stability index of the model's output against the reference",
+              note="binary: score; multiclass: predicted class; regression: value",
+              help="Population stability index of the model output against its reference."),
+    _quantity("drift_classifier_auc", "modelmon_drift_classifier_auc", MULTIVARIATE_DRIFT,
+              title="Domain-classifier AUC", tasks=ALL_TASKS, direction="above", unit="short", value_format=_G3,
+              meaning="AUC of a classifier telling reference from recent records; 0.5 means indistinguishable",
+              note="cross-validated",
+              help="Cross-validated AUC of a classifier telling reference from recent rows (0.5 = no drift)."),
+    _quantity("outlier_ratio", "modelmon_outlier_ratio", MULTIVARIATE_DRIFT, title="Outlier ratio",
+              tasks=ALL_TASKS, direction="above", unit="percentunit", value_format="humanizePercentage",
+              meaning="share of recent records an IsolationForest fitted on the reference calls outliers",
+              note="≈ 0.01 on reference-like data",
+              help="Share of recent rows an IsolationForest fit on the reference calls outliers."),
+)
+
+# Every thresholded quantity by its modelmon.yaml key, quality first.
+QUANTITIES: dict[str, Quantity] = {q.key: q for q in QUALITY + DRIFT}
+
+
+def quantities_for(task: str) -> tuple[Quantity, ...]:
+    """The quantities the exporter computes for a model of ``task``: its allowed threshold keys."""
+    return tuple(q for q in QUANTITIES.values() if q.applies_to(task))
+
+
+def _q(key: str) -> Series:
+    return QUANTITIES[key].series
+
+
+_MV = ("model", "version")
+
+# Every series of /metrics, in the order of the README's table.
+SERIES: tuple[Series, ...] = (
+    Series("modelmon_predictions_total", "counter", "Predictions seen in the log.", ("model", "version", "status"),
+           "predictions seen (`status` = `ok`/`error`)"),
+    Series("modelmon_prediction_latency_seconds", "histogram", "Serving latency reported in the prediction log.",
+           _MV, "serving latency from the log; buckets .005 … 10 s plus every `slo.latency_p99_seconds`"),
+    Series("modelmon_prediction_score", "histogram",
+           "Distribution of the positive-class score (binary) or top-class probability (multiclass).", ("model",),
+           "binary: positive-class score; multiclass: top-class probability (0.05 buckets)", tasks=CLASSIFICATION),
+    Series("modelmon_labels_total", "counter", "Ground-truth labels joined to predictions.", _MV,
+           "labels joined to predictions (inline or late)"),
+    Series("modelmon_label_delay_seconds", "histogram", "Label arrival time minus prediction time (late labels).",
+           ("model",), "late label's `ts` minus its prediction's `ts`"),
+    Series("modelmon_labels_unmatched_total", "counter",
+           "Labels whose prediction was unknown, already labelled or expired.", ("model",),
+           "labels with no waiting prediction"),
+    Series("modelmon_predictions_expired_total", "counter", "Predictions that left the join buffer without a label.",
+           ("model", "reason"),
+           "predictions that left the join buffer unlabelled (`ttl`, `buffer_full`, `replaced`)"),
+    Series("modelmon_label_join_pending", "gauge", "Predictions waiting for a late label.", (),
+           "predictions waiting for a late label"),
+    Series("modelmon_confusion_total", "counter", "Classification outcomes of labelled predictions.",
+           ("model", "version", "actual", "predicted"), "classification outcomes (binary and multiclass models)",
+           tasks=CLASSIFICATION),
+    *(q.series for q in QUALITY),
+    Series("modelmon_window_labeled", "gauge", "Labelled predictions inside the quality window.", _MV,
+           "labelled predictions inside the quality window"),
+    *(q.series for q in DRIFT if q.kind == FEATURE_DRIFT),
+    _q("prediction_psi"),
+    Series("modelmon_drift_window_records", "gauge", "Records in the drift window.", ("model",),
+           "predictions in the drift window"),
+    _q("drift_classifier_auc"),
+    _q("outlier_ratio"),
+    Series("modelmon_multivariate_last_run_timestamp_seconds", "gauge",
+           "Wall-clock time of the last multivariate drift fit.", ("model",),
+           "when the multivariate worker last ran"),
+    Series("modelmon_last_record_timestamp_seconds", "gauge", "Event time of the newest prediction record.",
+           ("model",), "event time of the newest prediction"),
+    Series("modelmon_records_ingested_total", "counter", "Records accepted, by source.", ("source",),
+           "records accepted (`file`, `http`)"),
+    Series("modelmon_records_rejected_total", "counter", "Records skipped as bad input, by reason.", ("reason",),
+           "bad input, skipped (`invalid_json`, `not_object`, `missing_field`, `bad_type`, `bad_value`, "
+           "`bad_timestamp`, `unknown_model`, `oversized_line`, `internal_error`)"),
+    Series("modelmon_cardinality_overflow_total", "counter",
+           "Records whose label value was folded into __other__ by the cardinality budget.", ("model", "label"),
+           "records whose `version`/class label folded into `__other__`"),
+    Series("modelmon_label_values_shortened_total", "counter",
+           "Label values (version, class) longer than exporter.max_label_value_length, cut to it with a hash suffix.",
+           ("model", "label"),
+           "`version`/class values longer than `exporter.max_label_value_length`, cut to it with a hash suffix"),
+    Series("modelmon_refresh_errors_total", "counter",
+           "Failed passes of one model's ingest, refresh (quality, drift) or multivariate fit; other models are "
+           "unaffected.", ("model", "stage"),
+           "failed `ingest`, `refresh` or `multivariate` passes of one model (logged once a minute with the "
+           "traceback; other models unaffected)"),
+    Series("modelmon_log_lag_bytes", "gauge", "Bytes of the prediction log not read yet.", (),
+           "bytes of the log not read yet"),
+    Series("modelmon_log_rotations_total", "counter", "Log rotations and truncations detected.", (),
+           "rotations and truncations detected"),
+    Series("modelmon_log_copies_missed_total", "counter",
+           "Truncations of the log (copytruncate) whose rotated copy was not found: the lines not read before the "
+           "truncation are lost.", (),
+           "copytruncate truncations whose rotated copy was not found: the lines unread at the truncation are lost"),
+    Series("modelmon_checkpoint_last_success_timestamp_seconds", "gauge",
+           "When the saved windows and pending joins were last current (written, or unchanged since).", (),
+           "when the saved windows and pending joins were last current: written, or found unchanged at an idle "
+           "interval (absent until the first save)"),
+    Series("modelmon_state_write_errors_total", "counter",
+           "Failed writes of a state file (offset, checkpoint, references).", ("file",),
+           "failed writes of a state file: `offset`, `checkpoint`, `references` (logged once a minute)"),
+    Series("modelmon_model_info", "gauge", "Models watched, with version, task and team.",
+           ("model", "version", "task", "team"), "what is being watched", constant=True),
+    Series("modelmon_build_info", "gauge", "modelmon build information.", ("version",), "modelmon version",
+           constant=True),
+)
+
+SERIES_BY_NAME: dict[str, Series] = {s.name: s for s in SERIES}
+if len(SERIES_BY_NAME) != len(SERIES):
+    raise ValueError("duplicate series names in the contract")
+
+
+def series(name: str) -> Series:
+    """The contract entry of ``name`` (KeyError names the missing series)."""
+    try:
+        return SERIES_BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"{name} is not in modelmon.contract.SERIES") from None
+
+
+def sample_names() -> set[str]:
+    """Every sample name /metrics may hold (histograms with _bucket/_count/_sum)."""
+    return {n for s in SERIES for n in s.samples}
+
+
+# ---------------------------------------------------------------------------- README table
+
+README_TABLE_HEADER = ("| metric | type | labels | meaning |", "|---|---|---|---|")
+
+
+def readme_table() -> str:
+    """The README's metric table, one row per series, from the entries above."""
+    rows = list(README_TABLE_HEADER)
+    for s in SERIES:
+        kind = f"{s.type} (=1)" if s.constant else s.type
+        labels = f" {', '.join(s.labels)} " if s.labels else " "
+        rows.append(f"| `{s.name}` | {kind} |{labels}| {s.doc} |")
+    return "\n".join(rows) + "\n"
+
+
+# ---------------------------------------------------------------------------- class values
+
+
+def class_key(v: Any) -> str:
+    """Normalise a class value so 1, 1.0, True and "1" compare equal as "1".
+
+    The exporter labels `actual`/`predicted` with these keys and the rule generator writes the
+    configured `positive_class`/`classes` through the same function, so both sides agree.
+    """
+    t = type(v)
+    if t is str:
+        return v
+    if t is bool:
+        return "1" if v else "0"
+    if t is float and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def class_keys(values: Sequence[Any]) -> list[str]:
+    """``class_key`` of every value, with fast paths for all-str and all-int columns."""
+    types = set(map(type, values))
+    if types == {str}:
+        return list(values)
+    if types == {int}:
+        return list(map(str, values))
+    return [class_key(v) for v in values]
