@@ -184,7 +184,7 @@ def test_inbox_page_escapes_everything(client):
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "javascript:" not in page
     assert "Model quality (Accuracy) is below its threshold" in page
-    assert 'href="http://localhost:3000/d/modelmon-model?var-model=credit"' in page
+    assert 'href="http://localhost:3000/d/modelmon-model?var-model=credit&amp;from=' in page
     assert "1 firing" in page
 
 
@@ -382,7 +382,16 @@ def test_the_bad_request_page_escapes_the_value(client):
     assert "<script>x" not in page and "&lt;script&gt;" in page
 
 
+def incident_order(store) -> list[str]:
+    """The alertnames of the incidents in the documented order, computed here from the rows (one alert each)."""
+    with store._connect() as db:
+        rows = db.execute("SELECT id, alertname, status, severity, last_received_at FROM incidents").fetchall()
+    return [r["alertname"][1:] for r in sorted(rows, key=lambda r: (
+        r["status"] != "firing", SEVERITY_RANK.get(r["severity"], 2), -r["last_received_at"], r["id"]))]
+
+
 def test_inbox_page_shows_true_counts_and_pages_with_the_cursor(client, store):
+    """1000 alerts of distinct names: 1000 incidents of one alert, paged 200 a page in order."""
     fill(store)
     html = client.get("/").get_data(as_text=True)
     assert "<title>modelmon alerts (960 firing)</title>" in html
@@ -392,14 +401,14 @@ def test_inbox_page_shows_true_counts_and_pages_with_the_cursor(client, store):
     for expected in ("1–200", "201–400", "401–600", "601–800", "801–1000"):
         html = client.get(path).get_data(as_text=True)
         assert f"showing {expected} of 1000" in html and "960 firing, 40 resolved" in html
-        assert html.count('<tr class="') == 200
-        shown += re.findall(r"<td>A(fp\d{4})<br>", html)
+        assert html.count('<tr class="incident ') == 200
+        shown += re.findall(r'<td class="alertname">A(fp\d{4})<br>', html)
         links = re.findall(r'<a href="\?(before=[^"]+)">next page</a>', html)
         if expected == "801–1000":
             assert links == []
         else:
             path = "/?" + links[0].replace("&amp;", "&")
-    assert shown == inbox_order(store)
+    assert shown == incident_order(store) and sorted(shown) == sorted(inbox_order(store))
     assert "<script" not in html
 
 
@@ -474,3 +483,341 @@ def test_the_paging_query_seeks_an_index(store):
                 plan.startswith("SCAN alerts USING INDEX alerts_in_order") and (status, model, before) == (
                     None, None, None)), (status, model, plan)
             assert "TEMP B-TREE" not in plan, plan
+
+
+# ---------------------------------------------------------------- incidents, filters and links (issue 9)
+
+from modelmon.receiver.app import span  # noqa: E402
+from modelmon.receiver.cli import add_arguments  # noqa: E402
+from modelmon.receiver.incidents import incident_key, severity_history  # noqa: E402
+from modelmon.receiver.links import dashboard_url, silence_url  # noqa: E402
+from modelmon.receiver.payload import epoch  # noqa: E402
+from modelmon.receiver.runbook import Runbook, render, slug  # noqa: E402
+
+NOW = epoch("2026-11-23T10:42:00Z")
+BURN = "ModelmonErrorBudgetBurn"
+
+
+def burn(status: str, fingerprint: str, severity: str, window: str, starts_at: str, ends_at: str = "",
+         model: str = "credit", team: str = "risk", external_url: str = "http://127.0.0.1:9093",
+         alertname: str = BURN, **labels: str) -> dict:
+    """A notification of one burn-rate alert, as Alertmanager sends it."""
+    payload = notification(status, starts_at=starts_at, fingerprint=fingerprint, alertname=alertname,
+                           severity=severity, window=window, model=model, team=team, family="availability",
+                           **labels)
+    alert = payload["alerts"][0]
+    del alert["labels"]["version"]  # burn rates are summed over versions
+    if ends_at:
+        alert["endsAt"] = ends_at
+    alert["annotations"]["dashboard_url"] = f"http://localhost:3000/d/modelmon-service?var-model={model}"
+    alert["annotations"]["runbook_url"] = "https://example.com/RUNBOOK.md#modelmonerrorbudgetburn"
+    payload["externalURL"] = external_url
+    return payload
+
+
+@pytest.fixture
+def clocked(store):
+    return create_app(store, clock=lambda: NOW).test_client()
+
+
+def incidents(client, **params) -> list[dict]:
+    r = client.get("/api/incidents", query_string=params)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    return r.get_json()["incidents"]
+
+
+def test_warning_then_critical_of_one_alert_is_one_incident(clocked):
+    post(clocked, burn("firing", "w1d", "warning", "1d", "2026-11-23T10:20:00Z"))
+    post(clocked, burn("firing", "c1h", "critical", "1h", "2026-11-23T10:30:00Z"))
+    post(clocked, burn("firing", "other", "warning", "1d", "2026-11-23T10:25:00Z", model="eta", team="eta"))
+    got = incidents(clocked)
+    assert len(got) == 2 and len(clocked.get("/api/alerts").get_json()["alerts"]) == 3
+    credit = next(i for i in got if i["model"] == "credit")
+    assert credit["severity"] == "critical" and credit["severity_history"] == ["warning", "critical"]
+    assert credit["labels"] == {"alertname": BURN, "family": "availability", "model": "credit", "team": "risk"}
+    assert [(a["fingerprint"], a["window"]) for a in credit["alerts"]] == [("w1d", "1d"), ("c1h", "1h")]
+    assert credit["windows"] == ["1d", "1h"] and credit["starts_at"] == "2026-11-23T10:20:00Z"
+    html = clocked.get("/").get_data(as_text=True)
+    assert html.count('<tr class="incident ') == 2 and "warning → critical" in html
+    # The per-fingerprint history stays where it was.
+    assert [e["status"] for e in clocked.get("/api/alerts/c1h").get_json()["events"]] == ["firing"]
+
+
+def test_incident_severity_history_follows_the_highest_firing_severity(clocked):
+    post(clocked, burn("firing", "w", "warning", "1d", "2026-11-23T10:00:00Z"))
+    post(clocked, burn("firing", "c", "critical", "1h", "2026-11-23T10:05:00Z"))
+    post(clocked, burn("resolved", "c", "critical", "1h", "2026-11-23T10:05:00Z", "2026-11-23T10:20:00Z"))
+    [i] = incidents(clocked)
+    assert i["status"] == "firing" and i["severity_history"] == ["warning", "critical", "warning"]
+    post(clocked, burn("resolved", "w", "warning", "1d", "2026-11-23T10:00:00Z", "2026-11-23T10:30:00Z"))
+    [i] = incidents(clocked)
+    assert (i["status"], i["severity"], i["ends_at"]) == ("resolved", "critical", "2026-11-23T10:30:00Z")
+    assert severity_history([(0, None, "warning"), (5, None, "critical")]) == ["warning", "critical"]
+    assert severity_history([(0, 10, "info")]) == ["info"]
+
+
+def test_alerts_that_do_not_overlap_in_time_are_separate_incidents(clocked):
+    post(clocked, burn("resolved", "w", "warning", "1d", "2026-11-23T08:00:00Z", "2026-11-23T08:30:00Z"))
+    post(clocked, burn("firing", "c", "critical", "1h", "2026-11-23T10:00:00Z"))
+    got = incidents(clocked)
+    assert [(i["status"], i["severity_history"]) for i in got] == [("firing", ["critical"]),
+                                                                   ("resolved", ["warning"])]
+    # Touching counts as overlapping; an episode overlapping two incidents merges them.
+    post(clocked, burn("resolved", "w6", "warning", "6h", "2026-11-23T08:30:00Z", "2026-11-23T10:00:00Z"))
+    [merged] = incidents(clocked)
+    assert [a["fingerprint"] for a in merged["alerts"]] == ["w", "w6", "c"]
+    assert merged["severity_history"] == ["warning", "critical"] and merged["status"] == "firing"
+
+
+def test_the_grouping_key_keeps_every_identifying_label(clocked):
+    """version, instance, feature...: different values are different incidents; severity and window are not."""
+    base = {"alertname": BURN, "model": "credit", "team": "risk", "version": "v3"}
+    assert incident_key({**base, "severity": "warning", "window": "1d"}) == incident_key(
+        {**base, "severity": "critical", "window": "1h", "long_window": "1h", "short_window": "5m"})
+    for other in ({"version": "v4"}, {"instance": "exporter-2:9188"}, {"alertname": "ModelmonLatencyBurn"}):
+        assert incident_key({**base, **other}) != incident_key(base)
+    post(clocked, notification(fingerprint="v3", starts_at="2026-11-23T10:00:00Z"))
+    post(clocked, notification(fingerprint="v4", starts_at="2026-11-23T10:00:00Z", version="v4"))
+    assert sorted(i["version"] for i in incidents(clocked)) == ["v3", "v4"]
+
+
+def test_a_new_episode_of_an_alert_closes_its_previous_one(clocked):
+    """Alertmanager knows one episode per fingerprint: a new startsAt means the old one is over."""
+    post(clocked, burn("firing", "c", "critical", "1h", "2026-11-23T08:00:00Z"))
+    post(clocked, burn("firing", "c", "critical", "1h", "2026-11-23T10:00:00Z"))
+    [i] = incidents(clocked)  # the new episode starts where the old one ended: one incident
+    assert [(a["starts_at"], a["status"]) for a in i["alerts"]] == [
+        ("2026-11-23T08:00:00Z", "resolved"), ("2026-11-23T10:00:00Z", "firing")]
+    post(clocked, burn("resolved", "c", "critical", "1h", "2026-11-23T10:00:00Z", "2026-11-23T10:10:00Z"))
+    assert incidents(clocked)[0]["status"] == "resolved"
+    # A late notification of the old episode does not take the alert back.
+    post(clocked, burn("firing", "c", "critical", "1h", "2026-11-23T08:00:00Z"))
+    row = clocked.get("/api/alerts/c").get_json()
+    assert (row["status"], row["starts_at"]) == ("resolved", "2026-11-23T10:00:00Z")
+    assert incidents(clocked)[0]["status"] == "resolved"
+
+
+def test_ages_and_durations_are_relative_with_the_utc_time_in_a_title(clocked):
+    post(clocked, burn("firing", "c", "critical", "1h", "2026-11-23T10:30:00Z"))
+    post(clocked, burn("resolved", "m", "warning", "1d", "2026-11-23T07:00:00Z", "2026-11-23T07:07:00Z",
+                       model="eta", team="eta"))
+    html = clocked.get("/").get_data(as_text=True)
+    assert ('fired <time datetime="2026-11-23T10:30:00Z" title="2026-11-23 10:30:00 UTC">12 min ago</time>'
+            in html)
+    assert "firing for 12 min" in html
+    assert "lasted 7 min" in html and 'title="2026-11-23 07:07:00 UTC">3 h 35 min ago</time>' in html
+    assert [span(s) for s in (5, 59, 60, 3599, 3600, 3 * 3600 + 1200, 14 * 3600, 49 * 3600)] == [
+        "5 s", "59 s", "1 min", "59 min", "1 h", "3 h 20 min", "14 h", "2 d"]
+
+
+def test_window_and_version_are_shown(clocked):
+    post(clocked, burn("firing", "c", "critical", "1h", "2026-11-23T10:30:00Z"))
+    post(clocked, notification(fingerprint="acc", starts_at="2026-11-23T10:00:00Z"))
+    html = clocked.get("/").get_data(as_text=True)
+    assert 'window <span class="window">1h</span>' in html and '<span class="window">1h</span>' in html
+    assert '<small class="version">version v3</small>' in html
+    assert '<small class="version">all versions</small>' in html  # the burn rate sums over versions
+
+
+def test_filters_by_team_model_severity_and_state(clocked):
+    post(clocked, burn("firing", "c", "critical", "1h", "2026-11-23T10:30:00Z"))
+    post(clocked, burn("firing", "w", "warning", "1d", "2026-11-23T10:00:00Z", model="eta", team="eta"))
+    post(clocked, burn("resolved", "r", "critical", "1h", "2026-11-23T09:00:00Z", "2026-11-23T09:10:00Z",
+                       model="segment", team="growth"))
+    def models(**q) -> list[str]:
+        return [i["model"] for i in incidents(clocked, **q)]
+    assert models() == ["credit", "eta", "segment"]
+    assert models(team="eta") == ["eta"] and models(model="segment") == ["segment"]
+    assert models(severity="critical") == ["credit", "segment"]
+    assert models(status="resolved") == ["segment"] and models(status="firing", severity="critical") == ["credit"]
+    assert models(team="nobody") == []
+    # /api/alerts takes the new filters too (and still answers as before without them).
+    def alerts(**q) -> list[str]:
+        return [a["fingerprint"] for a in clocked.get("/api/alerts", query_string=q).get_json()["alerts"]]
+    assert alerts(team="growth") == ["r"] and alerts(severity="warning") == ["w"] and len(alerts()) == 3
+    # The page: a GET form, "" meaning any; the filter keeps its choice selected.
+    html = clocked.get("/?team=&model=&severity=critical&status=").get_data(as_text=True)
+    assert html.count('<tr class="incident ') == 2
+    assert '<form class="filters" method="get" action="./">' in html
+    assert '<option value="critical" selected>critical</option>' in html
+    assert '<option value="growth">growth</option>' in html and "clear filters" in html
+    html = clocked.get("/?team=eta&status=firing").get_data(as_text=True)
+    assert html.count('<tr class="incident ') == 1 and ">eta<br>" in html
+    assert "No incident matches these filters." in clocked.get("/?model=nope").get_data(as_text=True)
+    assert clocked.get("/?status=pending").status_code == 400
+
+
+def test_filters_combine_with_keyset_paging(clocked, store):
+    for i in range(25):
+        team = ("risk", "eta")[i % 2]
+        post(clocked, burn("firing", f"f{i:02d}", ("critical", "warning")[i % 3 == 0], "1h",
+                           "2026-11-23T10:00:00Z", alertname=f"A{i:02d}", team=team))
+    seen, path = [], "/?team=risk&severity=critical&limit=4"
+    while path:
+        html = clocked.get(path).get_data(as_text=True)
+        seen += re.findall(r'<td class="alertname">A(\d\d)<br>', html)
+        link = re.search(r'<a href="\?([^"]+)">next page</a>', html)
+        path = "/?" + link.group(1).replace("&amp;", "&") if link else None
+        if link:
+            assert link.group(1).startswith("team=risk&amp;severity=critical&amp;limit=4&amp;before=")
+    want = [f"{i:02d}" for i in range(25) if i % 2 == 0 and i % 3 != 0]
+    assert sorted(seen) == want and len(seen) == len(set(seen))
+    api = pages(clocked, "/api/incidents", team="risk", severity="critical", limit=3)
+    assert sorted(i["alertname"][1:] for p in api for i in p["incidents"]) == want
+    assert api[0]["total"] == len(want)
+    plan = store.page_plan(team="risk", incidents=True)
+    assert plan.startswith("SEARCH incidents USING INDEX incidents_by_team_in_order") and "TEMP B-TREE" not in plan
+
+
+def test_silence_links_open_alertmanager_with_the_incident_matchers(clocked):
+    post(clocked, burn("firing", "c", "critical", "1h", "2026-11-23T10:30:00Z",
+                       external_url="http://am.example:9093/alertmanager/"))
+    [i] = incidents(clocked)
+    assert i["links"]["silence"] == (
+        "http://am.example:9093/alertmanager/#/silences/new?filter=%7Balertname%3D%22ModelmonErrorBudgetBurn%22"
+        "%2Cfamily%3D%22availability%22%2Cmodel%3D%22credit%22%2Cteam%3D%22risk%22%7D")
+    # Each firing alert has its own, with every label (as Alertmanager's own Silence button).
+    assert "severity%3D%22critical%22%2Cwindow%3D%221h%22%7D" in i["alerts"][0]["silence"]
+    html = clocked.get("/").get_data(as_text=True)
+    assert html.count('class="silence"') == 2
+    assert silence_url("http://am:9093", {"alertname": "X", "feature": 'a"b\\c'}) == (
+        "http://am:9093/#/silences/new?filter=" + requests.utils.quote('{alertname="X",feature="a\\"b\\\\c"}', safe=""))
+    assert silence_url("javascript:alert(1)", {"alertname": "X"}) is None and silence_url("", {"a": "b"}) is None
+    # Resolved incidents have nothing to silence.
+    post(clocked, burn("resolved", "c", "critical", "1h", "2026-11-23T10:30:00Z", "2026-11-23T10:40:00Z"))
+    assert incidents(clocked)[0]["links"]["silence"] is None
+    assert 'class="silence"' not in clocked.get("/").get_data(as_text=True)
+
+
+def test_the_external_url_is_stored_from_the_notification(client):
+    post(client, burn("firing", "c", "critical", "1h", "2026-11-23T10:30:00Z", external_url="http://am:9093"))
+    assert client.get("/api/alerts/c").get_json()["external_url"] == "http://am:9093"
+
+
+def test_dashboard_links_open_the_alert_time_range(clocked):
+    post(clocked, burn("firing", "c", "critical", "1h", "2026-11-23T10:30:00Z"))
+    start = int(epoch("2026-11-23T10:30:00Z")) * 1000
+    [i] = incidents(clocked)
+    assert i["links"]["dashboard"] == (f"http://localhost:3000/d/modelmon-service?var-model=credit"
+                                       f"&from={start - 30 * 60_000}&to=now")
+    post(clocked, burn("resolved", "c", "critical", "1h", "2026-11-23T10:30:00Z", "2026-11-23T10:37:00Z"))
+    end = int(epoch("2026-11-23T10:37:00Z")) * 1000
+    assert incidents(clocked)[0]["links"]["dashboard"].endswith(f"&from={start - 1_800_000}&to={end + 600_000}")
+    html = clocked.get("/").get_data(as_text=True)
+    assert (f'var-model=credit&amp;from={start - 1_800_000}&amp;to={end + 600_000}" '
+            f'title="2026-11-23 10:00:00 UTC') in html
+    # A from/to already in the annotation is replaced; --grafana-url rebases onto another Grafana.
+    assert dashboard_url("https://g/d/x?from=1&to=2&var-model=a", 100.0, None, None) == \
+        "https://g/d/x?var-model=a&from=-1700000&to=now"
+    assert dashboard_url("http://localhost:3000/d/modelmon-model?var-model=a", 2000.0, 2000.0,
+                         "https://grafana.example/sub") == \
+        "https://grafana.example/sub/d/modelmon-model?var-model=a&from=200000&to=2600000"
+    assert dashboard_url("javascript:alert(1)", 0.0, None, None) is None
+
+
+def test_without_grafana_the_inbox_says_so_instead_of_a_dead_link(store):
+    client = create_app(store, grafana_url="none", clock=lambda: NOW).test_client()
+    post(client, burn("firing", "c", "critical", "1h", "2026-11-23T10:30:00Z"))
+    html = client.get("/").get_data(as_text=True)
+    assert "no Grafana configured" in html
+    assert 'class="dashboard"' not in html and 'href="http://localhost:3000' not in html
+    assert client.get("/api/incidents").get_json()["incidents"][0]["links"]["dashboard"] is None
+    # No dashboard_url annotation: the same words.
+    payload = burn("firing", "x", "warning", "1d", "2026-11-23T10:00:00Z", model="eta")
+    del payload["alerts"][0]["annotations"]["dashboard_url"]
+    plain = create_app(AlertStore(store.path.with_name("other.db")), clock=lambda: NOW).test_client()
+    post(plain, payload)
+    assert "no Grafana configured" in plain.get("/").get_data(as_text=True)
+
+
+def test_a_database_of_the_previous_version_gets_its_incidents(tmp_path):
+    db = tmp_path / "alerts.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(OLD_SCHEMA)
+    client = create_app(AlertStore(db)).test_client()
+    got = client.get("/api/incidents").get_json()
+    assert got["counts"] == {"firing": 1, "resolved": 0}  # old1 and old2 overlap: one incident, still firing
+    assert sorted(a["fingerprint"] for a in got["incidents"][0]["alerts"]) == ["old1", "old2"]
+    assert AlertStore(db).incidents_page().total == 1  # and opens again without doing it twice
+
+
+# ---------------------------------------------------------------- the runbook
+
+def rule_anchors() -> set[str]:
+    anchors = set()
+    for rules in (ROOT / "prometheus" / "rules").glob("*.yml"):
+        anchors |= set(re.findall(r"RUNBOOK\.md#([A-Za-z0-9_-]+)", rules.read_text()))
+    return anchors
+
+
+def test_runbook_is_served_with_an_anchor_for_every_runbook_url(store):
+    client = create_app(store, runbook=Runbook(ROOT / "alerting" / "RUNBOOK.md")).test_client()
+    r = client.get("/runbook")
+    assert r.status_code == 200 and r.mimetype == "text/html"
+    ids = set(re.findall(r'<h[1-6] id="([^"]+)"', r.get_data(as_text=True)))
+    anchors = rule_anchors()
+    assert anchors and anchors <= ids, sorted(anchors - ids)
+    assert "modelmonerrorbudgetburn" in ids
+
+
+def test_runbook_rendering_escapes_and_follows_github_slugs():
+    html = render("# Quality alerts\n\n## When you are paged: ack, silence!\n\n### `ModelmonX` (v2)\n\n"
+                  "## Quality alerts\n\n<script>alert(1)</script>\n\n[x](javascript:alert(2)) [ok](#quality-alerts)\n\n"
+                  "| a | b |\n|---|---|\n| `q` | <b>2</b> |\n\n```\nsum(rate(x[5m])) > 0 && <y>\n```\n")
+    assert '<h1 id="quality-alerts">' in html and '<h2 id="quality-alerts-1">' in html
+    assert '<h2 id="when-you-are-paged-ack-silence">' in html and '<h3 id="modelmonx-v2">' in html
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;2&lt;/b&gt;" in html
+    assert 'href="javascript' not in html and '<a href="#quality-alerts">ok</a>' in html
+    assert "<table>" in html and "<td><code>q</code></td>" in html and "&amp;&amp; &lt;y&gt;" in html
+    assert slug("ModelmonAccuracyLow") == "modelmonaccuracylow" and slug("Runbook — drift") == "runbook--drift"
+
+
+def test_runbook_missing_or_unreadable(store, tmp_path):
+    client = create_app(store).test_client()
+    r = client.get("/runbook")
+    assert r.status_code == 404 and "--runbook PATH" in r.get_data(as_text=True)
+    book = tmp_path / "RUNBOOK.md"
+    book.write_text("# One\n")
+    client = create_app(store, runbook=Runbook(book)).test_client()
+    assert '<h1 id="one">One</h1>' in client.get("/runbook").get_data(as_text=True)
+    book.write_text("# Two, edited\n")
+    assert '<h1 id="two-edited">' in client.get("/runbook").get_data(as_text=True)  # edits show up live
+    book.unlink()
+    assert client.get("/runbook").status_code == 503
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--grafana-url", "grafana:3000"], "expected an http(s) URL or 'none'"),
+    (["--grafana-url", "http://"], "expected an http(s) URL or 'none'"),
+])
+def test_bad_grafana_url_is_a_usage_error(argv, message, capsys):
+    import argparse
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    with pytest.raises(SystemExit) as e:
+        p.parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert p.parse_args(["--grafana-url", "none"]).grafana_url == "none"
+    assert p.parse_args(["--grafana-url", "https://g.example/"]).grafana_url == "https://g.example"
+
+
+def test_an_unreadable_runbook_flag_is_one_line_and_exit_2(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "modelmon", "receiver", "--db", str(tmp_path / "a.db"),
+                        "--port", str(free_port()), "--runbook", str(tmp_path / "nope.md")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"modelmon receiver: cannot read --runbook {tmp_path / 'nope.md'}: No such file or directory"]
+
+
+@pytest.mark.parametrize("starts_at", ["2026-02-29T10:00:00Z", "2026-11-23T25:00:00Z", "0000-01-01T00:00:00Z"])
+def test_impossible_dates_are_a_400_not_a_retry_loop(client, starts_at):
+    response = post(client, notification(starts_at=starts_at))
+    assert response.status_code == 400
+    assert "alerts[0].startsAt: not a valid date and time" in response.get_json()["error"]
+
+
+def test_extreme_but_valid_times_still_render(clocked):
+    post(clocked, burn("resolved", "old", "warning", "1d", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"))
+    post(clocked, burn("firing", "new", "critical", "1h", "9999-12-31T23:59:59Z", model="eta"))
+    assert clocked.get("/").status_code == 200 and clocked.get("/api/incidents").status_code == 200
+    assert "in the future" in clocked.get("/").get_data(as_text=True)

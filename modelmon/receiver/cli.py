@@ -11,6 +11,16 @@ from modelmon.serving import add_http_arguments
 
 DEFAULT_PORT = 9095
 TOKEN_ENV = "MODELMON_RECEIVER_TOKEN"
+NO_GRAFANA = "none"  # = modelmon.receiver.links.NO_GRAFANA (not imported: --help stays fast)
+
+
+def grafana_url(value: str) -> str:
+    """--grafana-url: `none`, or an http(s) URL (argparse turns the ValueError into a usage error)."""
+    if value == NO_GRAFANA:
+        return value
+    if not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1].strip("/")) == 0:
+        raise argparse.ArgumentTypeError(f"expected an http(s) URL or 'none', got {value!r}")
+    return value.rstrip("/")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     secret = p.add_mutually_exclusive_group()
     secret.add_argument("--token", help=f"bearer token POST /webhook requires (or env {TOKEN_ENV})")
     secret.add_argument("--token-file", type=Path, help="read the bearer token from this file")
+    p.add_argument("--grafana-url", type=grafana_url, metavar="URL|none",
+                   help="Grafana that dashboard links open (the dashboard_url annotations' path from /d/ on, "
+                        "at the alert's time range); 'none' when there is no Grafana: the inbox says so instead "
+                        "of linking (default: the dashboard_url annotations as they are)")
+    p.add_argument("--runbook", type=Path, metavar="PATH",
+                   help="Markdown runbook served at /runbook, a heading anchor per alert (default: the copy "
+                        "packaged with modelmon, else the source checkout's alerting/RUNBOOK.md)")
     p.add_argument("--log-level", default="INFO")
     add_http_arguments(p)
 
@@ -42,12 +59,24 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     from modelmon.receiver.app import MAX_BODY_BYTES, create_app
+    from modelmon.receiver.runbook import Runbook, default_path
     from modelmon.receiver.store import AlertStore, StoreError
     from modelmon.serving import Server, limits_from_args
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("modelmon.receiver")
     token = token_from(args.token, args.token_file, os.environ)
+    runbook_path = args.runbook
+    if runbook_path is not None:
+        try:
+            runbook_path.read_bytes()
+        except OSError as e:
+            print(f"modelmon receiver: cannot read --runbook {runbook_path}: {e.strerror or e}", file=sys.stderr)
+            return 2
+    else:
+        runbook_path = default_path()
+        if runbook_path is None:
+            log.warning("no runbook found (pass --runbook PATH): /runbook answers 404")
     try:
         store = AlertStore(args.db)  # refuses a directory, or a file in a directory that does not exist
     except StoreError as e:
@@ -57,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"modelmon receiver: cannot open the alert database {args.db}: {e}", file=sys.stderr)
         return 2
     try:
-        server = Server(create_app(store, token), args.host, args.port, limits_from_args(args, MAX_BODY_BYTES),
+        app = create_app(store, token, grafana_url=args.grafana_url, runbook=Runbook(runbook_path))
+        server = Server(app, args.host, args.port, limits_from_args(args, MAX_BODY_BYTES),
                         name="modelmon-receiver")
     except OSError as e:
         print(f"modelmon receiver: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
@@ -69,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    log.info("receiving Alertmanager webhooks on http://%s:%d/webhook (db %s, %s)", args.host, server.port,
-             args.db, "bearer token required" if token else "no auth")
+    log.info("receiving Alertmanager webhooks on http://%s:%d/webhook (db %s, %s; runbook %s; dashboards %s)",
+             args.host, server.port, args.db, "bearer token required" if token else "no auth",
+             runbook_path or "none", {None: "as annotated", NO_GRAFANA: "none"}.get(args.grafana_url, args.grafana_url))
     server.serve_forever()
     return 0

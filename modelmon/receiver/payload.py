@@ -9,11 +9,13 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 PAYLOAD_VERSION = "4"
 STATUSES = ("firing", "resolved")
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+_PARTS = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}):?(\d{2})?$")
 
 
 class PayloadError(ValueError):
@@ -51,6 +53,37 @@ def fingerprint_of(labels: dict[str, str]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def epoch(timestamp: str) -> float:
+    """Seconds since the epoch of an RFC 3339 timestamp as validated here (nanoseconds are cut to
+    microseconds; Alertmanager's zero time 0001-01-01T00:00:00Z is a large negative number)."""
+    m = _PARTS.match(timestamp)
+    if m is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {timestamp!r}")
+    whole, fraction, hours, minutes = m.groups()
+    try:
+        offset = timezone.utc if hours == "Z" else timezone(
+            timedelta(hours=int(hours), minutes=int(minutes or 0) * (-1 if hours[0] == "-" else 1)))
+        t = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=offset)
+        return t.timestamp() + (int(fraction[:6].ljust(6, "0")) / 1e6 if fraction else 0.0)
+    except (ValueError, OverflowError):
+        raise ValueError(f"not a valid date and time: {timestamp!r}") from None
+
+
+_FIRST = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()
+_LAST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
+
+
+def utc_datetime(seconds: float) -> datetime:
+    """The UTC time of epoch seconds, held within years 1 to 9999 (a payload may say anything in between
+    and a little beyond, with offsets; the inbox must still render)."""
+    return datetime.fromtimestamp(min(max(seconds, _FIRST), _LAST), timezone.utc)
+
+
+def rfc3339(seconds: float) -> str:
+    """UTC RFC 3339 text of epoch seconds, to the second (what the inbox shows)."""
+    return utc_datetime(seconds).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _string(value: Any, path: str, *, required: bool = True) -> str:
     if value is None and not required:
         return ""
@@ -72,8 +105,13 @@ def _string_map(value: Any, path: str) -> dict[str, str]:
 
 def _timestamp(value: Any, path: str, *, required: bool) -> str:
     text = _string(value, path, required=required)
-    if text and not _TIMESTAMP.match(text):
-        raise PayloadError(f"{path}: expected an RFC 3339 timestamp, got {text!r}")
+    if text:
+        if not _TIMESTAMP.match(text):
+            raise PayloadError(f"{path}: expected an RFC 3339 timestamp, got {text!r}")
+        try:
+            epoch(text)  # a day or an hour out of range, or before year 1
+        except ValueError:
+            raise PayloadError(f"{path}: not a valid date and time: {text!r}") from None
     return text
 
 
