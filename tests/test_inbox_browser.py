@@ -260,10 +260,13 @@ def test_silence_link_into_alertmanager(loaded, browser):
     assert base == ALERTMANAGER + "/" and fragment.startswith("/silences/new?filter=")
     assert unquote(fragment.split("filter=", 1)[1]) == (
         '{alertname="ModelmonErrorBudgetBurn",family="availability",model="credit",team="risk"}')
+    # The same silence for amtool: the Debian Alertmanager package serves no web UI.
+    command = links.one("details", "amtool").one("code").text()
+    assert command.startswith(f"amtool --alertmanager.url='{ALERTMANAGER}' silence add 'alertname=\"{BURN}\"'")
     # Each firing alert of the incident has its own; the resolved incident has none.
     member_links = [a.attrs["href"] for a in by_model["credit"].all("li") for a in a.all("a", "silence")]
     assert len(member_links) == 2 and 'window="1h"' in unquote(member_links[1])
-    assert by_model["eta"].all("a", "silence") == []
+    assert by_model["eta"].all("a", "silence") == [] and by_model["eta"].all("details", "amtool") == []
 
 
 def test_dashboard_links_open_the_alert_time_range(loaded, browser):

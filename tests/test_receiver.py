@@ -683,10 +683,24 @@ def test_silence_links_open_alertmanager_with_the_incident_matchers(clocked):
     assert silence_url("http://am:9093", {"alertname": "X", "feature": 'a"b\\c'}) == (
         "http://am:9093/#/silences/new?filter=" + requests.utils.quote('{alertname="X",feature="a\\"b\\\\c"}', safe=""))
     assert silence_url("javascript:alert(1)", {"alertname": "X"}) is None and silence_url("", {"a": "b"}) is None
+    # The same silence for amtool (the Debian Alertmanager has no web UI), quoted for a POSIX shell.
+    command = i["links"]["amtool_silence"]
+    assert command.startswith("amtool --alertmanager.url='http://am.example:9093/alertmanager' silence add "
+                              "'alertname=\"ModelmonErrorBudgetBurn\"' 'family=\"availability\"' ")
+    assert "--duration=2h --comment=" in command and "<code>amtool --alertmanager.url=" in html
     # Resolved incidents have nothing to silence.
     post(clocked, burn("resolved", "c", "critical", "1h", "2026-11-23T10:30:00Z", "2026-11-23T10:40:00Z"))
     assert incidents(clocked)[0]["links"]["silence"] is None
     assert 'class="silence"' not in clocked.get("/").get_data(as_text=True)
+
+
+def test_the_amtool_command_reaches_amtool_as_the_intended_words():
+    from modelmon.receiver.links import amtool_silence
+    command = amtool_silence("http://am:9093", {"alertname": "X", "model": "it's", "feature": 'a"b $(x)'})
+    words = subprocess.run(["sh", "-c", command.replace("amtool", "printf '%s\\n'", 1)], capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    assert words == ["--alertmanager.url=http://am:9093", "silence", "add", 'alertname="X"', "model=\"it's\"",
+                     'feature="a\\"b $(x)"', "--duration=2h", "--comment=INCIDENT: what you are doing (you)"]
 
 
 def test_the_external_url_is_stored_from_the_notification(client):

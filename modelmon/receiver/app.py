@@ -28,7 +28,7 @@ from flask import Flask, Response, jsonify, render_template_string, request
 from markupsafe import Markup
 
 from modelmon.receiver.incidents import SEVERITY_ORDER, key_labels, severity_rank
-from modelmon.receiver.links import AFTER_S, BEFORE_S, dashboard_url, safe_url, silence_url
+from modelmon.receiver.links import AFTER_S, BEFORE_S, amtool_silence, dashboard_url, safe_url, silence_url
 from modelmon.receiver.payload import STATUSES, PayloadError, parse_notification, rfc3339, utc_datetime
 from modelmon.receiver.runbook import Runbook
 from modelmon.receiver.store import FILTERS, AlertStore, CursorError, Page
@@ -57,6 +57,7 @@ _STYLE = """
  form.filters { margin: .8em 0; display: flex; gap: 1em; align-items: end; flex-wrap: wrap; }
  form.filters label { display: flex; flex-direction: column; font-size: 12px; color: #555; }
  details ul { margin: .3em 0; padding-left: 1.2em; } time { white-space: nowrap; }
+ details.amtool code { display: block; width: 22em; font-size: 11px; white-space: pre-wrap; word-break: break-all; }
 """
 
 # Jinja autoescapes everything rendered by render_template_string: labels are untrusted text.
@@ -105,7 +106,8 @@ _PAGE = """<!doctype html>
  <td class="links">{% if i.runbook %}<a class="runbook" href="{{ i.runbook }}">runbook</a><br>{% endif %}
   {%- if i.dashboard %}<a class="dashboard" href="{{ i.dashboard }}" title="{{ i.dashboard_range }}">dashboard</a>
   {%- elif i.no_grafana %}<span class="muted no-grafana">no Grafana configured</span>{% endif %}<br>
-  {%- if i.silence %}<a class="silence" href="{{ i.silence }}" title="silence every alert of this incident">silence</a><br>{% endif %}
+  {%- if i.silence %}<a class="silence" href="{{ i.silence }}" title="silence every alert of this incident">silence</a>
+  <details class="amtool"><summary>amtool</summary><code>{{ i.amtool }}</code></details>{% endif %}
   {%- if i.source %}<a class="source" href="{{ i.source }}">source</a>{% endif %}</td>
 </tr>
 {% endfor %}
@@ -247,6 +249,7 @@ def incident_view(i: dict, now: float, grafana_url: str | None) -> dict:
         "no_grafana": dash is None,
         # One silence for the incident: its key labels match every severity and window of it.
         "silence": silence_url(lead["external_url"], i["labels"]) if firing else None,
+        "amtool": amtool_silence(lead["external_url"], i["labels"]) if firing else None,
         "fired": _ago(i["started"], now),
         "duration": _duration(i["started"], ended, now),
         "notified": _ago(i["last_received_at"], now),
@@ -274,8 +277,8 @@ def _api_incident(view: dict) -> dict:
     keep = ("id", "labels", "alertname", "model", "team", "version", "status", "severity", "severity_history",
             "windows", "starts_at", "ends_at", "last_received_at", "summary", "description")
     out = {k: view[k] for k in keep}
-    out["links"] = {"silence": view["silence"], "dashboard": view["dashboard"], "runbook": view["runbook"],
-                    "source": view["source"]}
+    out["links"] = {"silence": view["silence"], "amtool_silence": view["amtool"], "dashboard": view["dashboard"],
+                    "runbook": view["runbook"], "source": view["source"]}
     out["alerts"] = [{k: m[k] for k in ("fingerprint", "status", "severity", "window", "starts_at", "ends_at",
                                         "labels", "annotations")} | {"silence": m["silence"]}
                      for m in view["members"]]

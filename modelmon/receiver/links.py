@@ -1,7 +1,9 @@
 """Links out of the inbox: silence in Alertmanager, dashboards at the alert's time, only http(s).
 
 Silence: ``<externalURL>/#/silences/new?filter=<{alertname="…",model="…",…} URL-encoded>``, the
-form Alertmanager's own UI opens for its "Silence" button, prefilled with equality matchers.
+form Alertmanager's own UI opens for its "Silence" button, prefilled with equality matchers. The
+Debian package of Alertmanager ships no web UI, so the same silence is also given as an ``amtool``
+command line.
 
 Dashboard: the alert's ``dashboard_url`` annotation with ``from=<start − 30 min>`` and
 ``to=<end + 10 min>`` (epoch milliseconds; ``to=now`` while firing), its other query parameters
@@ -36,6 +38,19 @@ def silence_url(external_url: str | None, labels: Mapping[str, str]) -> str | No
     if base is None or not labels:
         return None
     return f"{base.rstrip('/')}/#/silences/new?filter={quote(matchers(labels), safe='')}"
+
+
+def amtool_silence(external_url: str | None, labels: Mapping[str, str]) -> str | None:
+    """`amtool --alertmanager.url=… silence add 'alertname="X"' … --duration=2h --comment=…`, shell-quoted."""
+    base = safe_url(external_url)
+    if base is None or not labels:
+        return None
+
+    def sh(word: str) -> str:
+        return "'" + word.replace("'", "'\\''") + "'"
+    matchers_ = " ".join(sh(matchers({k: v})[1:-1]) for k, v in labels.items())
+    return (f"amtool --alertmanager.url={sh(base.rstrip('/'))} silence add {matchers_} "
+            "--duration=2h --comment='INCIDENT: what you are doing (you)'")
 
 
 def dashboard_url(annotation: str | None, start: float, end: float | None, grafana_url: str | None) -> str | None:
