@@ -1,10 +1,16 @@
 # The two commands of the README: `make demo` and `make test`. Both build their own venv.
+#
+# ARGS passes flags through to `modelmon stack up` (see `modelmon stack up --help`), e.g.
+#   make demo ARGS="--port prometheus=19090 --port grafana=13000"   # choose listen ports
+#   make demo-quick ARGS="--no-grafana --workdir /tmp/mm-stack"
+#   make demo ARGS="--rate 20 --schedule stable:60,covariate_drift:300"
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+ARGS   ?=
 
-.PHONY: demo demo-quick test venv generate check bench clean
+.PHONY: demo demo-quick test venv generate check compose-secrets bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +21,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/modelmon stack up --config modelmon.yaml
+	$(BIN)/modelmon stack up --config modelmon.yaml $(ARGS)
 
 demo-quick: $(STAMP)
-	$(BIN)/modelmon stack up --config modelmon.yaml --quick
+	$(BIN)/modelmon stack up --config modelmon.yaml --quick $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -28,6 +34,12 @@ generate: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/modelmon generate --config modelmon.yaml --check
+
+# For `docker compose up`: each *_env secret of modelmon.yaml's receivers, from this environment,
+# into ./secrets/NAME (0600), which compose mounts at /etc/alertmanager/secrets. The Alertmanager
+# image runs as nobody (uid 65534): give it the folder with `sudo chown -R 65534 secrets`.
+compose-secrets: $(STAMP)
+	$(BIN)/python -m modelmon.stack.compose_secrets --config modelmon.yaml --dir secrets
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py

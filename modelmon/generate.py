@@ -28,10 +28,11 @@ def artefacts(config, rules=None) -> dict[str, str]:
     from modelmon.alerting.generate import artefacts as alerting_artefacts
     from modelmon.dashboards.generate import artefacts as dashboard_artefacts
     from modelmon.generation import GenerationContext
+    from modelmon.stack.topology import artefacts as topology_artefacts
 
     ctx = GenerationContext.of(config, rules)
     out: dict[str, str] = {}
-    for produced in (alerting_artefacts(ctx), dashboard_artefacts(ctx)):
+    for produced in (alerting_artefacts(ctx), dashboard_artefacts(ctx), topology_artefacts(ctx.config)):
         for path, text in produced.items():
             if path in out:
                 raise RuntimeError(f"two producers generate {path}")

@@ -18,7 +18,7 @@ def test_generation_is_deterministic():
     config = load_config(ROOT / "modelmon.yaml")
     first, second = artefacts(config), artefacts(config)
     assert first == second
-    assert {"prometheus/prometheus.yml", "alerting/alertmanager.yml"} <= set(first)
+    assert {"prometheus/prometheus.yml", "alerting/alertmanager.yml", "docker-compose.yml"} <= set(first)
     assert any(p.startswith("grafana/dashboards/") for p in first)
     assert any(p.startswith("prometheus/rules/") for p in first)
 
@@ -32,17 +32,21 @@ def test_check_reports_stale_missing_and_orphan_files_and_generate_repairs_them(
     assert main([*args, "--check"]) == 0
 
     (tmp_path / "alerting/alertmanager.yml").write_text("edited by hand\n")
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(compose.read_text().replace("--rate=50", "--rate=500"))
     (tmp_path / "grafana/dashboards/modelmon-drift.json").unlink()
     (tmp_path / "prometheus/rules/model-gone.yml").write_text("groups: []\n")
     capsys.readouterr()
     assert main([*args, "--check"]) == 1
     err = capsys.readouterr().err
     assert "alerting/alertmanager.yml: stale" in err
+    assert "docker-compose.yml: stale" in err  # the compose topology is generated too
     assert "grafana/dashboards/modelmon-drift.json: missing" in err
     assert "prometheus/rules/model-gone.yml: orphan" in err
 
     assert main(args) == 0
     assert not (tmp_path / "prometheus/rules/model-gone.yml").exists()
+    assert "--rate=50\n" in compose.read_text()
     assert main([*args, "--check"]) == 0
 
 

@@ -376,3 +376,47 @@ def test_the_client_refuses_url_credentials_next_to_a_token():
     client = GrafanaClient(f"http://admin:{PASSWORD}@127.0.0.1:1/", Credentials())
     assert client.base == "http://127.0.0.1:1" and client.session.auth == ("admin", PASSWORD)
     assert "Authorization" not in client.session.headers
+
+
+# --------------------------------------------------------------------------- newcomer paths
+
+
+@pytest.mark.parametrize("url, suggestion", [
+    ("127.0.0.1:19999", "http://127.0.0.1:19999"),
+    ("localhost:3000", "http://localhost:3000"),
+    ("grafana.example.com", "http://grafana.example.com"),
+    (f"admin:{PASSWORD}@127.0.0.1:3000", "http://***@127.0.0.1:3000"),
+])
+def test_a_url_without_scheme_is_one_line_naming_the_fix(capsys, url, suggestion):
+    for extra in ((), ("--dry-run",)):
+        run = push(capsys, url, *extra, env={})
+        assert run.rc == 2
+        assert run.err == (f"modelmon dashboards push: --url {url.replace(f'admin:{PASSWORD}', '***')} has no scheme; "
+                           f"use {suggestion} (or https://)\n")
+        assert "Traceback" not in run.err and run.out == ""
+
+
+def test_dry_run_without_a_grafana_lists_what_would_be_pushed(capsys):
+    from conftest import free_port
+
+    run = push(capsys, f"http://127.0.0.1:{free_port()}", "--dry-run")
+    assert run.rc == 0, run.err
+    assert run.sleeps == []  # one attempt: nothing answers, no backoff
+    assert "cannot read Grafana: nothing answers at http://127.0.0.1:" in run.out
+    listed = dashboard_lines(run.out)
+    assert set(listed) == UIDS and all(action.startswith("would be pushed — ") for action in listed.values())
+    assert "folder modelmon (modelmon): would be pushed — created if missing" in run.out
+    assert "dashboards: 5 would be created or updated (dry run, offline: nothing compared, nothing written)" in run.out
+
+
+def test_dry_run_without_credentials_on_a_grafana_that_wants_them_lists_offline(grafana, capsys):
+    run = push(capsys, grafana.url, "--dry-run", env={})
+    assert run.rc == 0, run.err
+    assert "HTTP 401" in run.out and "listing what would be pushed, without comparing" in run.out
+    assert len(dashboard_lines(run.out)) == 5
+    assert grafana.writes() == []
+
+
+def test_dry_run_with_wrong_credentials_still_says_so(grafana, capsys):
+    run = push(capsys, grafana.url, "--dry-run", env={"GRAFANA_TOKEN": "wrong-" + ADMIN_TOKEN})
+    assert run.rc == 1 and "HTTP 401" in run.err and "without comparing" not in run.out

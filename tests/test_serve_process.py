@@ -151,3 +151,55 @@ def test_http_only_exporter_checkpoints_to_the_path_given(tmp_path):
         assert wait_metric(serve, "modelmon_window_labeled", 120, model="bin", version="v1") == 120
     finally:
         serve.stop(signal.SIGKILL)
+
+
+def test_scrapes_leave_no_access_log_or_colour_codes_in_the_output(tmp_path):
+    """Every scrape used to print a Werkzeug access-log line with ANSI colours; on waitress the
+    output is modelmon's own log lines only, however often Prometheus scrapes."""
+    import subprocess
+
+    serve = Serve(tmp_path, tmp_path / "predictions.jsonl")
+    serve.log.touch()
+    out_path, err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        serve.proc = subprocess.Popen(serve.argv(), stdout=out, stderr=err)
+    try:
+        serve.wait_healthy()
+        for path in ["/metrics"] * 20 + ["/ready", "/healthz", "/", "/no-such-page"]:
+            requests.get(serve.url(path), timeout=5)
+    finally:
+        assert serve.stop() == 0
+    text = out_path.read_text() + err_path.read_text()
+    assert "\x1b[" not in text  # no ANSI escape
+    assert "GET /" not in text and "HTTP/1.1" not in text and '" 200' not in text  # no access log
+    assert "serving http://127.0.0.1:" in text  # the output that is there is modelmon's own
+
+
+def test_ready_names_every_reason_in_a_sentence(tmp_path):
+    """503 from /ready carries `reason`: the log it waits for, and each model whose reference
+    file did not load (the other keys as before)."""
+    config = SERVE_CONFIG_WITH_REFERENCE.format(reference=tmp_path / "ref" / "missing.csv")
+    serve = Serve(tmp_path, tmp_path / "not-yet.jsonl", config=config)
+    try:
+        serve.start()
+        r = requests.get(serve.url("/ready"), timeout=5)
+        assert r.status_code == 503
+        body = r.json()
+        assert {"ready", "source_open", "references", "errors", "reason"} <= set(body)
+        reasons = body["reason"].split("; ")
+        assert reasons[0].startswith(f"waiting for log {serve.log}")
+        assert reasons[1].startswith("reference for model bin not loaded: ") and "missing.csv" in reasons[1]
+        assert body["references"] == {"bin": "error"} and body["ready"] is False
+    finally:
+        serve.stop(signal.SIGKILL)
+
+
+SERVE_CONFIG_WITH_REFERENCE = """
+models:
+  - name: bin
+    task: binary
+    features: {{numeric: [x1, x2], categorical: [c]}}
+    reference: {reference}
+exporter:
+  multivariate: {{enabled: false}}
+"""

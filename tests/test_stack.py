@@ -1,4 +1,4 @@
-"""The native stack (`modelmon stack up`): its plan, its rewritten configs, its process supervision.
+"""The native stack (`modelmon stack up`): its plan, its rendered configs, its process supervision.
 
 Supervision is tested with small stand-in processes (http.server, tiny scripts); the real
 stack is smoke-tested at the end with the real modelmon processes and, when installed, the
@@ -25,13 +25,12 @@ from conftest import ROOT, free_port, which_or_skip
 from modelmon.config import load_config
 from modelmon.stack.errors import StackError
 from modelmon.stack.plan import (
-    APT_HINT, DEFAULT_PORTS, DEMO_SCHEDULE, HOME_DASHBOARD, QUICK_SCHEDULE, Binaries, Health, Layout, Service, StackOptions, find_binaries, plan_stack,
+    APT_HINT, DEMO_SCHEDULE, QUICK_SCHEDULE, Binaries, Health, Layout, Service, StackOptions, find_binaries, plan_stack,
 )
 from modelmon.stack.ports import choose_ports
 from modelmon.stack.supervisor import Supervisor
-from modelmon.stack.workdir import (
-    container_paths, prepare_data, require, rewrite_endpoints, rewrite_paths, stack_sources, write_configs,
-)
+from modelmon.stack.topology import DEFAULT_PORTS, HOME_DASHBOARD, NativeTarget
+from modelmon.stack.workdir import prepare_data, require, stack_sources, write_configs
 
 PY = sys.executable
 REMAPPED = {"exporter": 19188, "receiver": 19095, "prometheus": 19090, "alertmanager": 19093, "grafana": 13000}
@@ -47,6 +46,17 @@ def options(tmp_path: Path, **kw) -> StackOptions:
     return StackOptions(config=tmp_path / "modelmon.yaml", ports=REMAPPED, **kw)
 
 
+def native(layout: Layout, ports=REMAPPED, config: Path = ROOT / "modelmon.yaml") -> NativeTarget:
+    return NativeTarget(ports=ports, layout=layout, config=config)
+
+
+def opt(argv, name: str) -> str:
+    """The value of --name in argv, written --name=value (as the topology writes options)."""
+    values = [a.split("=", 1)[1] for a in argv if a.startswith(name + "=")]
+    assert len(values) == 1, (name, argv)
+    return values[0]
+
+
 # --------------------------------------------------------------------------- the plan
 
 
@@ -60,25 +70,28 @@ def test_plan_starts_the_compose_topology_in_dependency_order(tmp_path):
 
     exporter = by["exporter"].argv
     assert exporter[:4] == (PY, "-m", "modelmon", "serve")
-    assert exporter[exporter.index("--config") + 1] == str(tmp_path / "modelmon.yaml")
-    assert exporter[exporter.index("--log") + 1] == str(layout.predictions_log)
+    assert opt(exporter, "--config") == str(tmp_path / "modelmon.yaml")
+    assert opt(exporter, "--log") == str(layout.predictions_log)
     assert "--from-start" not in exporter  # restarts resume from the offset file, never replay
-    assert exporter[exporter.index("--port") + 1] == "19188"
+    assert opt(exporter, "--port") == "19188" and opt(exporter, "--host") == "127.0.0.1"
     assert by["exporter"].health.url == "http://127.0.0.1:19188/healthz"
 
     traffic = by["traffic"].argv
     assert traffic[3] == "simulate" and "--loop" in traffic
-    assert traffic[traffic.index("--out") + 1] == str(layout.predictions_log)
-    assert by["traffic"].health == Health(file=layout.predictions_log)
+    assert opt(traffic, "--out") == str(layout.predictions_log)
+    assert by["traffic"].health == Health(file=layout.predictions_log, max_age=30)
 
     receiver = by["receiver"].argv
-    assert receiver[3] == "receiver" and receiver[receiver.index("--port") + 1] == "19095"
-    assert receiver[receiver.index("--db") + 1] == str(layout.alerts_db)
+    assert receiver[3] == "receiver" and opt(receiver, "--port") == "19095"
+    assert opt(receiver, "--db") == str(layout.alerts_db)
+    assert by["receiver"].health.url == "http://127.0.0.1:19095/healthz"
+    assert not [a for a in receiver if a.startswith("--grafana-url")]  # Grafana runs: the alerts' links
 
     prom = by["prometheus"].argv
     assert prom[0] == "/usr/bin/prometheus"
     assert f"--config.file={layout.prometheus_config}" in prom
     assert "--web.listen-address=127.0.0.1:19090" in prom
+    assert "--web.external-url=http://127.0.0.1:19090" in prom
     assert by["prometheus"].health.url == "http://127.0.0.1:19090/-/ready"
 
     am = by["alertmanager"].argv
@@ -88,6 +101,8 @@ def test_plan_starts_the_compose_topology_in_dependency_order(tmp_path):
 
     gf = by["grafana"]
     assert gf.argv == ("/usr/sbin/grafana", "server", "--homepath=/usr/share/grafana")
+    assert gf.env["GF_PATHS_DATA"] == str(layout.data_of("grafana"))
+    assert gf.env["GF_SERVER_ROOT_URL"] == "http://127.0.0.1:13000"
     assert gf.env["GF_SERVER_HTTP_PORT"] == "13000" and gf.env["GF_SERVER_HTTP_ADDR"] == "127.0.0.1"
     assert gf.env["GF_PATHS_PROVISIONING"] == str(layout.grafana_provisioning)
     assert gf.env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == str(layout.grafana_dashboards / HOME_DASHBOARD)
@@ -114,6 +129,15 @@ def test_plan_skips_what_options_turn_off_without_complaining(tmp_path):
     plan = plan_stack(options(tmp_path, prometheus=False, grafana=False), Layout(tmp_path), all_binaries())
     assert [s.name for s in plan.services] == ["receiver", "exporter", "traffic"]
     assert plan.missing == ()
+
+
+@pytest.mark.parametrize("grafana_option, installed", [(False, True), (True, False)])
+def test_without_grafana_the_inbox_says_so_instead_of_linking(tmp_path, grafana_option, installed):
+    binaries = all_binaries(grafana=("/usr/sbin/grafana", "server") if installed else None)
+    plan = plan_stack(options(tmp_path, grafana=grafana_option), Layout(tmp_path), binaries)
+    receiver = next(s for s in plan.services if s.name == "receiver")
+    assert "grafana" not in {s.name for s in plan.services}
+    assert opt(receiver.argv, "--grafana-url") == "none"
 
 
 def test_the_demo_schedule_is_one_the_simulator_plays_with_an_incident_within_minutes():
@@ -159,7 +183,9 @@ def test_quick_rules_are_the_production_alerts_on_one_minute_clocks(tmp_path, de
     from modelmon.stack import quick_rules
 
     config = load_config(demo_config_path)
-    normal, quick = stack_sources(config, ROOT), stack_sources(config, ROOT, rules=quick_rules())
+    layout = Layout(tmp_path)
+    normal = stack_sources(config, ROOT, native(layout))
+    quick = stack_sources(config, ROOT, native(layout), rules=quick_rules())
     rule_files = sorted(k for k in quick if k.startswith("prometheus/rules/"))
     assert rule_files == sorted(k for k in normal if k.startswith("prometheus/rules/"))
 
@@ -169,8 +195,7 @@ def test_quick_rules_are_the_production_alerts_on_one_minute_clocks(tmp_path, de
     assert [(a["alert"], a["labels"]) for a in alerts(quick)] == [(a["alert"], a["labels"]) for a in alerts(normal)]
     for a in alerts(quick):
         assert a["for"] == ("10m" if a["alert"] == "ModelmonLabelsNotArriving" else "1m"), a["alert"]
-    layout = Layout(tmp_path)
-    write_configs(quick, layout, REMAPPED)
+    write_configs(quick, layout)
     out = subprocess.run([promtool, "check", "rules", "--lint-fatal", *sorted(
         str(p) for p in (layout.etc / "prometheus" / "rules").glob("*.yml"))], capture_output=True, text=True,
         timeout=60)
@@ -245,114 +270,130 @@ def test_cli_reports_a_taken_port_before_starting_anything(tmp_path, demo_config
     assert not (tmp_path / "w").exists()  # nothing written, nothing started
 
 
-# --------------------------------------------------------------------------- config rewriting
-
-COMPOSE_PROMETHEUS_YML = textwrap.dedent("""\
-    global: {scrape_interval: 5s, evaluation_interval: 5s}
-    rule_files: [/etc/prometheus/rules/*.yml]
-    alerting:
-      alertmanagers:
-        - static_configs: [{targets: ['alertmanager:9093']}]
-    scrape_configs:
-      - job_name: modelmon
-        static_configs: [{targets: ['exporter:9188']}]
-      - job_name: prometheus
-        static_configs: [{targets: ['prometheus:9090']}]
-      - job_name: alertmanager
-        static_configs: [{targets: ['alertmanager:9093']}]
-    """)
-RULES_YML = textwrap.dedent("""\
-    groups:
-      - name: stand-in
-        rules:
-          - alert: StandInDown
-            expr: up{job="modelmon"} == 0
-            for: 1m
-            labels: {severity: critical}
-            annotations: {summary: down, dashboard: "http://localhost:3000/d/overview"}
-    """)
-ALERTMANAGER_YML = textwrap.dedent("""\
-    route: {receiver: modelmon-inbox}
-    receivers:
-      - name: modelmon-inbox
-        webhook_configs: [{url: 'http://receiver:9095/webhook', send_resolved: true}]
-    """)
+# --------------------------------------------------------------------------- configs rendered for the native target
 
 
-def test_endpoints_point_at_loopback_and_the_chosen_ports():
-    text = ("targets: ['exporter:9188', 'alertmanager:9093', 'prometheus:9090']\n"
-            "url: http://receiver:9095/webhook\nurl2: http://127.0.0.1:9095/webhook\n"
-            "ds: http://prometheus:9090\nlink: http://localhost:3000/d/x\njob_name: prometheus\n")
-    out = rewrite_endpoints(text, REMAPPED)
-    assert out == ("targets: ['127.0.0.1:19188', '127.0.0.1:19093', '127.0.0.1:19090']\n"
-                   "url: http://127.0.0.1:19095/webhook\nurl2: http://127.0.0.1:19095/webhook\n"
-                   "ds: http://127.0.0.1:19090\nlink: http://127.0.0.1:13000/d/x\njob_name: prometheus\n")
-
-
-@pytest.mark.parametrize("untouched", [
-    "prometheus:9999",          # a service name with a port that is not its own
-    "exporter:91880",           # a longer port
-    "my-exporter:9188",         # another host that merely ends like ours
-    "node.exporter:9188",
-    "10.0.0.127.0.0.1:9090",
-    "exporter:9093",            # our name, another service's port
-])
-def test_endpoints_that_are_not_ours_are_left_alone(untouched):
-    assert rewrite_endpoints(untouched, REMAPPED) == untouched
-
-
-def test_container_paths_point_into_the_work_directory(tmp_path):
-    layout = Layout(tmp_path)
-    assert rewrite_paths("rule_files: [/etc/prometheus/rules/*.yml]", layout) == \
-        f"rule_files: [{tmp_path}/etc/prometheus/rules/*.yml]"
-    assert rewrite_paths("path: /etc/grafana/dashboards/modelmon", layout) == f"path: {layout.grafana_dashboards}"
-    for other in ("/etc/prometheus-old/x", "/srv/etc/prometheus/x", "/etc/grafana/dashboards/modelmon2"):
-        assert rewrite_paths(other, layout) == other
-
-
-def test_container_paths_are_exactly_the_compose_bind_mounts(tmp_path):
-    """Each file docker-compose.yml mounts lands, in the native work dir, where the rewritten
-    container paths point: the two topologies read the same files."""
-    layout = Layout(tmp_path)
-    mapping = container_paths(layout)
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    binds = [spec.split(":")[:2] for svc in compose["services"].values() for spec in svc.get("volumes", [])
-             if spec.startswith("./")]
-    assert len(binds) == 5
-    for source, target in binds:
-        prefix = next((k for k in mapping if target == k or target.startswith(k + "/")), None)
-        assert prefix is not None, f"compose mounts {target}, which the native stack does not map"
-        native = mapping[prefix] / target[len(prefix):].lstrip("/") if target != prefix else mapping[prefix]
-        assert native == layout.etc / source[2:], (source, target)
-
-
-def test_written_configs_pass_promtool_and_amtool(tmp_path, promtool, amtool):
+def rendered(tmp_path: Path, config_path: Path = ROOT / "modelmon.yaml", ports=REMAPPED) -> tuple[Layout, dict]:
     layout = Layout(tmp_path / "w")
-    files = {"prometheus/prometheus.yml": COMPOSE_PROMETHEUS_YML, "prometheus/rules/standin.yml": RULES_YML,
-             "alerting/alertmanager.yml": ALERTMANAGER_YML}
-    write_configs(files, layout, REMAPPED)
+    files = stack_sources(load_config(config_path), config_path.parent, native(layout, ports, config_path))
+    write_configs(files, layout)
+    return layout, files
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("http://receiver:9095/webhook", "http://127.0.0.1:19095/webhook"),
+    ("http://127.0.0.1:9095/webhook", "http://127.0.0.1:19095/webhook"),
+    ("http://localhost:3000/d/x?var-model=a#p", "http://127.0.0.1:13000/d/x?var-model=a#p"),
+    ("http://prometheus:9090", "http://127.0.0.1:19090"),
+    ("https://github.com/modelmon/modelmon/blob/main/alerting/RUNBOOK.md", None),  # not ours
+    ("http://prometheus:9999/x", None),        # a service name with a port that is not its own
+    ("http://exporter:9093/", None),           # our name, another service's port
+    ("http://my-exporter:9188/", None),        # another host that merely ends like ours
+    ("http://node.exporter:9188/", None),
+    ("http://10.0.0.1:9090/", None),
+    ("http://localhost/", None),               # no port: not a service of the topology
+])
+def test_config_urls_naming_a_service_are_rendered_for_its_native_port(tmp_path, url, expected):
+    assert native(Layout(tmp_path)).resolve_url(url) == (expected or url)
+
+
+def test_the_native_configs_address_loopback_ports_and_work_dir_paths(tmp_path, promtool, amtool):
+    """The files `modelmon stack up` runs on for the demo config: rendered for 127.0.0.1, the
+    chosen ports and the work directory, valid for promtool and amtool, no compose name left."""
+    layout, files = rendered(tmp_path)
+    require(files, "prometheus/prometheus.yml", "alerting/alertmanager.yml")
 
     prom = yaml.safe_load(layout.prometheus_config.read_text())
-    assert prom["rule_files"] == [f"{layout.etc}/prometheus/rules/*.yml"]
     targets = {c["job_name"]: c["static_configs"][0]["targets"] for c in prom["scrape_configs"]}
     assert targets == {"modelmon": ["127.0.0.1:19188"], "prometheus": ["127.0.0.1:19090"],
                        "alertmanager": ["127.0.0.1:19093"]}
+    assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:19093"]
     out = subprocess.run([promtool, "check", "config", str(layout.prometheus_config)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "1 rules found" in out.stdout + out.stderr  # the rule glob resolves inside the work dir
+    assert not re.search(r"\b0 rules found", out.stdout + out.stderr), out.stdout  # the rule globs resolve
 
     am = yaml.safe_load(layout.alertmanager_config.read_text())
-    assert am["receivers"][0]["webhook_configs"][0]["url"] == "http://127.0.0.1:19095/webhook"
+    hooks = [w["url"] for r in am["receivers"] for w in r.get("webhook_configs", [])]
+    assert hooks == ["http://127.0.0.1:19095/webhook"]
     out = subprocess.run([amtool, "check-config", str(layout.alertmanager_config)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
 
+    datasource = yaml.safe_load((layout.grafana_provisioning / "datasources" / "modelmon.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://127.0.0.1:19090"
+    provider = yaml.safe_load((layout.grafana_provisioning / "dashboards" / "modelmon.yml").read_text())
+    assert Path(provider["providers"][0]["options"]["path"]) == layout.grafana_dashboards
+    assert (layout.grafana_dashboards / HOME_DASHBOARD).is_file()
+
+    rules = [yaml.safe_load(p.read_text()) for p in (layout.etc / "prometheus" / "rules").glob("*.yml")]
+    links = {a["annotations"]["dashboard_url"].split("/d/")[0] for doc in rules for g in doc["groups"]
+             for a in g["rules"] if "dashboard_url" in a.get("annotations", {})}
+    assert links == {"http://127.0.0.1:13000"}  # alert links open the native Grafana
+
+    for path in layout.etc.rglob("*"):
+        if path.is_file() and path.suffix in (".yml", ".json"):
+            text = path.read_text()
+            for host, port in DEFAULT_PORTS.items():
+                for name in (host, "localhost"):
+                    assert f"{name}:{port}" not in text, f"{path} still addresses {name}:{port}"
+            outside = text.replace(str(layout.root), "<workdir>")  # no container path left
+            assert not re.search(r"(?<![>\w])/etc/(prometheus|grafana|alertmanager)", outside), path
+
+
+def test_rendering_for_compose_gives_the_committed_files(demo_config_path):
+    """One topology: the generated files `modelmon generate` commits are the topology rendered
+    for compose, and the native stack renders the same producers with its own hosts and paths."""
+    from modelmon.generate import artefacts
+    from modelmon.stack.topology import ComposeTarget, for_target, render_configs, target_files
+
+    config = load_config(demo_config_path)
+    committed = artefacts(config)
+    compose = ComposeTarget()
+    assert for_target(config, compose) == config  # modelmon.yaml is written for compose
+    files = target_files(config, compose)
+    assert set(files) == {"prometheus/prometheus.yml", "alerting/alertmanager.yml",
+                          "grafana/provisioning/datasources/modelmon.yml",
+                          "grafana/provisioning/dashboards/modelmon.yml"}
+    assert {k: committed[k] for k in files} == files
+    assert render_configs(config, compose) == committed
+
+
+def test_the_stack_renders_instead_of_rewriting():
+    """No regular expression rewrites generated text anywhere in the native stack."""
+    for path in (ROOT / "modelmon" / "stack").glob("*.py"):
+        assert not re.search(r"\bre\.(sub|subn|compile)\(", path.read_text()), path
+
+
+def test_each_compose_bind_mount_is_where_the_native_stack_writes_that_file(tmp_path):
+    """Every config file docker-compose.yml mounts into a service lands, in the native work dir,
+    at the path the native rendering of the same service reads."""
+    from modelmon.stack.topology import ALERTMANAGER_SECRETS, BIND, COMPOSE_CONFIG, ComposeTarget, services
+
+    layout, files = rendered(tmp_path)
+    compose_nodes = {n.name: n for n in services(ComposeTarget())}
+    native_nodes = {n.name: n for n in services(native(layout))}
+    checked = 0
+    for name, node in compose_nodes.items():
+        for mount in node.mounts:
+            if mount.kind != BIND or mount.container == COMPOSE_CONFIG:
+                continue  # modelmon.yaml is read in place by the native exporter
+            native_path = layout.at(mount)
+            assert native_path == layout.etc / mount.source
+            if mount != ALERTMANAGER_SECRETS:  # written when the config has *_env secrets (tested below)
+                assert native_path.exists(), f"{name}: {mount.source} is mounted but not written natively"
+            # The compose args name the container path exactly where the native args name the native path.
+            compose_args = " ".join(node.args) + " " + " ".join(node.env.values())
+            native_args = " ".join(native_nodes[name].args) + " " + " ".join(native_nodes[name].env.values())
+            assert compose_args.count(mount.container) == native_args.count(str(native_path)), (name, mount)
+            checked += 1
+    assert checked >= 5
+
 
 def test_configs_are_rebuilt_so_stale_rule_files_disappear(tmp_path):
     layout = Layout(tmp_path)
-    write_configs({"prometheus/rules/old.yml": RULES_YML}, layout, REMAPPED)
-    write_configs({"prometheus/rules/new.yml": RULES_YML}, layout, REMAPPED)
+    write_configs({"prometheus/rules/old.yml": "groups: []\n"}, layout)
+    write_configs({"prometheus/rules/new.yml": "groups: []\n"}, layout)
     assert sorted(p.name for p in (layout.etc / "prometheus" / "rules").iterdir()) == ["new.yml"]
 
 
@@ -381,43 +422,16 @@ def test_missing_generated_files_are_named_with_the_fix():
 
 
 def test_generated_files_replace_the_committed_ones_and_orphans_are_dropped(tmp_path, monkeypatch):
-    import modelmon.generate
+    import modelmon.stack.workdir
 
     (tmp_path / "prometheus" / "rules").mkdir(parents=True)
     (tmp_path / "prometheus" / "prometheus.yml").write_text("handwritten")
     (tmp_path / "prometheus" / "rules" / "old-model.yml").write_text("orphan of an earlier config")
     (tmp_path / "prometheus" / "rules" / "credit.yml").write_text("stale")
-    monkeypatch.setattr(modelmon.generate, "artefacts", lambda config, rules=None: {
-        "prometheus/rules/credit.yml": "fresh", "README.generated.md": "not a stack file"})
-    assert stack_sources(object(), tmp_path) == {"prometheus/prometheus.yml": "handwritten",
-                                                 "prometheus/rules/credit.yml": "fresh"}
-
-
-def test_the_demo_configs_survive_the_rewrite(tmp_path, demo_config_path, promtool, amtool):
-    """The files `modelmon stack up` runs on for the demo config, rewritten for 127.0.0.1, stay
-    valid and keep no compose hostname."""
-    files = stack_sources(load_config(demo_config_path), ROOT)
-    require(files, "prometheus/prometheus.yml", "alerting/alertmanager.yml")
-    layout = Layout(tmp_path)
-    write_configs(files, layout, REMAPPED)
-    for path in layout.etc.rglob("*"):
-        if path.is_file():
-            text = path.read_text()
-            for host, port in DEFAULT_PORTS.items():
-                assert f"{host}:{port}" not in text, f"{path} still addresses {host}:{port}"
-    out = subprocess.run([promtool, "check", "config", str(layout.prometheus_config)],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert not re.search(r"\b0 rules found", out.stdout + out.stderr), out.stdout  # the rule globs resolve
-    out = subprocess.run([amtool, "check-config", str(layout.alertmanager_config)],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
-    scraped = {t for c in yaml.safe_load(layout.prometheus_config.read_text())["scrape_configs"]
-               for sc in c.get("static_configs", []) for t in sc["targets"]}
-    assert "127.0.0.1:19188" in scraped  # the exporter, on its remapped port
-    provider = yaml.safe_load(next((layout.grafana_provisioning / "dashboards").glob("*.yml")).read_text())
-    assert Path(provider["providers"][0]["options"]["path"]) == layout.grafana_dashboards
-    assert (layout.grafana_dashboards / HOME_DASHBOARD).is_file()
+    monkeypatch.setattr(modelmon.stack.workdir, "render_configs", lambda config, target, rules=None: {
+        "prometheus/rules/credit.yml": "fresh", "docker-compose.yml": "not a stack file"})
+    assert stack_sources(object(), tmp_path, native(Layout(tmp_path))) == {
+        "prometheus/prometheus.yml": "handwritten", "prometheus/rules/credit.yml": "fresh"}
 
 
 # --------------------------------------------------------------------------- secrets of the stack
@@ -460,21 +474,28 @@ def test_the_alertmanager_version_is_read_from_the_binary(tmp_path, output, vers
     assert alertmanager_version(str(tmp_path / "missing")) is None
 
 
-def test_the_rewritten_alertmanager_config_is_private(tmp_path):
+def test_the_rendered_alertmanager_config_is_private(tmp_path):
     layout = Layout(tmp_path)
     (layout.etc / "alerting").mkdir(parents=True)
     layout.alertmanager_config.write_text("left by an earlier run")
     layout.alertmanager_config.chmod(0o644)
-    write_configs({"alerting/alertmanager.yml": ALERTMANAGER_YML, "prometheus/prometheus.yml": COMPOSE_PROMETHEUS_YML},
-                  layout, REMAPPED)
+    files = stack_sources(load_config(ROOT / "modelmon.yaml"), ROOT, native(layout))
+    write_configs(files, layout)
     assert stat_mode(layout.alertmanager_config) == 0o600
     assert "127.0.0.1:19095" in layout.alertmanager_config.read_text()
+    assert stat_mode(layout.prometheus_config) == 0o644 & ~current_umask()
 
 
 def stat_mode(path: Path) -> int:
     import stat
 
     return stat.S_IMODE(path.stat().st_mode)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 ENV = {"MODELMON_TEST_HOOK_URL": f"http://127.0.0.1:9/{HOOK_SECRET}", "MODELMON_TEST_HOOK_TOKEN": "tok-123"}
@@ -486,11 +507,11 @@ def test_env_secrets_land_in_private_files_and_old_alertmanagers_get_the_url_inl
 
     config = load_config(url_env_config(tmp_path))
     layout = Layout(tmp_path / "w")
-    write_configs(stack_sources(config, tmp_path), layout, REMAPPED)
+    write_configs(stack_sources(config, tmp_path, native(layout, config=tmp_path / "modelmon.yaml")), layout)
     notes = write_alertmanager_secrets(config, layout, version, ENV)
 
     secrets = secrets_dir(layout)
-    assert secrets == layout.etc / "alerting" / "secrets"
+    assert secrets == layout.etc / "secrets"  # where compose mounts ./secrets, in the work dir
     assert {p.name: p.read_text() for p in secrets.iterdir()} == {
         "MODELMON_TEST_HOOK_URL": ENV["MODELMON_TEST_HOOK_URL"], "MODELMON_TEST_HOOK_TOKEN": "tok-123"}
     assert all(stat_mode(p) == 0o600 for p in secrets.iterdir())
@@ -550,7 +571,8 @@ def test_a_url_env_webhook_reaches_its_endpoint_through_the_real_alertmanager(tm
     config = load_config(url_env_config(tmp_path))
     layout = Layout(tmp_path / "w")
     port = free_port()
-    write_configs(stack_sources(config, tmp_path), layout, {**REMAPPED, "alertmanager": port})
+    target = native(layout, {**REMAPPED, "alertmanager": port}, tmp_path / "modelmon.yaml")
+    write_configs(stack_sources(config, tmp_path, target), layout)
     write_alertmanager_secrets(config, layout, alertmanager_version(alertmanager_bin), env)
     proc = subprocess.Popen([alertmanager_bin, f"--config.file={layout.alertmanager_config}",
                              f"--storage.path={tmp_path / 'am-data'}", f"--web.listen-address=127.0.0.1:{port}",
@@ -666,6 +688,129 @@ def test_a_missing_program_is_a_clear_error(tmp_path):
     assert f"cannot start ghost ({tmp_path / 'no-such-binary'}): No such file or directory" in out.getvalue()
 
 
+def test_logs_are_kept_across_runs_with_a_start_line_per_run(tmp_path):
+    """A restart appends to the service's log after a start line; a failure shows only this
+    run's lines."""
+    runs = []
+    for n in (1, 2):
+        svc = script_service("dier", tmp_path, f"""
+            import sys
+            print("output of run {n}", flush=True); sys.exit(3)
+        """)
+        out = io.StringIO()
+        assert Supervisor([svc], out=out, health_timeout=20, poll_interval=0.05).run() == 1
+        runs.append(out.getvalue())
+    text = svc.log.read_text()
+    assert text.count("modelmon stack: starting dier:") == 2
+    assert text.index("output of run 1") < text.index("output of run 2")
+    assert re.match(r"==== \d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} modelmon stack: starting dier: ", text)
+    assert "output of run 2" in runs[1] and "output of run 1" not in runs[1]  # the tail of this run only
+
+
+def test_a_log_past_the_limit_is_rotated_at_the_next_start(tmp_path):
+    from modelmon.stack.supervisor import open_log
+
+    path = tmp_path / "exporter.log"
+    path.write_text("old line\n" * 200)
+    old = path.read_text()
+    log, start = open_log(path, "exporter", ("modelmon", "serve"), rotate_bytes=1000)
+    log.write(b"new output\n")
+    log.close()
+    assert (tmp_path / "exporter.log.1").read_text() == old
+    new = path.read_text()
+    assert new.startswith("==== ") and new.endswith("modelmon serve\nnew output\n")
+    assert start == len(new) - len("new output\n")
+    # Below the limit: appended, nothing rotated.
+    log, _ = open_log(path, "exporter", ("modelmon", "serve"), rotate_bytes=1000)
+    log.close()
+    assert path.read_text().startswith(new) and (tmp_path / "exporter.log.1").read_text() == old
+
+
+def test_a_file_health_check_wants_a_recent_non_empty_file(tmp_path):
+    from modelmon.stack.supervisor import is_healthy
+
+    f = tmp_path / "predictions.jsonl"
+    health = Health(file=f, max_age=30)
+    assert not is_healthy(health)
+    f.write_text("")
+    assert not is_healthy(health)
+    f.write_text("{}\n")
+    assert is_healthy(health)
+    os.utime(f, (time.time() - 60, time.time() - 60))
+    assert not is_healthy(health) and is_healthy(Health(file=f))
+
+
+def pages_server(paths: set[str]):
+    """A stand-in web UI answering 200 on `paths` and 404 elsewhere."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path in paths else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("paths, expected", [({"/alerts"}, "/alerts"), ({"/classic/alerts"}, "/classic/alerts"),
+                                             (set(), None)])
+def test_the_banner_links_the_prometheus_alerts_page_that_answers(paths, expected, tmp_path):
+    from modelmon.stack.banner import banner_lines
+
+    server = pages_server(paths)
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        plan = plan_stack(options(tmp_path, grafana=False), Layout(tmp_path), all_binaries(grafana=None))
+        plan = type(plan)(services=tuple(s if s.name != "prometheus" else Service(
+            s.name, s.argv, s.health, s.log, url=base) for s in plan.services), missing=())
+        lines = banner_lines(plan, Layout(tmp_path), options(tmp_path))
+    finally:
+        server.shutdown()
+    line = next(line for line in lines if line.strip().startswith("Prometheus"))
+    if expected:
+        assert line.endswith(f"(alerts: {base}{expected})")
+    else:
+        assert "alerts:" not in line
+    assert any("Alertmanager" in line and line.endswith("19093/#/alerts)") for line in lines)
+    assert any("kept across runs" in line for line in lines)
+
+
+def test_the_installed_prometheus_alerts_page_is_found(tmp_path, prometheus_bin):
+    """Debian's Prometheus serves only the classic UI (/alerts is a 404 there); upstream builds
+    serve /alerts. The banner's link answers either way."""
+    from modelmon.stack.banner import PROMETHEUS_ALERTS_PAGES, first_page
+
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text("global: {scrape_interval: 15s}\n")
+    proc = subprocess.Popen([prometheus_bin, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if urllib.request.urlopen(f"{base}/-/ready", timeout=1).status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "Prometheus did not become ready"
+            time.sleep(0.2)
+        page = first_page(base, PROMETHEUS_ALERTS_PAGES)
+        assert page in {base + p for p in PROMETHEUS_ALERTS_PAGES}
+        assert urllib.request.urlopen(page, timeout=5).status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 RUNNER = """
 import json, sys
 from pathlib import Path
@@ -734,7 +879,7 @@ def test_one_signal_stops_every_child(tmp_path, sig):
 @pytest.mark.e2e
 def test_modelmon_stack_up_runs_and_stops_cleanly(tmp_path):
     """The real `modelmon stack up`: modelmon's processes, Prometheus and Alertmanager on free ports,
-    Prometheus scraping the exporter through the rewritten config, then one SIGINT stops it all."""
+    Prometheus scraping the exporter through the config rendered for it, then one SIGINT stops it all."""
     which_or_skip("prometheus")
     which_or_skip("prometheus-alertmanager")
     ports = {name: free_port() for name in DEFAULT_PORTS}
@@ -752,12 +897,14 @@ def test_modelmon_stack_up_runs_and_stops_cleanly(tmp_path):
             time.sleep(0.5)
         banner = log.read_text()
         assert f"http://127.0.0.1:{ports['prometheus']}" in banner
+        alerts_page = re.search(r"\(alerts: (http://127\.0\.0\.1:\d+/[^)]*alerts)\)", banner).group(1)
+        assert urllib.request.urlopen(alerts_page, timeout=5).status == 200  # Debian: /classic/alerts
 
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['exporter']}/metrics", timeout=5).read()
         assert b"modelmon_" in metrics
         assert urllib.request.urlopen(f"http://127.0.0.1:{ports['receiver']}/api/alerts", timeout=5).status == 200
 
-        # Prometheus scrapes the exporter on its remapped port: the rewrite worked end to end.
+        # Prometheus scrapes the exporter on its remapped port: the rendering worked end to end.
         query = f"http://127.0.0.1:{ports['prometheus']}/api/v1/query?query=up%7Bjob%3D%22modelmon%22%7D"
         deadline = time.monotonic() + 60
         while True:

@@ -1,7 +1,8 @@
 """prometheus/prometheus.yml: scrape the exporter, Prometheus and Alertmanager; load the rules; alert.
 
-Targets default to the docker-compose service names. `modelmon stack` copies the file and
-rewrites each ``service:port`` to 127.0.0.1; tests pass their own targets and intervals.
+Targets default to the docker-compose service names (the committed file). The topology
+(modelmon/stack/topology.py) renders it for a target by passing ScrapeTargets: `modelmon stack up`
+passes 127.0.0.1 and its chosen ports; tests pass their own targets and intervals.
 """
 from __future__ import annotations
 

@@ -38,7 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Prometheus URL as seen from Grafana, used only when the datasource must be "
                            "created (default: %(default)s)")
     push.add_argument("--message", default=DEFAULT_MESSAGE, help="version-history message (default: %(default)s)")
-    push.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
+    push.add_argument("--dry-run", action="store_true",
+                      help="write nothing; show what would change (created/updated/unchanged) when Grafana can be "
+                           "read, else (unreachable, or no credentials and it asks for some) list what would be "
+                           "pushed, without comparing")
     push.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request (default: %(default)s)")
     push.add_argument("--retries", type=int, default=4,
                       help="retries on connection errors and 5xx, with exponential backoff (default: %(default)s)")
@@ -80,6 +83,10 @@ def _url_and_credentials(url: str, args: argparse.Namespace, environ: dict[str, 
         raise CredentialsError(f"--prometheus-url {_masked(args.prometheus_url)}: credentials inline in a URL "
                                "are refused (Grafana would store them in the datasource's URL); set the "
                                "datasource's basic auth in Grafana instead")
+    if "://" not in url:
+        # "127.0.0.1:3000" or "grafana.example.com" would otherwise parse as a scheme or a path.
+        raise CredentialsError(f"--url {_masked(url) if '@' not in url else '***@' + url.rpartition('@')[2]} has no "
+                               f"scheme; use {_masked('http://' + url)} (or https://)")
     try:
         clean, in_url = split_credentials(url)
         parts = urlsplit(clean)
@@ -106,7 +113,7 @@ def _push(args: argparse.Namespace, sleep: Callable[[float], None], environ: dic
     from modelmon.dashboards.client import GrafanaClient, GrafanaError
     from modelmon.dashboards.generate import dashboards
     from modelmon.dashboards.provisioning import DEFAULT_SCRAPE_INTERVAL, datasource_definition, folder_uid
-    from modelmon.dashboards.push import push
+    from modelmon.dashboards.push import planned, push
 
     config = load_config(args.config)
     folder = args.folder or config.grafana.folder
@@ -120,29 +127,63 @@ def _push(args: argparse.Namespace, sleep: Callable[[float], None], environ: dic
               "token with the Editor role, or GRAFANA_USER and GRAFANA_PASSWORD", file=sys.stderr)
         return 2
     client = GrafanaClient(url, credentials, timeout=args.timeout, retries=args.retries, sleep=sleep)
+    datasource = datasource_definition(config, args.prometheus_url, DEFAULT_SCRAPE_INTERVAL)
     print(f"{'dry run: ' if args.dry_run else ''}pushing to {client.display_url} "
           f"(folder {folder!r}, {credentials.kind})")
     counts: dict[str, int] = {}
+    reported: list[object] = []
 
     def report(outcome) -> None:
         print("  " + outcome.line(args.dry_run))
+        reported.append(outcome)
         if outcome.kind == "dashboard":
             counts[outcome.action] = counts.get(outcome.action, 0) + 1
 
+    offline_because = None
     try:
-        push(client, dashboards(config), folder_uid=folder_uid(folder), folder_title=folder,
-             datasource=datasource_definition(config, args.prometheus_url, DEFAULT_SCRAPE_INTERVAL),
-             message=args.message, dry_run=args.dry_run, report=report)
+        if args.dry_run:
+            offline_because = _unreadable(client, credentials)
+        if offline_because is None:
+            push(client, dashboards(config), folder_uid=folder_uid(folder), folder_title=folder,
+                 datasource=datasource, message=args.message, dry_run=args.dry_run, report=report)
     except GrafanaError as e:
-        print(f"modelmon dashboards push: {e}", file=sys.stderr)
-        return 1
+        if args.dry_run and not reported and _offline_worthy(e, credentials):
+            offline_because = str(e)
+        else:
+            print(f"modelmon dashboards push: {e}", file=sys.stderr)
+            return 1
     finally:
         client.close()
+    if offline_because is not None:
+        print(f"  (cannot read Grafana: {offline_because}; listing what would be pushed, without comparing)")
+        for outcome in planned(dashboards(config), folder_uid=folder_uid(folder), folder_title=folder,
+                               datasource=datasource):
+            report(outcome)
+        n = counts.get("pushed", 0)
+        print(f"dashboards: {n} would be created or updated (dry run, offline: nothing compared, nothing written)")
+        return 0
     would = "would be " if args.dry_run else ""
     summary = ", ".join(f"{n} {would if action in ('created', 'updated') else ''}{action}"
                         for action, n in sorted(counts.items()))
     print(f"dashboards: {summary}{' (dry run, nothing written)' if args.dry_run else ''}")
     return 0
+
+
+def _unreadable(client, credentials) -> str | None:
+    """For --dry-run: why Grafana cannot be compared with (nothing answers at its URL), or None.
+    One attempt, no retries: a dry run against a Grafana that is not there need not wait."""
+    import requests
+
+    try:
+        client.session.get(client.base + "/api/health", timeout=client.timeout).close()
+    except (requests.ConnectionError, requests.Timeout) as e:
+        return f"nothing answers at {client.display_url} ({type(e).__name__})"
+    return None
+
+
+def _offline_worthy(e, credentials) -> bool:
+    """Grafana asks for credentials and none were given: a dry run can still list."""
+    return e.status in (401, 403) and credentials.kind == "no credentials"
 
 
 def _list(args: argparse.Namespace) -> int:

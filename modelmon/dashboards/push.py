@@ -1,7 +1,8 @@
 """Bring a Grafana in line with the generated dashboards: folder, datasource, dashboards.
 
 Each dashboard is compared with what Grafana stores (minus the ``id`` and ``version`` Grafana
-manages) and only saved when it differs, so a repeated push is a no-op.
+manages) and only saved when it differs, so a repeated push is a no-op. A dry run without a
+readable Grafana lists what a push would send (``planned``), without comparing.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, Callable
 from modelmon.dashboards.client import GrafanaClient, GrafanaError
 
 CREATED, UPDATED, UNCHANGED, EXISTS = "created", "updated", "unchanged", "exists"
+PUSHED = "pushed"  # a dry run that could not read Grafana: would be sent, created or updated
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class Outcome:
     detail: str = ""
 
     def line(self, dry_run: bool) -> str:
-        action = f"would be {self.action}" if dry_run and self.action in (CREATED, UPDATED) else self.action
+        action = f"would be {self.action}" if dry_run and self.action in (CREATED, UPDATED, PUSHED) else self.action
         text = f"{self.kind} {self.uid} ({self.title}): {action}"
         return f"{text} — {self.detail}" if self.detail else text
 
@@ -113,3 +115,18 @@ def push(client: GrafanaClient, dashboards: list[dict[str, Any]], *, folder_uid:
         report(outcome)
         outcomes.append(outcome)
     return outcomes
+
+
+def planned(dashboards: list[dict[str, Any]], *, folder_uid: str, folder_title: str,
+            datasource: dict[str, Any]) -> list[Outcome]:
+    """What a push would send, for a dry run that cannot read Grafana: nothing is compared, so
+    created, updated and unchanged cannot be told apart."""
+    from modelmon.dashboards.queries import iter_panels
+
+    out = [Outcome("folder", folder_uid, folder_title, PUSHED, "created if missing"),
+           Outcome("datasource", datasource["uid"], datasource["name"], PUSHED,
+                   f"created only if no datasource has this uid; url {datasource['url']}")]
+    for d in dashboards:
+        panels = sum(1 for p in iter_panels(d) if p.get("type") != "row")
+        out.append(Outcome("dashboard", d["uid"], d["title"], PUSHED, f"{panels} panels, saved with overwrite"))
+    return out

@@ -299,13 +299,25 @@ class Exporter:
     # ------------------------------------------------------------------ readiness
 
     def readiness(self) -> tuple[bool, dict]:
+        """(ready, the /ready body). Whenever not ready, ``reason`` says why in one sentence per
+        cause, joined by "; " (the log source first, then each model's reference)."""
         models = {name: s.reference_state for name, s in self.states.items()}
         errors = {name: s.reference_error for name, s in self.states.items() if s.reference_error}
         ready = self.source_open and not errors and all(
             s.reference is not None or s.cfg.reference.first is not None for s in self.states.values())
         detail = {"ready": ready, "source_open": self.source_open, "references": models, "errors": errors}
+        reasons = []
         if self.source_problem:
-            detail["reason"] = self.source_problem
+            reasons.append(self.source_problem)
+        elif not self.source_open:
+            reasons.append("the prediction log is not open yet")
+        for name, s in self.states.items():
+            if s.reference_error:
+                reasons.append(f"reference for model {name} not loaded: {s.reference_error}")
+            elif s.reference is None and s.cfg.reference.first is None:
+                reasons.append(f"reference for model {name} not loaded yet ({s.cfg.reference.path})")
+        if reasons:
+            detail["reason"] = "; ".join(reasons)
         return ready, detail
 
 

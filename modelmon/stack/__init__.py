@@ -2,7 +2,9 @@
 
 receiver -> exporter -> demo traffic -> Alertmanager -> Prometheus -> Grafana (when installed),
 each started once the previous one is healthy, all on 127.0.0.1, configs and logs in one work
-directory. One Ctrl-C stops everything.
+directory. One Ctrl-C stops everything. The services and their configs are the topology of
+modelmon/stack/topology.py rendered for this machine; docker-compose.yml is the same topology
+rendered for compose.
 """
 from __future__ import annotations
 
@@ -10,18 +12,8 @@ import argparse
 import os
 import sys
 
-from modelmon.stack.plan import (DEMO_RATE, DEMO_SCHEDULE, DEMO_SEED, QUICK_FOR, QUICK_FOR_OVERRIDES,
-                                 QUICK_RATE_WINDOW, QUICK_SCHEDULE)
-
-LABELS = {  # the banner's URLs, in this order
-    "grafana": "Grafana",
-    "prometheus": "Prometheus",
-    "alertmanager": "Alertmanager",
-    "receiver": "Alert inbox",
-    "exporter": "Exporter",
-}
-DEFAULT_GRAFANA_PASSWORD = "modelmon-demo"
-
+from modelmon.stack.plan import (DEFAULT_GRAFANA_PASSWORD, DEMO_RATE, DEMO_SCHEDULE, DEMO_SEED, QUICK_FOR,
+                                 QUICK_FOR_OVERRIDES, QUICK_RATE_WINDOW, QUICK_SCHEDULE)
 
 def _port(text: str) -> tuple[str, int]:
     name, sep, port = text.partition("=")
@@ -86,7 +78,8 @@ def _up(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from modelmon.config import load_config
-    from modelmon.stack.plan import Layout, StackOptions, find_binaries, plan_stack
+    from modelmon.stack.banner import banner_lines
+    from modelmon.stack.plan import Layout, StackOptions, find_binaries, native_target, plan_stack
     from modelmon.stack.ports import choose_ports
     from modelmon.stack.supervisor import Supervisor
     from modelmon.stack.workdir import (
@@ -108,12 +101,13 @@ def _up(args: argparse.Namespace) -> int:
     plan = plan_stack(options, layout, binaries)
     names = {svc.name for svc in plan.services}
 
-    files = stack_sources(config, config_path.parent, rules=quick_rules() if args.quick else None)
+    files = stack_sources(config, config_path.parent, native_target(options, layout),
+                          rules=quick_rules() if args.quick else None)
     if "prometheus" in names:
         require(files, PROMETHEUS_CONFIG)
     if "alertmanager" in names:
         require(files, ALERTMANAGER_CONFIG)
-    write_configs(files, layout, ports)
+    write_configs(files, layout)
     if "alertmanager" in names and binaries.alertmanager:
         # *_env secrets into 0600 files of the work dir; webhook URLs inlined for an Alertmanager < 0.26.
         notes = [*notes, *write_alertmanager_secrets(config, layout, alertmanager_version(binaries.alertmanager),
@@ -124,19 +118,6 @@ def _up(args: argparse.Namespace) -> int:
         print(f"stack: {message}", flush=True)
 
     def banner() -> None:
-        lines = ["", "modelmon stack is up:"]
-        urls = {svc.name: svc.url for svc in plan.services if svc.url}
-        lines += [f"  {label:<13} {urls[name]}" for name, label in LABELS.items() if name in urls]
-        if "grafana" in names:
-            lines.append("  Grafana: anonymous viewer; admin password from $GRAFANA_ADMIN_PASSWORD "
-                         f"(default {DEFAULT_GRAFANA_PASSWORD})")
-        if args.quick:
-            lines.append(f"  quick tour    alerts wait {QUICK_FOR} (not their production `for`), rates span "
-                         f"{QUICK_RATE_WINDOW}")
-        lines += [f"  demo traffic  {options.schedule} (looping, {options.rate:g}/s) -> {layout.predictions_log}",
-                  f"  logs          {layout.logs}/",
-                  f"  configs       {layout.etc}/",
-                  "Press Ctrl-C to stop everything.", ""]
-        print("\n".join(lines), flush=True)
+        print("\n".join(banner_lines(plan, layout, options, quick=args.quick)), flush=True)
 
     return Supervisor(plan.services, health_timeout=args.health_timeout).run(on_ready=banner)

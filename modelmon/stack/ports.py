@@ -1,7 +1,7 @@
 """Port choice for the native stack: the compose defaults, or a free port when one is taken.
 
 A Debian `prometheus` package starts its own service on 9090, so "busy" is the normal case on
-many machines; the configs are rewritten to whatever port is chosen here.
+many machines; the configs are rendered for whatever port is chosen here.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import socket
 from typing import Callable, Mapping
 
 from modelmon.stack.errors import StackError
-from modelmon.stack.plan import DEFAULT_PORTS
+from modelmon.stack.topology import DEFAULT_PORTS
 
 
 def port_is_free(port: int) -> bool:

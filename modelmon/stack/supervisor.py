@@ -3,6 +3,10 @@
 Each child runs in its own session, so a Ctrl-C in the terminal reaches only this process,
 which then stops the children itself, newest first (terminate, wait, kill). A child that
 exits on its own stops the whole stack with a non-zero status and the end of its log.
+
+Logs are kept across runs: each start appends a marker line and then the child's output to
+``<workdir>/logs/<service>.log``; a log past ``LOG_ROTATE_BYTES`` is renamed to ``<name>.log.1``
+(replacing the previous one) at the next start, so each service keeps at most about twice that.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from modelmon.stack.errors import StackError
 from modelmon.stack.plan import Health, Service
 
 LOG_TAIL_LINES = 20
+LOG_ROTATE_BYTES = 10 << 20
 
 
 class _Interrupted(Exception):
@@ -33,17 +38,41 @@ def is_healthy(health: Health) -> bool:
         except (urllib.error.URLError, OSError):
             return False
     if health.file:
-        return health.file.exists() and health.file.stat().st_size > 0
+        try:
+            st = health.file.stat()
+        except OSError:
+            return False
+        fresh = health.max_age is None or time.time() - st.st_mtime <= health.max_age
+        return st.st_size > 0 and fresh
     return True
 
 
-def log_tail(svc: Service, lines: int = LOG_TAIL_LINES) -> str:
+def log_tail(svc: Service, lines: int = LOG_TAIL_LINES, start: int = 0) -> str:
+    """The last lines the service wrote in this run (its log from byte ``start`` on)."""
     try:
-        text = svc.log.read_text(errors="replace")
+        with open(svc.log, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
     except OSError:
         return "    (no log)"
     tail = text.splitlines()[-lines:] or ["(empty)"]
     return "\n".join("    " + line for line in tail)
+
+
+def open_log(path, name: str, argv: Sequence[str], rotate_bytes: int = LOG_ROTATE_BYTES,
+             now: Callable[[], float] = time.time):
+    """The service's log opened for appending (rotated first when past ``rotate_bytes``), with a
+    line marking this start. Returns (file, offset where this run's output begins)."""
+    try:
+        if path.stat().st_size > rotate_bytes:
+            os.replace(path, path.with_name(path.name + ".1"))
+    except FileNotFoundError:
+        pass
+    log = open(path, "ab")
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(now()))
+    log.write(f"==== {stamp} modelmon stack: starting {name}: {' '.join(argv)}\n".encode())
+    log.flush()
+    return log, log.tell()
 
 
 def _die_with_parent() -> None:
@@ -63,6 +92,7 @@ class Supervisor:
         self.stop_timeout = stop_timeout
         self.poll_interval = poll_interval
         self.running: list[tuple[Service, subprocess.Popen[bytes]]] = []
+        self.log_start: dict[str, int] = {}  # service -> offset of this run's output in its log
         self._signal: int | None = None
 
     def run(self, on_ready: Callable[[], None] = lambda: None) -> int:
@@ -99,7 +129,8 @@ class Supervisor:
         self._check_signal()
         svc.log.parent.mkdir(parents=True, exist_ok=True)
         self._say(f"starting {svc.name:<12} log: {svc.log}")
-        with open(svc.log, "wb") as log:
+        log, self.log_start[svc.name] = open_log(svc.log, svc.name, svc.argv)
+        with log:
             try:
                 proc = subprocess.Popen(
                     svc.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -118,13 +149,16 @@ class Supervisor:
             code = proc.poll()
             if code is not None:
                 raise StackError(f"{svc.name} exited during startup (exit code {code}); "
-                                 f"last lines of {svc.log}:\n{log_tail(svc)}")
+                                 f"last lines of {svc.log}:\n{self._tail(svc)}")
             if is_healthy(svc.health):
                 return
             if time.monotonic() > deadline:
                 raise StackError(f"{svc.name} not healthy after {self.health_timeout:g}s (waited for "
-                                 f"{svc.health.describe()}); last lines of {svc.log}:\n{log_tail(svc)}")
+                                 f"{svc.health.describe()}); last lines of {svc.log}:\n{self._tail(svc)}")
             time.sleep(self.poll_interval)
+
+    def _tail(self, svc: Service) -> str:
+        return log_tail(svc, start=self.log_start.get(svc.name, 0))
 
     def _watch(self) -> NoReturn:
         while True:
@@ -133,7 +167,7 @@ class Supervisor:
                 code = proc.poll()
                 if code is not None:
                     raise StackError(f"{svc.name} exited unexpectedly (exit code {code}); stopping the "
-                                     f"stack. Last lines of {svc.log}:\n{log_tail(svc)}")
+                                     f"stack. Last lines of {svc.log}:\n{self._tail(svc)}")
             time.sleep(self.poll_interval)
 
     def stop_all(self) -> None:

@@ -1,9 +1,8 @@
-"""The native stack's configs: the compose configs, rewritten for processes on 127.0.0.1.
+"""The native stack's files: configs rendered for the native target, secrets, data and log folders.
 
-The generated prometheus/, alerting/ and grafana/ files address the compose services
-(``exporter:9188``, ``alertmanager:9093``, ``receiver:9095``, ``prometheus:9090``) and the compose
-mount points (``/etc/prometheus/rules``, ``/etc/grafana/dashboards/modelmon``). Here they are copied into
-the work directory with those names pointed at 127.0.0.1, the chosen ports and the copies' paths.
+The generated configs are rendered afresh from modelmon.yaml for 127.0.0.1, the chosen ports and
+the work directory (``topology.render_configs``); the project's hand-written files under
+prometheus/, alerting/ and grafana/ (promtool tests, the runbook) are copied as they are.
 """
 from __future__ import annotations
 
@@ -16,78 +15,37 @@ from typing import Any, Mapping
 
 from modelmon.exporter.cli import STATE_SUFFIXES, beside
 from modelmon.stack.errors import StackError
-from modelmon.stack.plan import DEFAULT_PORTS, Layout
+from modelmon.stack.topology import Layout, Target, render_configs
 
 SOURCE_DIRS = ("prometheus", "alerting", "grafana")
+# Hand-written files no service reads: promtool's unit tests check the committed (compose) rules.
+NOT_RUN = ("prometheus/tests/",)
 PROMETHEUS_CONFIG = "prometheus/prometheus.yml"
 ALERTMANAGER_CONFIG = "alerting/alertmanager.yml"
 
-# Hosts that mean "that service" in a generated file: its compose name, or the loopback
-# address a config written for a single machine uses.
-_ENDPOINT_RE = re.compile(
-    r"(?<![\w.-])(?P<host>" + "|".join(map(re.escape, [*DEFAULT_PORTS, "localhost", "127.0.0.1"]))
-    + r"):(?P<port>\d+)(?!\d)"
-)
-_SERVICE_BY_PORT = {port: name for name, port in DEFAULT_PORTS.items()}
-
-
-def rewrite_endpoints(text: str, ports: Mapping[str, int]) -> str:
-    """``exporter:9188`` / ``localhost:9188`` -> ``127.0.0.1:<exporter port>``, for every service.
-
-    A service name with a port that is not its own (``prometheus:9999``) is left alone: it is
-    not one of ours.
-    """
-    def replace(m: re.Match[str]) -> str:
-        host, port = m.group("host"), int(m.group("port"))
-        service = _SERVICE_BY_PORT.get(port)
-        if service is None or (host in DEFAULT_PORTS and host != service):
-            return m.group(0)
-        return f"127.0.0.1:{ports[service]}"
-
-    return _ENDPOINT_RE.sub(replace, text)
-
-
-def container_paths(layout: Layout) -> dict[str, Path]:
-    """docker-compose.yml mount point -> where the native stack keeps the same files."""
-    return {
-        "/etc/prometheus": layout.etc / "prometheus",
-        "/etc/alertmanager": layout.etc / "alerting",
-        "/etc/grafana/provisioning": layout.grafana_provisioning,
-        "/etc/grafana/dashboards/modelmon": layout.grafana_dashboards,
-    }
-
-
-def rewrite_paths(text: str, layout: Layout) -> str:
-    """Absolute in-container paths (a rule_files glob, a dashboard provider path) -> work dir paths."""
-    mapping = container_paths(layout)
-    pattern = re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, mapping)) + r")(?![\w.-])")
-    return pattern.sub(lambda m: str(mapping[m.group(1)]), text)
-
-
-def rewrite(text: str, layout: Layout, ports: Mapping[str, int]) -> str:
-    return rewrite_paths(rewrite_endpoints(text, ports), layout)
-
 
 def read_sources(project_dir: Path) -> dict[str, str]:
-    """Every file under prometheus/, alerting/ and grafana/ of the project, by relative path."""
+    """Every file under prometheus/, alerting/ and grafana/ of the project, by relative path
+    (but the promtool tests, which no service reads)."""
     files: dict[str, str] = {}
     for top in SOURCE_DIRS:
         for path in sorted((project_dir / top).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                files[path.relative_to(project_dir).as_posix()] = path.read_text()
+            rel = path.relative_to(project_dir).as_posix()
+            if path.is_file() and "__pycache__" not in path.parts and not rel.startswith(NOT_RUN):
+                files[rel] = path.read_text()
     return files
 
 
-def stack_sources(config: object, project_dir: Path, rules: object = None) -> dict[str, str]:
-    """The files the stack runs on: generated afresh from the config, so an edited modelmon.yaml
-    takes effect without `modelmon generate`, plus the project's hand-written files. In folders
-    whose files are all generated, only fresh ones count: no orphan rule file from an old config.
-    `rules` (RuleOptions) is for `--quick`: the same alerts on shorter clocks."""
-    from modelmon.generate import OWNED_DIRS, artefacts
+def stack_sources(config: object, project_dir: Path, target: Target, rules: object = None) -> dict[str, str]:
+    """The files the stack runs on: generated afresh from the config for ``target``, so an edited
+    modelmon.yaml takes effect without `modelmon generate`, plus the project's hand-written files.
+    In folders whose files are all generated, only fresh ones count: no orphan rule file from an
+    old config. `rules` (RuleOptions) is for `--quick`: the same alerts on shorter clocks."""
+    from modelmon.generate import OWNED_DIRS
 
     handwritten = {rel: text for rel, text in read_sources(project_dir).items()
                    if not any(rel.startswith(d + "/") for d in OWNED_DIRS)}
-    fresh = {rel: text for rel, text in artefacts(config, rules=rules).items()
+    fresh = {rel: text for rel, text in render_configs(config, target, rules=rules).items()
              if rel.split("/", 1)[0] in SOURCE_DIRS}
     return {**handwritten, **fresh}
 
@@ -99,8 +57,8 @@ def require(files: Mapping[str, str], *paths: str) -> None:
                          "in the project directory first")
 
 
-def write_configs(files: Mapping[str, str], layout: Layout, ports: Mapping[str, int]) -> list[Path]:
-    """Write rewritten copies under layout.etc (rebuilt from scratch: no stale rule files).
+def write_configs(files: Mapping[str, str], layout: Layout) -> list[Path]:
+    """Write the files under layout.etc as they are (rebuilt from scratch: no stale rule files).
     The Alertmanager config is written 0600: the stack may copy secrets into it (see
     ``write_alertmanager_secrets``)."""
     from modelmon.alerting.alertmanager import write_secret_file
@@ -112,9 +70,9 @@ def write_configs(files: Mapping[str, str], layout: Layout, ports: Mapping[str, 
         target = layout.etc / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if rel == ALERTMANAGER_CONFIG:
-            write_secret_file(target, rewrite(text, layout, ports))
+            write_secret_file(target, text)
         else:
-            target.write_text(rewrite(text, layout, ports))
+            target.write_text(text)
         written.append(target)
     return written
 
@@ -130,15 +88,13 @@ def alertmanager_version(binary: str) -> tuple[int, int, int] | None:
 
 
 def secrets_dir(layout: Layout) -> Path:
-    """Where the stack writes *_env secrets: the compose path /etc/alertmanager/secrets, mapped."""
-    from modelmon.alerting.alertmanager import SECRETS_DIR
-
-    return Path(rewrite_paths(SECRETS_DIR, layout))
+    """Where the stack writes *_env secrets: the native place of compose's ./secrets mount."""
+    return layout.alertmanager_secrets
 
 
 def write_alertmanager_secrets(config: Any, layout: Layout, version: tuple[int, int, int] | None,
                                environ: Mapping[str, str]) -> list[str]:
-    """Make the rewritten Alertmanager config runnable: each *_env secret written to its file
+    """Make the rendered Alertmanager config runnable: each *_env secret written to its file
     (0600) in the work directory; for an Alertmanager without webhook ``url_file`` (before 0.26,
     or a version that cannot be told) the URLs copied into the 0600 config. Returns notes for
     the user; raises ConfigError for an unset variable or an unreadable URL file."""
