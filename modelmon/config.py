@@ -288,6 +288,10 @@ def _validate_thresholds(v: _Validator, raw: Any, path: str, task: str | None) -
             continue
         warn = v.number(spec["warning"], f"{p}.warning") if "warning" in spec else None
         crit = v.number(spec["critical"], f"{p}.critical") if "critical" in spec else None
+        if "critical" in spec and not quantity.pages:
+            v.err(f"{p}.critical", "drift opens tickets and never pages (pages are for harm to users: quality, "
+                                   "errors, latency, traffic); give only a warning threshold")
+            continue
         direction = quantity.direction
         if warn is not None and crit is not None:
             worse = crit < warn if direction == "below" else crit > warn

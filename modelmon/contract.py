@@ -115,6 +115,12 @@ class Quantity:
     def per_feature(self) -> bool:
         return self.kind == FEATURE_DRIFT
 
+    @property
+    def pages(self) -> bool:
+        """Whether a critical threshold may page. Quality below its critical threshold harms users;
+        drift alone does not (covariate drift is often harmless), so drift opens tickets only."""
+        return self.kind == QUALITY_KIND
+
     def applies_to(self, task: str) -> bool:
         return task in self.tasks
 

@@ -178,7 +178,7 @@ def test_the_collector_never_hides_a_computed_quantity(populated):
 @pytest.mark.parametrize("key", list(QUANTITIES))
 def test_config_accepts_a_threshold_iff_the_task_computes_it(task, key):
     q = QUANTITIES[key]
-    limits = {"warning": 0.5, "critical": 0.4 if q.direction == "below" else 0.6}
+    limits = {"warning": 0.5, **({"critical": 0.4 if q.direction == "below" else 0.6} if q.pages else {})}
     raw = model(task, thresholds={key: limits})
     if q.applies_to(task):
         config = config_of(raw)
@@ -189,6 +189,20 @@ def test_config_accepts_a_threshold_iff_the_task_computes_it(task, key):
             config_of(raw)
         assert e.value.errors == [f"models[0].thresholds.{key}: not computed for a {task} model "
                                   f"(only for {' and '.join(q.tasks)} models)"]
+
+
+@pytest.mark.parametrize("key", [k for k, q in QUANTITIES.items() if not q.pages])
+def test_drift_cannot_page(key):
+    """Drift opens tickets: a critical threshold on a drift quantity is refused with its key path,
+    and every drift alert is a warning."""
+    q = QUANTITIES[key]
+    with pytest.raises(ConfigError) as e:
+        config_of(model(q.tasks[0], thresholds={key: {"warning": 0.5, "critical": 0.4 if q.direction == "below"
+                                                       else 0.6}}))
+    assert e.value.errors[0].startswith(f"models[0].thresholds.{key}.critical: drift opens tickets and never pages")
+    alerts = [a for a in alerts_of(config_of(model(q.tasks[0], thresholds={key: {"warning": 0.5}})))
+              if a.name == threshold_alert_name(key, q.direction)]
+    assert alerts and {a.severity for a in alerts} == {"warning"}
 
 
 def test_brier_score_is_binary_only():

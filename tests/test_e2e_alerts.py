@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 
 pytestmark = pytest.mark.e2e
 
@@ -26,6 +27,25 @@ def run_fault(stack, model: str, scenario: str, alertname: str, timeout: float =
 
 def firing_models(stack, alertname: str) -> set[str]:
     return {s["metric"].get("model") for s in stack.query(f'ALERTS{{alertname="{alertname}",alertstate="firing"}}')}
+
+
+def assert_one_thread(stack, alertname: str, model: str) -> None:
+    """Every notification about `alertname` of `model` (warning and critical alike) came in one
+    Alertmanager group: one thread per incident. Waits for the critical first."""
+    deadline = time.time() + 90
+    while True:
+        alerts = [a for a in stack.receiver_alerts()
+                  if a["labels"].get("alertname") == alertname and a["labels"].get("model") == model]
+        if {a["labels"]["severity"] for a in alerts} >= {"critical"} or time.time() > deadline:
+            break
+        stack.check_alive()
+        time.sleep(0.5)
+    assert {a["labels"]["severity"] for a in alerts} >= {"warning", "critical"}, alerts
+    groups = set()
+    for a in alerts:
+        r = requests.get(f"http://127.0.0.1:{stack.ports['receiver']}/api/alerts/{a['fingerprint']}", timeout=5)
+        groups |= {e["group_key"] for e in r.json()["events"]}
+    assert len(groups) == 1, groups
 
 
 def test_stable_traffic_raises_nothing(live_stack):
@@ -50,23 +70,37 @@ def test_concept_drift_pages_accuracy_then_resolves(live_stack):
     assert "runbook_url" in alert["annotations"] and "#modelmonaccuracylow" in alert["annotations"]["runbook_url"]
     # Critical eventually (accuracy ~0.43 < 0.75); recovery then resolves it.
     live_stack.wait_for_notification("ModelmonAccuracyLow", "firing", "credit", 60)
+    assert_one_thread(live_stack, "ModelmonAccuracyLow", "credit")
     recovered = time.time()
     live_stack.traffic.scenarios["credit"] = "stable"
     live_stack.wait_for_notification("ModelmonAccuracyLow", "resolved", "credit", 120, since=recovered)
     print(f"\nrecovery -> resolved after {time.time() - recovered:.1f}s")
 
 
-def test_covariate_drift_alerts_for_the_drifted_model_only(live_stack):
-    run_fault(live_stack, "credit", "covariate_drift", "ModelmonFeaturePsiHigh")
+def test_covariate_drift_opens_a_ticket_naming_the_features_and_pages_nobody(live_stack):
+    start = time.time()
+    alert = run_fault(live_stack, "credit", "covariate_drift", "ModelmonFeaturePsiHigh")
     assert firing_models(live_stack, "ModelmonFeaturePsiHigh") == {"credit"}
+    assert alert["labels"]["severity"] == "warning"  # drift is ticket work
     features = {s["metric"]["feature"] for s in live_stack.query('modelmon_feature_psi{model="credit"} > 0.25')}
     assert features <= {"income", "country"} and features, features
+    described = alert["annotations"]["description"].split("Drifting:", 1)[1]
+    assert any(f in described for f in features), described
+    pages = [a for a in live_stack.receiver_alerts() if a["labels"].get("severity") == "critical"
+             and a["first_received_at"] >= start]
+    assert pages == [], [a["labels"] for a in pages]  # harmless covariate drift pages nobody
     live_stack.traffic.scenarios["credit"] = "stable"
 
 
-def test_latency_regression_alerts_latency(live_stack):
-    run_fault(live_stack, "eta", "latency_regression", "ModelmonLatencyP99High")
-    assert firing_models(live_stack, "ModelmonLatencyP99High") == {"eta"}
+def test_latency_regression_pages_through_the_latency_budget(live_stack):
+    run_fault(live_stack, "eta", "latency_regression", "ModelmonLatencyBudgetBurn")
+    assert_one_thread(live_stack, "ModelmonLatencyBudgetBurn", "eta")  # the ticket windows and the page
+    pages = {a["labels"]["window"] for a in live_stack.receiver_alerts()
+             if a["labels"]["alertname"] == "ModelmonLatencyBudgetBurn" and a["labels"]["severity"] == "critical"}
+    assert pages, "latency never paged"  # a fast-burn window (1h/5m or 6h/30m) pages
+    assert firing_models(live_stack, "ModelmonLatencyBudgetBurn") == {"eta"}
+    # The 5-minute p99 is info: visible in Prometheus, sent nowhere.
+    assert not [a for a in live_stack.receiver_alerts() if a["labels"]["alertname"] == "ModelmonLatencyP99High"]
     live_stack.traffic.scenarios["eta"] = "stable"
 
 

@@ -26,6 +26,9 @@ def _thresholds(keys: list[str]) -> dict:
     out = {}
     for key in keys:
         below = QUANTITIES[key].direction == "below"
+        if not QUANTITIES[key].pages:  # drift opens tickets only: a warning threshold
+            out[key] = {"warning": 0.5}
+            continue
         out[key] = {"warning": 0.5, "critical": 0.4} if below else {"warning": 0.5, "critical": 0.6}
     return out
 

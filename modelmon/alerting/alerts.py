@@ -54,6 +54,7 @@ class Alert:
     dashboard: str
     model: ModelConfig | None = None
     extra_labels: tuple[tuple[str, str], ...] = ()  # tell apart rules of one alert, e.g. burn windows
+    keep_firing_for: str | None = None  # hysteresis (policy.yml)
 
     def render(self, alerting: AlertingConfig) -> dict:
         labels = {"severity": self.severity}
@@ -64,10 +65,11 @@ class Alert:
         dashboard_url = f"{alerting.dashboard_url}/d/{self.dashboard}"
         if self.model is not None:
             dashboard_url += f"?var-model={self.model.name}"
+        rule = {"alert": self.name, "expr": self.expr, "for": self.pending}
+        if self.keep_firing_for:
+            rule["keep_firing_for"] = self.keep_firing_for
         return {
-            "alert": self.name,
-            "expr": self.expr,
-            "for": self.pending,
+            **rule,
             "labels": labels,
             "annotations": {
                 "summary": self.summary,
@@ -112,7 +114,8 @@ class ModelAlerts:
         p = self.policy.alert(policy_key or name)
         return Alert(name=name, expr=expr, severity=severity or p.severity or "warning",
                      pending=self.options.pending(name, p.pending), family=family, summary=summary,
-                     description=description, dashboard=dashboard, model=self.m)
+                     description=description, dashboard=dashboard, model=self.m,
+                     keep_firing_for=self.options.keep(p.keep_firing_for))
 
     def _requests_in(self, window: str) -> str:
         rate = selector(rec.predictions_rate("model", window), **self.sel)
@@ -133,9 +136,15 @@ class ModelAlerts:
                 continue
             value = number(limit)
             if q.kind == "quality":
-                expr = (f"{selector(q.metric, **self.sel)} {op} {value}\n"
-                        f"and on (model, version)\n"
-                        f"{selector('modelmon_window_labeled', **self.sel)} >= {self.m.min_labeled}")
+                gauge, labelled = selector(q.metric, **self.sel), selector("modelmon_window_labeled", **self.sel)
+                dead = f"{selector('up', job=EXPORTER_JOB)} == 0"
+                expr = (f"(\n  {gauge} {op} {value}\n  and on (model, version)\n"
+                        f"  {labelled} >= {self.m.min_labeled}\n)\n"
+                        # A dead exporter's gauges vanish: keep the last known verdict for up to
+                        # an hour instead of a false "resolved" (ModelmonExporterDown pages meanwhile).
+                        f"or\n(\n  last_over_time({gauge}[1h]) {op} {value}\n  and on (model, version)\n"
+                        f"  last_over_time({labelled}[1h]) >= {self.m.min_labeled}\n"
+                        f"  and on (job, instance)\n  {dead}\n)")
                 description = (f"{q.title} of model {_MODEL} version {_VERSION} is {_value(q.value_format)} "
                                f"over its quality window ({self.m.quality_window.describe()}, at least "
                                f"{self.m.min_labeled} labelled), {side} the {severity} threshold {value}.")
@@ -145,9 +154,15 @@ class ModelAlerts:
                 need = self.m.drift_min_features
                 expr = (f"count by (model) ({selector(q.metric, **self.sel)} {op} {value}) >= {need}\n"
                         f"and on (model)\n{self._drift_guard()}")
+                # Name the drifting features: a Go template query, raw string so no quoting is needed.
+                drifting = f"{selector(q.metric, **self.sel)} {op} {value}"
+                features = ("{{ range $i, $s := query `" + drifting + "` | sortByLabel \"feature\" }}"
+                            "{{ if $i }}, {{ end }}{{ $s.Labels.feature }} ({{ $s.Value | printf \"%.3g\" }})"
+                            "{{ end }}")
                 description = (f"{_INTEGER} feature(s) of model {_MODEL} have a {q.title} {side} "
                                f"the {severity} threshold {value} over the drift window "
-                               f"({self.m.drift_window.describe()}); the alert needs at least {need}.")
+                               f"({self.m.drift_window.describe()}); the alert needs at least {need}. "
+                               f"Drifting: {features}.")
                 family, dashboard = DRIFT, DASHBOARD_DRIFT
                 summary = f"Input features drifted ({q.title} {side} threshold)"
             else:
@@ -172,11 +187,36 @@ class ModelAlerts:
         w = self.options.rate_window
         expr = (f"{selector(rec.latency_quantile('model', 0.99, w), **self.sel)} > {number(slo)}\n"
                 f"and on (model)\n{self._requests_in(w)}")
-        return [self._alert(
+        p99 = self._alert(
             "ModelmonLatencyP99High", expr, family=LATENCY, dashboard=DASHBOARD_SERVICE,
             summary="Prediction latency p99 is above its SLO",
             description=(f"p99 latency of model {_MODEL} is {_value('humanizeDuration')} over the last {w}, "
-                         f"above its SLO of {format_duration(slo)}."))]
+                         f"above its SLO of {format_duration(slo)}."))
+        return [p99, *self.latency_budget()]
+
+    def latency_budget(self) -> list[Alert]:
+        """The latency SLO as an error budget: 1% of requests may be slower than the p99 bound.
+        Burned with the same multi-window policy as availability: fast burns page, slow ones ticket."""
+        slo = self.m.slo.latency_p99_seconds
+        budget = Fraction(1, 100)
+        out = []
+        for burn in burns(self.policy, self.m):
+            b, factor = burn.window, burn.factor
+            limit = number(factor * budget)
+            long_ratio = selector(rec.slow_ratio("model", b.long), **self.sel)
+            short_ratio = selector(rec.slow_ratio("model", b.short), **self.sel)
+            expr = (f"{long_ratio} > {limit}\nand on (model)\n{short_ratio} > {limit}\n"
+                    f"and on (model)\n{self._requests_in(b.short)}")
+            name = "ModelmonLatencyBudgetBurn"
+            out.append(Alert(
+                name=name, expr=expr, severity=b.severity, pending=self.options.pending(name, b.pending),
+                family=LATENCY, dashboard=DASHBOARD_SERVICE, model=self.m, extra_labels=(("window", b.long),),
+                summary="Slow predictions are burning the latency error budget",
+                description=(f"{_value('humanizePercentage')} of the predictions of model {_MODEL} over the last "
+                             f"{b.long} (and more than {number(factor * budget * 100)}% over the last {b.short}) "
+                             f"took longer than its p99 SLO of {format_duration(slo)}: {number(factor)}x the 1% "
+                             f"the SLO allows.")))
+        return out
 
     def error_budget(self) -> list[Alert]:
         availability = self.m.slo.availability

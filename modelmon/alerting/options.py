@@ -20,15 +20,19 @@ class RuleOptions:
         `model:modelmon_predictions:rate30s`). Error-budget windows come from policy.yml.
     min_requests: predictions needed in a window before latency and error-budget alerts may
         fire; None keeps policy.yml's guard.
+    keep_firing_override: replace every alert's `keep_firing_for` ("0s" drops it); None keeps
+        the policy's, except that shrunk clocks (`for_override`) drop it too, so a test's or the
+        quick demo's alerts resolve as fast as they fire.
     """
 
     for_override: str | None = None
     for_overrides: Mapping[str, str] = field(default_factory=dict)
     rate_window: str = "5m"
     min_requests: int | None = None
+    keep_firing_override: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("for_override", "rate_window"):
+        for name in ("for_override", "rate_window", "keep_firing_override"):
             value = getattr(self, name)
             if value is not None:
                 try:
@@ -48,3 +52,9 @@ class RuleOptions:
         if alert in self.for_overrides:
             return self.for_overrides[alert]
         return self.for_override if self.for_override is not None else default
+
+    def keep(self, default: str | None) -> str | None:
+        """The `keep_firing_for` of an alert whose policy says ``default`` (None: none)."""
+        if self.keep_firing_override is not None:
+            return None if parse_duration(self.keep_firing_override) == 0 else self.keep_firing_override
+        return None if self.for_override is not None else default

@@ -37,6 +37,7 @@ class BurnWindow:
 class AlertPolicy:
     pending: str
     severity: str | None = None  # None: severity comes from the model's thresholds
+    keep_firing_for: str | None = None  # hysteresis: keep firing this long after the condition clears
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,9 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         severity = spec.get("severity")
         if severity is not None and severity not in SEVERITIES:
             raise ValueError(f"{POLICY_FILE.name}: alerts.{key}.severity: expected one of {SEVERITIES}")
-        alerts[key] = AlertPolicy(pending=_duration(spec["for"], f"alerts.{key}.for"), severity=severity)
+        keep = spec.get("keep_firing_for")
+        alerts[key] = AlertPolicy(pending=_duration(spec["for"], f"alerts.{key}.for"), severity=severity,
+                                  keep_firing_for=_duration(keep, f"alerts.{key}.keep_firing_for") if keep else None)
     return Policy(
         burn_reference_days=int(reference // 86400),
         burn_windows=tuple(windows),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from modelmon.alerting.policy import Policy
 from modelmon.config import ModelConfig, parse_duration
 from modelmon.contract import class_key
-from modelmon.promql import Regex, match, rate, selector
+from modelmon.promql import Regex, le_regex, match, rate, selector
 
 PREDICTIONS = "modelmon_predictions_total"
 CONFUSION = "modelmon_confusion_total"
@@ -29,6 +29,11 @@ def error_ratio(level: str, window: str) -> str:
 
 def latency_quantile(level: str, q: float, window: str) -> str:
     return f"{level}:modelmon_prediction_latency_seconds:p{round(q * 100)}_{window}"
+
+
+def slow_ratio(level: str, window: str) -> str:
+    """Share of predictions slower than the model's latency SLO (the latency SLI's bad events)."""
+    return f"{level}:modelmon_prediction_latency_seconds:slow_ratio_rate{window}"
 
 
 def labels_rate(window: str) -> str:
@@ -79,6 +84,12 @@ def model_recording_rules(m: ModelConfig, policy: Policy, rate_window: str) -> l
             errors = f"sum by ({by}) ({_rate(PREDICTIONS, w, model=name, status='error')})"
             total = f"sum by ({by}) ({_rate(PREDICTIONS, w, model=name)})"
             rules.append(_record(error_ratio(level, w), f"(\n  {errors}\n  or\n  {total} * 0\n)\n/\n{total}"))
+    slo = m.slo.latency_p99_seconds
+    if slo is not None:  # the latency SLI over every burn window: requests slower than the SLO bound
+        for w in policy.burn_durations:
+            fast = f"sum by (model) ({_rate(LATENCY_BUCKETS, w, model=name, le=le_regex(slo))})"
+            total = f"sum by (model) ({_rate('modelmon_prediction_latency_seconds_count', w, model=name)})"
+            rules.append(_record(slow_ratio("model", w), f"1 - {fast}\n/\n{total}"))
     for level in ("model_version", "model"):
         by = _LEVEL_LABELS[level]
         for q in LATENCY_QUANTILES:

@@ -70,9 +70,9 @@ CREDIT = ModelSpec(
         "thresholds": {
             "accuracy": {"warning": 0.80, "critical": 0.75},
             "roc_auc": {"warning": 0.80, "critical": 0.70},
-            "psi": {"warning": 0.1, "critical": 0.25},
-            "prediction_psi": {"warning": 0.1, "critical": 0.25},
-            "drift_classifier_auc": {"warning": 0.65, "critical": 0.75},
+            "psi": {"warning": 0.1},
+            "prediction_psi": {"warning": 0.1},
+            "drift_classifier_auc": {"warning": 0.65},
             "outlier_ratio": {"warning": 0.15},
         },
         "slo": {"latency_p99_seconds": 0.25, "availability": 99.5, "period": "30d"},
@@ -126,7 +126,7 @@ SEGMENT = ModelSpec(
         "thresholds": {
             "accuracy": {"warning": 0.70, "critical": 0.60},
             "f1": {"warning": 0.65, "critical": 0.55},
-            "psi": {"warning": 0.1, "critical": 0.25},
+            "psi": {"warning": 0.1},
         },
         "slo": {"latency_p99_seconds": 0.3, "availability": 99.5},
         "team": "growth",
@@ -175,7 +175,7 @@ ETA = ModelSpec(
         "quality_window": "1h", "drift_window": 1000, "min_labeled": 100,
         "thresholds": {
             "mae": {"warning": 6.0, "critical": 9.0},
-            "psi": {"warning": 0.1, "critical": 0.25},
+            "psi": {"warning": 0.1},
         },
         "slo": {"latency_p99_seconds": 0.2, "availability": 99.5},
         "team": "logistics",

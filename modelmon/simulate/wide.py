@@ -59,6 +59,6 @@ def wide_model(name: str, n_numeric: int = 16, n_categorical: int = 4, task: str
         make_estimator=one_hot_linear, classes=classes,
         drift_defaults=tuple(f.name for f in (numeric[:1] + tuple(categorical[:1]))),
         config={"quality_window": 2000, "drift_window": 1000,
-                "thresholds": {"psi": {"warning": 0.1, "critical": 0.25}},
+                "thresholds": {"psi": {"warning": 0.1}},
                 "slo": {"latency_p99_seconds": 0.25, "availability": 99.5}},
     )
