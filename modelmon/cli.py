@@ -1,7 +1,8 @@
 """The `modelmon` command. Each subcommand lives in the module that owns its job.
 
-A command module exposes ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports
-happen inside ``run`` so that ``modelmon --help`` stays fast.
+That module is the ``cli.py`` of the package doing the job (``modelmon/<package>/cli.py``, held
+by tests/test_cli.py). It exposes ``add_arguments(parser)`` and ``run(args) -> int``; heavy
+imports happen inside ``run`` so that ``modelmon --help`` stays fast.
 """
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ import sys
 from modelmon import __version__
 from modelmon.config import ConfigError
 
-# name -> (module, one-line help)
+# name -> (command module, one-line help); tests/test_cli.py holds every module to <package>.cli
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("modelmon.exporter.cli", "run the exporter on a prediction log and/or POST /ingest"),
     "simulate": ("modelmon.simulate.cli", "write a realistic prediction log from a real scikit-learn model"),
-    "generate": ("modelmon.generate", "write rules, Alertmanager config, dashboards and provisioning"),
+    "generate": ("modelmon.generate.cli", "write rules, Alertmanager config, dashboards and provisioning"),
     "dashboards": ("modelmon.dashboards.cli", "push dashboards to a Grafana through its HTTP API"),
     "receiver": ("modelmon.receiver.cli", "run the on-call webhook inbox for Alertmanager"),
-    "stack": ("modelmon.stack", "run the whole stack from local binaries (no Docker)"),
+    "stack": ("modelmon.stack.cli", "run the whole stack from local binaries (no Docker)"),
 }
 
 

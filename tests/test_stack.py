@@ -172,7 +172,7 @@ def test_the_quick_schedule_tells_the_whole_story_in_about_twenty_minutes():
 def test_quick_picks_its_schedule_unless_one_is_given(argv, expected):
     import argparse
 
-    from modelmon.stack import add_arguments, demo_schedule
+    from modelmon.stack.cli import add_arguments, demo_schedule
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -180,7 +180,7 @@ def test_quick_picks_its_schedule_unless_one_is_given(argv, expected):
 
 
 def test_quick_rules_are_the_production_alerts_on_one_minute_clocks(tmp_path, demo_config_path, promtool):
-    from modelmon.stack import quick_rules
+    from modelmon.stack.cli import quick_rules
 
     config = load_config(demo_config_path)
     layout = Layout(tmp_path)
