@@ -27,6 +27,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 COPY README.md ./
 COPY modelmon/ modelmon/
+# The runbook the receiver serves at /runbook (alert runbook_url links point there).
+COPY alerting/RUNBOOK.md modelmon/receiver/RUNBOOK.md
 RUN pip install --no-deps . && rm -rf /src/build
 
 USER modelmon

@@ -203,20 +203,22 @@ def test_inhibitions_in_a_running_alertmanager(alertmanager_bin, routed_file, tm
             _alert("ModelmonMaeHigh", "warning", "quality", model="eta", team="logistics"),
             _alert("ModelmonFeaturePsiHigh", "critical", "drift", model="credit", feature="income", team="risk"),
             _alert("ModelmonFeaturePsiHigh", "warning", "drift", model="credit", feature="age", team="risk"),
-            _alert("ModelmonExporterDown", "critical", "exporter", job="modelmon"),
-            _alert("ModelmonNoPredictions", "critical", "traffic", model="eta", team="logistics"),
+            _alert("ModelmonExporterDown", "critical", "exporter", job="modelmon", instance="shard1:9188"),
+            _alert("ModelmonNoPredictions", "critical", "traffic", model="eta", team="logistics", job="modelmon",
+                   instance="shard1:9188"),
+            _alert("ModelmonNoPredictions", "critical", "traffic", model="credit", team="risk", job="modelmon",
+                   instance="shard2:9188"),  # another shard: not explained by shard1's death
             _alert("ModelmonLabelsNotArriving", "warning", "labels", model="credit", team="risk"),
         ]
         assert requests.post(f"{base}/api/v2/alerts", json=posted, timeout=5).status_code == 200
         got = requests.get(f"{base}/api/v2/alerts", timeout=5).json()
-        inhibited = {(a["labels"]["alertname"], a["labels"]["severity"], a["labels"].get("version"))
-                     for a in got if a["status"]["inhibitedBy"]}
+        inhibited = {(a["labels"]["alertname"], a["labels"]["severity"], a["labels"].get("version"),
+                      a["labels"].get("instance")) for a in got if a["status"]["inhibitedBy"]}
         assert len(got) == len(posted)
         assert inhibited == {
-            ("ModelmonAccuracyLow", "warning", "v3"),  # superseded by the critical of the same alert and version
-            ("ModelmonNoPredictions", "critical", None),  # caused by the dead exporter
-            ("ModelmonLabelsNotArriving", "warning", None),
-        }  # not: F1Low (another metric), AccuracyLow v4 (another version), PSI of another feature
+            ("ModelmonAccuracyLow", "warning", "v3", None),  # superseded by the critical of the same alert and version
+            ("ModelmonNoPredictions", "critical", None, "shard1:9188"),  # caused by that dead exporter
+        }  # not: F1Low (another metric), AccuracyLow v4 (another version), PSI of another feature, shard2
 
 
 def test_warning_then_critical_of_one_incident_is_one_group(alertmanager_bin, tmp_path):

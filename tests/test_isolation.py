@@ -272,3 +272,16 @@ def test_checkpoint_format_1_class_codes_are_read_as_keys(tmp_path):
     assert cols["y_true"][0] == OTHER and set(cols["y_true"][1:]) <= {"a", "b", "c"}
     again.refresh(force=True)
     assert has(scrape(again), "modelmon_accuracy_ratio", model="multi", version="v1")
+
+
+def test_a_numeric_class_value_is_shortened_by_the_key_it_becomes():
+    """Found by the fuzz test: 1e200 as a label is the class "1000…0", 201 characters long."""
+    ex = exporter()
+    preds, _ = binary_records(2, seed=20, inline_share=1.0)
+    preds[0]["label"] = 1e200
+    ex.ingest_lines(lines(preds), "file")
+    text = scrape(ex)
+    limit = ex.config.exporter.max_label_value_length
+    actual = {dict(k[1]).get("actual") for k in _samples(text) if k[0] == "modelmon_confusion_total"}
+    assert all(len(a) <= limit for a in actual if a) and len(actual) == 2, actual
+    assert value(text, "modelmon_label_values_shortened_total", model="bin", label="class") == 1

@@ -212,9 +212,10 @@ def alertmanager_config(config: Config, options: AlertmanagerOptions = Alertmana
             # The critical of an alert supersedes its warning (same alert, model, version, feature).
             {"source_matchers": ['severity="critical"'], "target_matchers": ['severity="warning"'],
              "equal": SUPERSEDES_EQUAL},
-            # A dead exporter explains missing traffic and labels: page for the cause only.
-            {"source_matchers": ['alertname=~"ModelmonExporterDown|ModelmonExporterAbsent"'],
-             "target_matchers": [family]},
+            # A dead exporter explains missing traffic and labels of the models it serves: page for
+            # the cause only, and only on that exporter (another shard's alerts stay loud).
+            {"source_matchers": ['alertname="ModelmonExporterDown"'], "target_matchers": [family],
+             "equal": ["job", "instance"]},
         ],
         "receivers": [{"name": NULL_RECEIVER}]
         + [_receiver(r, options.secrets_dir) for r in a.receivers],

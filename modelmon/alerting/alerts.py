@@ -250,10 +250,14 @@ class ModelAlerts:
 
     def traffic(self) -> list[Alert]:
         w = self.options.rate_window
-        rate_now = selector(rec.predictions_rate("model", w), **self.sel)
-        up = f"{selector('up', job=EXPORTER_JOB)} == 1"
-        no_predictions = (f"{rate_now} == 0\nor\n(absent({selector(rec.PREDICTIONS, **self.sel)}) * 0\n"
-                          f" and on () {up})")
+        # Per exporter instance, so that ModelmonExporterDown inhibits the traffic alert of the
+        # models *it* serves, and a dead exporter (whose series go stale) raises none at all:
+        # traffic that stopped, or a model the exporter watches (model_info) that never logged.
+        predictions = selector(rec.PREDICTIONS, **self.sel)
+        rate_now = f"sum by (job, instance, model) (rate({predictions}[{w}]))"
+        watched = f"group by (job, instance, model) ({selector('modelmon_model_info', **self.sel)})"
+        no_predictions = (f"{rate_now} == 0\nor\n(\n  {watched} * 0\n"
+                          f"  unless on (job, instance, model)\n  {predictions}\n)")
         lw = self.policy.labels_window
         labels = (f"{selector(rec.predictions_rate('model', lw), **self.sel)} > 0\n"
                   f"and on (model)\n{selector(rec.labels_rate(lw), **self.sel)} == 0")

@@ -345,12 +345,15 @@ class RecordParser:
     def _shorten_classes(self, values: list, batch: ParsedBatch, model: str) -> list:
         """Long string class values (prediction or label) shortened like other label values."""
         limit = self.max_value_length
-        long = [i for i, v in enumerate(values) if type(v) is str and len(v) > limit]
+        # Numbers count by the key they become: 1e100 is the class "1000…0" (101 characters).
+        long = [i for i, v in enumerate(values)
+                if v is not None and len(v if type(v) is str else class_key(v)) > limit]
         if not long:
             return values
         out = list(values)
         for i in long:
-            out[i] = shorten(out[i], limit)
+            v = out[i]
+            out[i] = shorten(v if type(v) is str else class_key(v), limit)
         batch.shortened[(model, "class")] = batch.shortened.get((model, "class"), 0) + len(long)
         return out
 
