@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from modelmon.alerting.alerts import EXPORTER_JOB
+from modelmon.contract import EXPORTER_JOB
 
 
 @dataclass(frozen=True)

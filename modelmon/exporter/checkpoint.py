@@ -73,7 +73,7 @@ class Checkpointer:
         with self.exporter.lock:  # ingest threads add keys to the counts being summed
             unchanged = _generation(self.exporter) == self._saved_generation
             if unchanged:
-                self.exporter.checkpoint_saved_at = time.time()
+                self.exporter.checkpoint_saved_at = self.exporter.clock()
         if unchanged:
             self._last = time.monotonic()
             return
@@ -91,7 +91,7 @@ class Checkpointer:
                 write_atomically(self.path, body)
             self._saved_generation = generation
             with ex.lock:
-                ex.checkpoint_saved_at = time.time()
+                ex.checkpoint_saved_at = ex.clock()
             log.debug("checkpoint of %d bytes written to %s in %.3f s", len(body), self.path,
                       time.perf_counter() - started)
             return True
@@ -125,7 +125,7 @@ def _generation(ex) -> int:
 
 def _archive(ex) -> bytes:
     buf = io.BytesIO()
-    manifest: dict[str, Any] = {"format": FORMAT, "written_at": time.time(), "models": {}}
+    manifest: dict[str, Any] = {"format": FORMAT, "written_at": ex.clock(), "models": {}}
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         for name, state in ex.states.items():
             manifest["models"][name] = _save_model(zf, f"models/{name}", state)
@@ -167,7 +167,7 @@ def _restore(ex, path: Path) -> list[str]:
             loaded = {name: _load_model(zf, f"models/{name}", entry)
                       for name, entry in manifest["models"].items() if name in ex.states}
             pending = _get_columns(zf, "pending")
-            age = time.time() - float(manifest["written_at"])
+            age = ex.clock() - float(manifest["written_at"])
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever is wrong with the file, start cold rather than crash

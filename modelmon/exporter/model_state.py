@@ -17,7 +17,8 @@ from modelmon.config import ExporterConfig, ModelConfig
 from modelmon.exporter import drift, quality
 from modelmon.exporter.histogram import (LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, SCORE_BUCKETS,
                                          Histogram, LabelBudget)
-from modelmon.exporter.records import PredictionColumns, class_key, class_keys
+from modelmon.contract import class_key, class_keys
+from modelmon.exporter.records import PredictionColumns
 from modelmon.exporter.windows import SlidingWindow
 
 PRED = "__prediction__"  # drift-window column holding the model output

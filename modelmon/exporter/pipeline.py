@@ -276,7 +276,7 @@ class Exporter:
         result = {
             "drift_classifier_auc": multivariate.domain_classifier_auc(ref, cur, seed=seed, categorical=mask),
             "outlier_ratio": multivariate.outlier_ratio(ref, cur, seed=seed),
-            "last_run": time.time(),
+            "last_run": self.clock(),
         }
         with self.lock:
             state.multivariate = result

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from modelmon import __version__
+from modelmon.contract import OVERVIEW_UID
 
 # --------------------------------------------------------------------------- services and their ports
 
@@ -49,7 +50,7 @@ IMAGES = {
     GRAFANA: "grafana/grafana-oss:11.2.2",
 }
 RETENTION = "7d"  # Prometheus TSDB retention, on both targets
-HOME_DASHBOARD = "modelmon-overview.json"  # the dashboard Grafana opens on: every model in one view
+HOME_DASHBOARD = f"{OVERVIEW_UID}.json"  # the dashboard Grafana opens on: every model in one view
 DEFAULT_GRAFANA_PASSWORD = "modelmon-demo"
 COMPOSE_CONFIG = "/etc/modelmon/modelmon.yaml"  # where the exporter container sees modelmon.yaml
 
