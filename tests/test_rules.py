@@ -250,3 +250,35 @@ def test_committed_files_target_the_compose_services():
     am = yaml.safe_load(expected["alerting/alertmanager.yml"])
     urls = [w["url"] for r in am["receivers"] for w in r.get("webhook_configs", [])]
     assert urls == ["http://receiver:9095/webhook"]
+
+
+# ---------------------------------------------------------------- the policy: who gets paged
+
+# Pages are for harm to users (quality, errors, latency, traffic) and for a blind monitor
+# (exporter down, a model's passes failing); drift, labels, input and cardinality open tickets.
+PAGING_FAMILIES = {"quality", "availability", "latency", "traffic", "exporter"}
+
+
+def test_pages_only_for_user_facing_harm_or_a_blind_monitor():
+    alerts = alerts_of(full_config())
+    by_family: dict[str, set[str]] = {}
+    for a in alerts:
+        by_family.setdefault(a.family, set()).add(a.severity)
+    paging = {family for family, severities in by_family.items() if "critical" in severities}
+    assert paging <= PAGING_FAMILIES, paging - PAGING_FAMILIES
+    assert by_family["drift"] == {"warning"}
+    assert by_family["labels"] == {"warning"} and by_family["input"] == {"warning"}
+    # latency and availability: the fast burn windows page, the slow ones ticket
+    for family in ("latency", "availability"):
+        assert {"critical", "warning"} <= by_family[family], family
+    names = {(a.name, a.severity) for a in alerts}
+    assert ("ModelmonLatencyBudgetBurn", "critical") in names and ("ModelmonLatencyP99High", "info") in names
+
+
+def test_flapping_prone_alerts_have_hysteresis_and_test_clocks_drop_it():
+    alerts = alerts_of(full_config())
+    for a in alerts:
+        if a.family in ("quality", "drift"):
+            assert a.keep_firing_for, a.name
+    quick = alerts_of(full_config(), RuleOptions(for_override="1m"))
+    assert not any(a.keep_firing_for for a in quick)
