@@ -16,7 +16,7 @@ import yaml
 
 # Tasks and the thresholdable quantities (which task has which, and their direction) come
 # from the metric contract, like everything else that names a metric.
-from modelmon.contract import QUANTITIES, TASKS
+from modelmon.contract import EXPORTER_JOB, QUANTITIES, TASKS
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -168,6 +168,9 @@ class GrafanaConfig:
     url: str = "http://localhost:3000"
     datasource_uid: str = "modelmon-prometheus"
     folder: str = "modelmon"
+    # The Prometheus job that scrapes the exporters: every dashboard query on an exporter series
+    # selects it (`job="..."`), so one Prometheus can hold several modelmon deployments.
+    job: str = EXPORTER_JOB
 
 
 @dataclass(frozen=True)
@@ -580,14 +583,18 @@ def _validate_alerting(v: _Validator, raw: Any, models: list[ModelConfig]) -> Al
 
 
 def _validate_grafana(v: _Validator, raw: Any) -> GrafanaConfig:
-    raw = v.mapping(raw, "grafana", {"url", "datasource_uid", "folder"})
+    raw = v.mapping(raw, "grafana", {"url", "datasource_uid", "folder", "job"})
     kw = {}
-    for key in ("url", "datasource_uid", "folder"):
+    for key in ("url", "datasource_uid", "folder", "job"):
         if key in raw:
             s = v.string(raw[key], f"grafana.{key}")
             if s and key == "url":
                 s = _http_url(v, s, "grafana.url", "use GRAFANA_TOKEN or --token-file (or GRAFANA_USER and "
                                                     "GRAFANA_PASSWORD) with `modelmon dashboards push`")
+            if s and key == "job" and (s != s.strip() or any(ord(c) < 32 for c in s)):
+                v.err("grafana.job", f"expected the scrape job's name as Prometheus stores it in the `job` "
+                                     f"label, without surrounding spaces or control characters, got {s!r}")
+                s = None
             if s:
                 kw[key] = s
     return GrafanaConfig(**kw)

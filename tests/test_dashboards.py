@@ -13,17 +13,22 @@ import pytest
 import yaml
 
 from modelmon.alerting.rules import rule_files
-from modelmon.config import load_config, parse_config
-from modelmon.contract import SERIES
+from modelmon.config import ConfigError, load_config, parse_config, parse_duration
+from modelmon.contract import CLASSIFICATION, QUALITY, SERIES, TASKS, quantities_for
+from modelmon.dashboards import base
 from modelmon.dashboards.generate import artefacts, dashboard_path, dashboards, render
-from modelmon.dashboards.queries import (has_model_variable, iter_annotation_queries, iter_panel_queries,
+from modelmon.dashboards.queries import (dashboard_models, iter_annotation_queries, iter_panel_queries,
                                          iter_panels, panels_allowed_empty, substitute_variables, variable_values,
                                          variables_in)
+from modelmon.promql import quote
+from modelmon.stack.topology import RETENTION
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = load_config(ROOT / "modelmon.yaml")
 DASHBOARDS = {d["uid"]: d for d in dashboards(CONFIG)}
-EXPECTED_UIDS = {"modelmon-overview", "modelmon-model", "modelmon-drift", "modelmon-service", "modelmon-self"}
+MODEL_UIDS = {task: f"modelmon-model-{task}" for task in TASKS}
+EXPECTED_UIDS = {"modelmon-overview", *MODEL_UIDS.values(), "modelmon-drift", "modelmon-service", "modelmon-self"}
+MODELS = [m.name for m in CONFIG.models]
 CURRENT_PANEL_TYPES = {"row", "timeseries", "stat", "table", "bargauge", "heatmap"}
 
 # The metric contract (modelmon.contract; test_contract checks it against what the exporter
@@ -77,7 +82,8 @@ def test_generation_is_deterministic_and_canonical():
 
 
 def test_fixed_uids_titles_and_tags():
-    assert set(DASHBOARDS) == EXPECTED_UIDS
+    assert set(DASHBOARDS) == EXPECTED_UIDS  # the demo config has a model of every task
+    assert tuple(DASHBOARDS) == base.uids(CONFIG) and set(base.UIDS) == EXPECTED_UIDS
     for uid, dash in DASHBOARDS.items():
         assert dash["id"] is None
         assert "modelmon" in dash["tags"] and dash["title"].startswith("modelmon · ")
@@ -122,21 +128,28 @@ def test_current_panel_types_descriptions_and_units(dash):
 
 
 @all_dashboards()
-def test_every_query_uses_the_provisioned_datasource(dash):
+def test_every_query_goes_through_the_datasource_variable(dash):
+    """A `datasource` variable (Prometheus datasources, default the provisioned uid) that every
+    panel, query, variable and annotation uses."""
     uids = provisioned_datasource_uids()
     assert uids == {CONFIG.grafana.datasource_uid}
-    expected = {"type": "prometheus", "uid": CONFIG.grafana.datasource_uid}
+    (var, *others) = dash["templating"]["list"]
+    assert var["name"] == "datasource" and var["type"] == "datasource" and var["query"] == "prometheus"
+    assert var["current"]["value"] in uids and not var["multi"] and not var["includeAll"]
+    assert var["hide"] == 0, "another Prometheus is one click away"
+    expected = {"type": "prometheus", "uid": "${datasource}"}
     for p in content_panels(dash):
         assert p["datasource"] == expected, p["title"]
         assert p["targets"], f"{p['title']} has no query"
         refs = [t["refId"] for t in p["targets"]]
         assert len(refs) == len(set(refs)), p["title"]
         for t in p["targets"]:
-            assert t["datasource"]["uid"] in uids and t["datasource"]["type"] == "prometheus", p["title"]
-    for var in dash["templating"]["list"]:
-        assert var["datasource"] == expected
+            assert t["datasource"] == expected, p["title"]
+    for other in others:
+        assert other["datasource"] == expected
     for annotation in dash["annotations"]["list"]:
         assert annotation["datasource"] == expected
+    assert "modelmon-prometheus" not in json.dumps({k: v for k, v in dash.items() if k != "templating"})
 
 
 @all_dashboards()
@@ -155,31 +168,70 @@ def test_every_variable_used_is_defined(dash):
         seen.add(var["name"])
 
 
+RECORDING_RULE = re.compile(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b")
+
+
+def slo_panels(dash):
+    """The panels of the service dashboard's availability SLO row."""
+    out, inside = [], False
+    for p in dash["panels"]:
+        if p["type"] == "row":
+            inside = p["title"].startswith("Availability SLO")
+        elif inside:
+            out.append(p)
+    return out
+
+
+def recorded_names(config) -> dict[str, set[str]]:
+    """Recording rule name -> the models it is recorded for, from the generated rule files."""
+    out: dict[str, set[str]] = {}
+    for name, doc in rule_files(config).items():
+        for group in doc["groups"]:
+            for rule in group["rules"]:
+                if "record" in rule:
+                    model = re.search(r'model="([^"]+)"', rule["expr"])
+                    out.setdefault(rule["record"], set()).add(model.group(1) if model else None)
+    return out
+
+
 @all_dashboards()
-def test_queries_use_contract_metrics_not_recording_rules(dash):
+def test_queries_use_contract_metrics_and_recording_rules_only_for_slos(dash):
+    slo_titles = {p["title"] for p in slo_panels(dash)}
+    recorded = recorded_names(CONFIG)
     for title, expr in iter_panel_queries(dash):
-        for name in re.findall(r"\bmodelmon_[a-z0-9_]+", expr):
-            base = re.sub(r"_(bucket|count|sum)$", "", name)
-            assert name in METRICS or base in HISTOGRAMS, f"{title}: unknown metric {name}"
-        assert not re.search(r"\b[a-z_]+:[a-z_:]+\b", expr.replace("$__", "")), f"{title}: recording rule used"
+        for name in re.findall(r"(?<![:\w])modelmon_[a-z0-9_]+(?![\w:])", expr):
+            base_name = re.sub(r"_(bucket|count|sum)$", "", name)
+            assert name in METRICS or base_name in HISTOGRAMS, f"{title}: unknown metric {name}"
+        rules = set(RECORDING_RULE.findall(expr.replace("$__", "")))
+        if title not in slo_titles:
+            assert not rules, f"{title}: recording rule used outside the SLO panels"
+        for rule in rules:
+            branches = set(re.findall(rf'{re.escape(rule)}{{[^}}]*model="([^"]+)"', expr))
+            assert rule in recorded and branches <= recorded[rule], f"{title}: {rule} is not recorded for {branches}"
 
 
 def test_model_variables_come_from_model_info():
-    for uid in ("modelmon-model", "modelmon-drift", "modelmon-service"):
+    for uid in ("modelmon-drift", "modelmon-service"):
         variables = {v["name"]: v for v in DASHBOARDS[uid]["templating"]["list"]}
-        assert variables["model"]["query"] == "label_values(modelmon_model_info, model)"
+        assert variables["model"]["query"] == 'label_values(modelmon_model_info{job="modelmon"}, model)'
         assert variables["model"]["multi"] is False  # thresholds are per model
         assert variables["model"]["current"]["value"] == CONFIG.models[0].name
-    version = {v["name"]: v for v in DASHBOARDS["modelmon-model"]["templating"]["list"]}["version"]
-    assert version["query"] == 'label_values(modelmon_model_info{model="$model"}, version)'
-    assert version["multi"] and version["includeAll"] and version["allValue"] == ".*"
+    for task, uid in MODEL_UIDS.items():
+        variables = {v["name"]: v for v in DASHBOARDS[uid]["templating"]["list"]}
+        query = f'label_values(modelmon_model_info{{job="modelmon", task="{task}"}}, model)'
+        assert variables["model"]["query"] == query
+        assert variables["model"]["current"]["value"] == next(m.name for m in CONFIG.models if m.task == task)
+        version = variables["version"]
+        assert version["query"] == 'label_values(modelmon_model_info{job="modelmon", model="$model"}, version)'
+        assert version["multi"] and version["includeAll"] and version["allValue"] == ".*"
 
 
 def test_overview_links_each_model_to_its_details():
     overview = DASHBOARDS["modelmon-overview"]
     for m in CONFIG.models:
         urls = [link["url"] for link in panel(overview, f"Quality · {m.name}")["links"]]
-        assert any(u.startswith(f"/d/modelmon-model?var-model={m.name}&") for u in urls)
+        assert any(u.startswith(f"/d/modelmon-model-{m.task}?var-model={m.name}&") for u in urls)
+        assert not any(u.startswith("/d/modelmon-model?") for u in urls)
         urls = [link["url"] for link in panel(overview, f"Drift · {m.name}")["links"]]
         assert any(u.startswith(f"/d/modelmon-drift?var-model={m.name}&") for u in urls)
 
@@ -241,19 +293,23 @@ def test_overview_rows_use_each_models_thresholds():
 
 
 def test_detail_dashboards_carry_one_override_per_configured_model():
-    checks = [("modelmon-model", "Accuracy by version", "accuracy"), ("modelmon-model", "F1 by version", "f1"),
-              ("modelmon-model", "MAE by version", "mae"), ("modelmon-model", "ROC AUC by version", "roc_auc"),
+    checks = [("modelmon-model-binary", "Accuracy by version", "accuracy"),
+              ("modelmon-model-multiclass", "Accuracy by version", "accuracy"),
+              ("modelmon-model-multiclass", "F1 by version", "f1"),
+              ("modelmon-model-regression", "MAE by version", "mae"),
+              ("modelmon-model-binary", "ROC AUC by version", "roc_auc"),
               ("modelmon-drift", "Feature PSI, worst first", "psi"), ("modelmon-drift", "PSI over time", "psi"),
               ("modelmon-drift", "Prediction PSI", "prediction_psi"),
               ("modelmon-drift", "Domain-classifier AUC", "drift_classifier_auc"),
               ("modelmon-drift", "Outlier ratio", "outlier_ratio")]
     for uid, title, key in checks:
         overrides = overrides_by(panel(DASHBOARDS[uid], title), "byRegexp")
-        expected_models = {m.name for m in CONFIG.models if key in m.thresholds}
+        offered = dashboard_models(DASHBOARDS[uid], MODELS)
+        expected_models = {m.name for m in CONFIG.models if key in m.thresholds and m.name in offered}
         matched = {m.name for m in CONFIG.models for regex in overrides if re.match(regex, f"{m.name} v1")}
         assert matched == expected_models, f"{title}: overrides for {matched}, config has {expected_models}"
         for m in CONFIG.models:
-            if key in m.thresholds:
+            if key in m.thresholds and m.name in offered:
                 (steps,) = [s for regex, s in overrides.items() if re.match(regex, f"{m.name}/feature")]
                 t = m.thresholds[key]
                 assert_steps_match(steps, t.warning, t.critical, t.direction)
@@ -268,7 +324,8 @@ def test_override_regexes_do_not_match_other_models():
     raw = yaml.safe_load((ROOT / "modelmon.yaml").read_text())
     raw["models"].append({**copy.deepcopy(raw["models"][0]), "name": "credit2"})
     config = parse_config(raw, base_dir=ROOT)
-    accuracy = overrides_by(panel(dashboards(config)[1], "Accuracy by version"), "byRegexp")
+    binary = {d["uid"]: d for d in dashboards(config)}["modelmon-model-binary"]
+    accuracy = overrides_by(panel(binary, "Accuracy by version"), "byRegexp")
     assert [r for r in accuracy if re.match(r, "credit2 v1")] == [r for r in accuracy if "credit2" in r]
 
 
@@ -280,7 +337,7 @@ def test_thresholds_follow_config_changes():
     changed = {d["uid"]: d for d in dashboards(parse_config(raw, base_dir=ROOT))}
     quality = overrides_by(panel(changed["modelmon-overview"], "Quality · credit"), "byFrameRefID")
     assert_steps_match(quality["accuracy"], 0.93, 0.91, "below")
-    accuracy = overrides_by(panel(changed["modelmon-model"], "Accuracy by version"), "byRegexp")
+    accuracy = overrides_by(panel(changed["modelmon-model-binary"], "Accuracy by version"), "byRegexp")
     assert [s for r, s in accuracy.items() if re.match(r, "credit v1")][0][1]["value"] == 0.91
     assert panel(changed["modelmon-overview"], "p99 latency · credit")["fieldConfig"]["defaults"]["thresholds"][
         "steps"][-1]["value"] == 0.75
@@ -318,13 +375,16 @@ def test_substitute_variables_handles_grafana_syntaxes():
 
 
 def test_iter_panel_queries_and_allowed_empty_panels():
-    model = DASHBOARDS["modelmon-model"]
+    model = DASHBOARDS["modelmon-model-binary"]
     queries = iter_panel_queries(model)
     assert len(queries) == sum(len(p["targets"]) for p in content_panels(model))
     assert ("Confusion matrix", queries[[t for t, _ in queries].index("Confusion matrix")][1]) in queries
-    assert "Confusion matrix" in panels_allowed_empty(model, "eta")
     assert "Confusion matrix" not in panels_allowed_empty(model, "credit")
-    assert "MAE by version" in panels_allowed_empty(model, "credit")
+    assert dashboard_models(model, MODELS) == ["credit"]
+    assert dashboard_models(DASHBOARDS["modelmon-model-regression"], MODELS) == ["eta"]
+    assert dashboard_models(DASHBOARDS["modelmon-service"], MODELS) == MODELS
+    assert dashboard_models(DASHBOARDS["modelmon-overview"], MODELS) == [None]
+    assert "Requests within the latency SLO" not in panels_allowed_empty(DASHBOARDS["modelmon-service"], "eta")
     assert "Firing alerts" in panels_allowed_empty(DASHBOARDS["modelmon-overview"])
     for dash in DASHBOARDS.values():
         for p in content_panels(dash):
@@ -332,13 +392,16 @@ def test_iter_panel_queries_and_allowed_empty_panels():
                 assert "Expected empty until" in p["description"]
 
 
-def test_promql_parses(promtool, tmp_path):
+@pytest.mark.parametrize("job", ["modelmon", 'ml "exporter"\\prod'])
+def test_promql_parses(promtool, tmp_path, job):
     """Every query, with variables substituted for each model, is valid PromQL (promtool parses
-    recording rules; the end-to-end test also runs them against a live Prometheus)."""
+    recording rules; the end-to-end test also runs them against a live Prometheus), also with a
+    job name that needs escaping."""
+    raw = yaml.safe_load((ROOT / "modelmon.yaml").read_text())
+    raw["grafana"]["job"] = job
     rules = []
-    for dash in DASHBOARDS.values():
-        models = [m.name for m in CONFIG.models] if has_model_variable(dash) else [None]
-        for model in models:
+    for dash in dashboards(parse_config(raw, base_dir=ROOT)):
+        for model in dashboard_models(dash, MODELS):
             values = variable_values(dash, model)
             for title, expr in iter_panel_queries(dash) + iter_annotation_queries(dash):
                 rules.append({"record": f"check_{len(rules)}", "expr": substitute_variables(expr, values),
@@ -408,3 +471,201 @@ def test_dashboard_burn_thresholds_are_the_alert_factors(period):
     assert f"red at {float(max(paging)):g}x that" in overview["description"]
     by_version = panel(dash["modelmon-service"], "Error rate by version")
     assert steps_for(by_version, name, f"{name} v1")[-1] == {"color": "red", "value": red_error_rate}
+
+
+@pytest.mark.parametrize("period", ["7d", "30d"])
+def test_burn_rate_now_is_coloured_at_each_windows_alert_factor(period):
+    """The instant 'Burn rate now' stat shows every window an error-budget alert evaluates; each is
+    red at the factor at which that window pages and orange where it opens a ticket."""
+    raw = yaml.safe_load((ROOT / "modelmon.yaml").read_text())
+    raw["models"][0]["slo"] = {"availability": 99.9, "latency_p99_seconds": 0.25, "period": period}
+    config = parse_config(raw, base_dir=ROOT)
+    name = config.models[0].name
+    now = panel({d["uid"]: d for d in dashboards(config)}["modelmon-service"], "Burn rate now, per alert window")
+    factors = alert_burn_factors(config, name)
+    assert [t["legendFormat"] for t in now["targets"]] == [
+        f"{{{{model}}}} {w}" for w in sorted(factors, key=parse_duration)]
+    assert all(t["instant"] for t in now["targets"])
+    for window, (severity, factor) in factors.items():
+        steps = steps_for(now, name, f"{name} {window}")
+        assert steps[-1] == {"color": "red" if severity == "critical" else "orange", "value": float(factor)}
+        assert not [r for r in overrides_by(now, "byRegexp") if re.match(r, f"{name}2 {window}")]
+
+
+# ---------------------------------------------------------------------------- model detail laid out by task
+
+
+def config_with(*tasks: str):
+    """The demo config restricted to the models of ``tasks``."""
+    raw = yaml.safe_load((ROOT / "modelmon.yaml").read_text())
+    raw["models"] = [m for m in raw["models"] if m["task"] in tasks]
+    return parse_config(raw, base_dir=ROOT)
+
+
+def rows(dash):
+    """[(row title, [panel, ...])] in dashboard order."""
+    out = []
+    for p in dash["panels"]:
+        if p["type"] == "row":
+            out.append((p["title"], []))
+        else:
+            out[-1][1].append(p)
+    return out
+
+
+def metrics_in(dash) -> set[str]:
+    return {re.sub(r"_(bucket|count|sum)$", "", name) for _, expr in iter_panel_queries(dash)
+            for name in re.findall(r"(?<![:\w])modelmon_[a-z0-9_]+(?![\w:])", expr)}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_model_detail_is_laid_out_by_task(task):
+    """One model detail per task: its quality row first with exactly the quantities the exporter
+    computes for that task, and no panel of another task's metrics (an eta MAE alert lands on MAE)."""
+    dash = DASHBOARDS[MODEL_UIDS[task]]
+    (first_title, first_panels), *rest = rows(dash)
+    own = [q for q in QUALITY if q.applies_to(task)]
+    assert first_title == f"{'Classification' if task in CLASSIFICATION else 'Regression'} quality · $model"
+    assert [p["title"] for p in first_panels] == [f"{q.short_title} by version" for q in own]
+    assert [t["expr"].split("{")[0] for p in first_panels for t in p["targets"]] == [q.metric for q in own]
+    foreign = {q.metric for q in QUALITY if not q.applies_to(task)}
+    assert not metrics_in(dash) & foreign, f"{task}: panels of another task's metrics"
+    assert ("Confusion matrix" in {p["title"] for p in content_panels(dash)}) == (task in CLASSIFICATION)
+    offered = [m.name for m in CONFIG.models if m.task == task]
+    assert dashboard_models(dash, MODELS) == offered and dash["modelmon"]["models"] == sorted(offered)
+    assert task in dash["tags"]
+    # Nothing on the dashboard is limited to models it does not offer: every panel applies.
+    for p in content_panels(dash):
+        assert set(p.get("modelmon", {}).get("models", offered)) >= set(offered), p["title"]
+    assert {k for k in quantities_for(task) if k.kind == "quality"} == set(own)
+
+
+def test_a_regression_models_detail_has_no_classification_panel():
+    regression = DASHBOARDS["modelmon-model-regression"]
+    titles = {p["title"] for p in content_panels(regression)}
+    assert {"MAE by version", "RMSE by version", "R² by version"} <= titles
+    classification = {f"{q.short_title} by version" for q in QUALITY if "regression" not in q.tasks}
+    assert not titles & (classification | {"Confusion matrix"})
+    assert "accuracy" not in render(regression).lower()
+    versions = panel(regression, "Versions side by side over the selected time range")
+    assert any("modelmon_mae{" in t["expr"] for t in versions["targets"])
+
+
+def test_a_config_gets_the_model_details_of_its_tasks():
+    config = config_with("regression")
+    generated = [d["uid"] for d in dashboards(config)]
+    assert generated == ["modelmon-overview", "modelmon-model-regression", "modelmon-drift", "modelmon-service",
+                         "modelmon-self"] == list(base.uids(config))
+    both = config_with("binary", "regression")
+    assert [d["uid"] for d in dashboards(both)][1:3] == ["modelmon-model-binary", "modelmon-model-regression"]
+    overview = {d["uid"]: d for d in dashboards(both)}["modelmon-overview"]
+    assert any(link["url"].startswith("/d/modelmon-model-regression?var-model=eta&")
+               for link in panel(overview, "Quality · eta")["links"])
+    with pytest.raises(ValueError):
+        base.model_uid("ranking")
+
+
+# ---------------------------------------------------------------------------- job selector
+
+
+HOSTILE_JOB = 'ml "exporter"\\prod'
+# An exporter series and its matchers (label values may hold escaped quotes and braces).
+EXPORTER_SERIES = re.compile(
+    r"(?<![:\w])(modelmon_[a-z0-9_]+|up|scrape_[a-z_]+)(\{(?:[^}\"]|\"(?:[^\"\\]|\\.)*\")*\})?")
+
+
+def test_queries_select_the_configured_job_not_a_hard_coded_one():
+    """Every query on an exporter series (and every variable query) selects grafana.job, written
+    escaped by the PromQL builder; `modelmon` appears as a job nowhere once the config names another."""
+    raw = yaml.safe_load((ROOT / "modelmon.yaml").read_text())
+    raw["grafana"]["job"] = HOSTILE_JOB
+    config = parse_config(raw, base_dir=ROOT)
+    assert config.grafana.job == HOSTILE_JOB
+    wanted = f"job={quote(HOSTILE_JOB)}"
+    checked = 0
+    for dash in dashboards(config):
+        assert 'job="modelmon"' not in render(dash) and 'job=~"modelmon' not in render(dash)
+        exprs = iter_panel_queries(dash) + [(v["name"], v["query"]) for v in dash["templating"]["list"]
+                                            if v["type"] == "query"]
+        for title, expr in exprs:
+            for m in EXPORTER_SERIES.finditer(expr):
+                name, matchers = m.group(1), m.group(2) or ""
+                checked += 1
+                if name == "up" and "job=~" in matchers:  # "Targets up": the exporters' job and Prometheus'
+                    assert re.escape(HOSTILE_JOB).replace("\\", "\\\\").replace('"', '\\"') in matchers, title
+                else:
+                    assert wanted in matchers, f"{dash['uid']} / {title}: {name}{matchers} without the job"
+    assert checked > 150
+    default = {d["uid"]: d for d in dashboards(CONFIG)}
+    assert CONFIG.grafana.job == "modelmon"
+    assert 'min(up{job="modelmon"})' in [e for _, e in iter_panel_queries(default["modelmon-overview"])]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("", "grafana.job: expected a non-empty string"),
+    (7, "grafana.job: expected a non-empty string"),
+    (" modelmon", "grafana.job: expected the scrape job's name"),
+    ("model\tmon", "grafana.job: expected the scrape job's name"),
+])
+def test_grafana_job_is_validated_with_its_key_path(value, message):
+    raw = yaml.safe_load((ROOT / "modelmon.yaml").read_text())
+    raw["grafana"]["job"] = value
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, base_dir=ROOT)
+    assert any(e.startswith(message) for e in err.value.errors), err.value
+
+
+# ---------------------------------------------------------------------------- SLO panels and the versions table
+
+
+WINDOW = re.compile(r"\[(\d+(?:ms|s|m|h|d|w|y))(?::\d+(?:ms|s|m|h|d|w|y))?\]")
+
+
+def test_slo_panels_read_recording_rules_and_no_range_query_outlives_the_retention():
+    """The availability SLO panels read the burn-rate recording rules (no raw counter). A window
+    longer than Prometheus' retention only runs as an instant query, in a panel whose description
+    says that it only sees the retained history; no range (graph) query reaches past the retention."""
+    service = DASHBOARDS["modelmon-service"]
+    panels = slo_panels(service)
+    assert {p["title"] for p in panels} == {"Error budget burn rate", "Burn rate now, per alert window",
+                                            "Error budget left over the SLO period", "Availability over the SLO period"}
+    retention = parse_duration(RETENTION)
+    long_windows = 0
+    for p in panels:
+        for t in p["targets"]:
+            expr = t["expr"]
+            assert not re.search(r"(?<![:\w])modelmon_[a-z0-9_]+(?![\w:])", expr), f"{p['title']}: raw counter"
+            assert RECORDING_RULE.search(expr), p["title"]
+            windows = [parse_duration(w) for w in WINDOW.findall(expr)]
+            if any(w > retention for w in windows):
+                long_windows += 1
+                assert t["instant"] and not t["range"], f"{p['title']}: a range query over {max(windows)}s"
+                assert f"keep {RETENTION}" in p["description"] and "only see the retained history" in p["description"]
+                assert f"last {RETENTION} only" in p["description"]
+            if not t["instant"]:
+                assert all(w <= retention for w in windows), p["title"]
+        if p["type"] == "stat":
+            assert all(t["instant"] for t in p["targets"]), p["title"]
+    assert long_windows == 2  # budget left and availability, over slo.period (30d > 7d)
+
+
+def test_slo_period_windows_follow_each_models_period():
+    raw = yaml.safe_load((ROOT / "modelmon.yaml").read_text())
+    raw["models"][1]["slo"]["period"] = "7d"
+    config = parse_config(raw, base_dir=ROOT)
+    service = {d["uid"]: d for d in dashboards(config)}["modelmon-service"]
+    budget = panel(service, "Error budget left over the SLO period")
+    (expr,) = [t["expr"] for t in budget["targets"]]
+    assert '"credit"})[30d:1m])' in expr and '"segment"})[7d:1m])' in expr
+    assert "7d or 30d" in budget["description"]
+
+
+def test_versions_side_by_side_cover_the_selected_range():
+    for task, uid in MODEL_UIDS.items():
+        versions = panel(DASHBOARDS[uid], "Versions side by side over the selected time range")
+        assert "selected time range" in versions["title"] and "$__range" in versions["description"]
+        for t in versions["targets"]:
+            assert t["instant"] and "[$__range]" in t["expr"] and "$__rate_interval" not in t["expr"], t["expr"]
+            assert re.search(r"\b(increase|avg_over_time)\(", t["expr"]), t["expr"]
+        columns = versions["transformations"][1]["options"]["renameByName"].values()
+        assert ("Accuracy (average)" if task in CLASSIFICATION else "MAE (average)") in columns

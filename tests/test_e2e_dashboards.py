@@ -1,9 +1,11 @@
 """Every panel query of every generated dashboard, run against the live Prometheus of the e2e stack.
 
 Runs after tests/test_e2e_alerts.py on the same stack, so the incident panels have seen an
-incident. Each query (variables substituted, for every model where the dashboard has a `model`
-variable) must parse and return data, unless the panel declares itself empty until an incident
-or not applicable to that model.
+incident. Each query (variables substituted, for every model the dashboard offers: a model
+detail only its task's models) must parse and return data, unless the panel declares itself
+empty until an incident or not applicable to that model. Targets Grafana runs as instant
+queries (stats and tables, the SLO panels over the SLO period) run as instant queries here too;
+the others as range queries over the stack's lifetime.
 """
 from __future__ import annotations
 
@@ -11,41 +13,73 @@ import time
 
 import pytest
 
+from modelmon.alerting.policy import load_policy
+from modelmon.alerting.recording import predictions_rate
 from modelmon.dashboards.generate import dashboards
-from modelmon.dashboards.queries import (has_model_variable, iter_annotation_queries, iter_panel_queries,
-                                         panels_allowed_empty, substitute_variables, variable_values)
+from modelmon.dashboards.service import SAMPLE_STEP
+from modelmon.dashboards.queries import (dashboard_models, instant_queries, iter_annotation_queries,
+                                         iter_panel_queries, panels_allowed_empty, substitute_variables,
+                                         variable_values)
 
 pytestmark = pytest.mark.e2e
 
+WARM_UP_TIMEOUT = 180
 
-def run_range(stack, expr: str) -> tuple[str, list]:
+
+def run(stack, expr: str, *, instant: bool) -> tuple[str, list, str]:
     end = time.time()
-    data = stack.prom("/api/v1/query_range", query=expr, start=stack.started_at, end=end, step="5s")
+    if instant:
+        data = stack.prom("/api/v1/query", query=expr, time=end)
+    else:
+        data = stack.prom("/api/v1/query_range", query=expr, start=stack.started_at, end=end, step="5s")
     return data["status"], (data.get("data") or {}).get("result", []), data.get("error", "")
+
+
+def wait_for_recorded_slo_samples(stack) -> None:
+    """The SLO-period panels sample the 5m recording rules every minute: on a stack started a
+    moment ago they have a value once a minute boundary passed after the first rule evaluation."""
+    names = [m.name for m in stack.config.models if m.slo.availability is not None]
+    deadline = time.time() + WARM_UP_TIMEOUT
+    while True:
+        recorded = predictions_rate("model", load_policy().burn_durations[0])
+        found = {r["metric"].get("model") for r in stack.query(f"count_over_time({recorded}[1h:{SAMPLE_STEP}]) > 0")}
+        if set(names) <= found or time.time() > deadline:
+            return
+        time.sleep(2)
 
 
 def test_every_panel_query_parses_and_returns_data(live_stack):
     # The dashboards of the stack's own config (same models and thresholds as the demo).
+    wait_for_recorded_slo_samples(live_stack)
     uptime = max(60, int(time.time() - live_stack.started_at))
-    problems, ran = [], 0
+    problems, ran, per_model = [], 0, {}
+    names = [m.name for m in live_stack.config.models]
     for dash in dashboards(live_stack.config):
-        models = [m.name for m in live_stack.config.models] if has_model_variable(dash) else [None]
-        for model in models:
+        instant = instant_queries(dash)
+        for model in dashboard_models(dash, names):
+            per_model.setdefault(dash["uid"], []).append(model)
             values = {**variable_values(dash, model), "__rate_interval": "30s", "__interval": "5s",
                       "__range": f"{uptime}s"}
             allowed = panels_allowed_empty(dash, model)
             for title, expr in iter_panel_queries(dash):
                 query = substitute_variables(expr, values)
-                status, result, error = run_range(live_stack, query)
+                is_instant = (title, expr) in instant
+                status, result, error = run(live_stack, query, instant=is_instant)
                 ran += 1
-                where = f"{dash['uid']} / {title} (model={model}): {query}"
+                where = f"{dash['uid']} / {title} (model={model}, {'instant' if is_instant else 'range'}): {query}"
                 if status != "success":
                     problems.append(f"does not run: {where}: {error}")
                 elif not result and title not in allowed:
                     problems.append(f"no data: {where}")
             for name, expr in iter_annotation_queries(dash):
-                status, _, error = run_range(live_stack, substitute_variables(expr, values))
+                status, _, error = run(live_stack, substitute_variables(expr, values), instant=False)
                 if status != "success":
                     problems.append(f"annotation {name} does not run: {error}")
     assert ran > 100
+    # A model detail per task, each checked with its own models only.
+    tasks = {m.task: [] for m in live_stack.config.models}
+    for m in live_stack.config.models:
+        tasks[m.task].append(m.name)
+    assert {uid: models for uid, models in per_model.items() if uid.startswith("modelmon-model-")} == {
+        f"modelmon-model-{task}": models for task, models in tasks.items()}
     assert not problems, "\n".join(problems)

@@ -1,4 +1,11 @@
-"""What every modelmon dashboard shares: uids, tags, links, variables, alert annotations."""
+"""What every modelmon dashboard shares: uids, tags, links, variables, alert annotations.
+
+Every dashboard has a ``datasource`` variable (type datasource, Prometheus only) that every
+panel, variable and annotation queries through; its default is the pinned uid
+``grafana.datasource_uid``, so provisioned dashboards work as they are and another Prometheus is
+one click away. Queries on exporter series select the scrape job ``grafana.job`` (written with
+the PromQL builder, so it is escaped like every other label value).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -6,26 +13,79 @@ from typing import Any
 from grafanalib import core
 
 from modelmon.config import Config
-from modelmon.contract import DRIFT_UID, MODEL_UID, OVERVIEW_UID, SELF_UID, SERVICE_UID
+from modelmon.contract import DRIFT_UID, MODEL_UID, OVERVIEW_UID, SELF_UID, SERVICE_UID, TASKS
 from modelmon.dashboards.grafana import dashboard_to_dict, datasource_ref
 from modelmon.dashboards.panels import Cell, PanelFactory, layout
 from modelmon.promql import selector
 
 TAG = "modelmon"
 
-# Fixed uids (defined in the contract): links, bookmarks, alert annotations and `dashboards push` rely on them.
-UIDS = (OVERVIEW_UID, MODEL_UID, DRIFT_UID, SERVICE_UID, SELF_UID)
+# The datasource every query goes through: the value of the dashboard's datasource variable.
+DATASOURCE_VARIABLE = "datasource"
+DATASOURCE = "${%s}" % DATASOURCE_VARIABLE
+
+
+def model_uid(task: str) -> str:
+    """The model-detail dashboard of models of ``task`` (``modelmon-model-regression``).
+
+    Grafana 10/11 cannot hide a row or panel by a variable's value: a row or panel repeated over
+    a variable that has no value is still drawn once (the legacy DashboardModel keeps the source
+    row, the Scenes RowRepeaterBehavior adds an explicit placeholder). So the model detail is
+    generated once per task, holding only the rows that task's models have, and links (overview,
+    alerts' dashboard_url) pick the dashboard by the model's task from modelmon.yaml."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}")
+    return f"{MODEL_UID}-{task}"
+
+
+# Fixed uids: links, bookmarks, alert annotations and `dashboards push` rely on them. The model
+# detail exists per task; a config gets those of the tasks its models have (``uids(config)``).
+UIDS = (OVERVIEW_UID, *(model_uid(t) for t in TASKS), DRIFT_UID, SERVICE_UID, SELF_UID)
+
+
+def tasks_of(config: Config) -> list[str]:
+    """The tasks of the configured models, in contract order."""
+    present = {m.task for m in config.models}
+    return [t for t in TASKS if t in present]
+
+
+def uids(config: Config) -> tuple[str, ...]:
+    """The uids of the dashboards generated for ``config``, in generation order."""
+    models = tuple(model_uid(t) for t in tasks_of(config))
+    return (OVERVIEW_UID, *models, DRIFT_UID, SERVICE_UID, SELF_UID)
 
 
 def factory(config: Config) -> PanelFactory:
-    return PanelFactory(config.grafana.datasource_uid)
+    return PanelFactory(DATASOURCE, job=config.grafana.job)
+
+
+def datasource_variable(config: Config) -> dict[str, Any]:
+    """The Prometheus every panel reads, defaulting to the provisioned one (the value of a datasource
+    variable is the datasource's uid)."""
+    uid = config.grafana.datasource_uid
+    return {
+        "name": DATASOURCE_VARIABLE,
+        "label": "Data source",
+        "type": "datasource",
+        "query": "prometheus",
+        "regex": "",
+        "current": {"selected": True, "text": uid, "value": uid},
+        "options": [],
+        "hide": 0,
+        "includeAll": False,
+        "multi": False,
+        "refresh": 1,
+        "skipUrlSync": False,
+        "description": "The Prometheus that scrapes modelmon (default: grafana.datasource_uid from "
+                       "modelmon.yaml, the provisioned datasource).",
+    }
 
 
 def _query_variable(config: Config, name: str, label: str, query: str, *, default: str, multi: bool,
                     description: str) -> dict[str, Any]:
     var = core.Template(
         name=name, label=label, query=query, default=default, multi=multi, includeAll=multi,
-        allValue=".*" if multi else None, dataSource=datasource_ref(config.grafana.datasource_uid),
+        allValue=".*" if multi else None, dataSource=datasource_ref(DATASOURCE),
         refresh=core.REFRESH_ON_TIME_RANGE_CHANGE, sort=core.SORT_ALPHA_ASC,
     ).to_json_data()
     var["definition"] = query
@@ -38,30 +98,36 @@ def _query_variable(config: Config, name: str, label: str, query: str, *, defaul
     return var
 
 
-def model_variable(config: Config) -> dict[str, Any]:
+def model_variable(config: Config, task: str | None = None) -> dict[str, Any]:
+    """The watched model; on a model-detail dashboard only the models of its ``task``."""
+    labels = {"job": config.grafana.job} if task is None else {"job": config.grafana.job, "task": task}
+    models = [m.name for m in config.models if task is None or m.task == task]
+    which = "The watched model" if task is None else f"The watched {task} model"
     return _query_variable(
-        config, "model", "Model", "label_values(modelmon_model_info, model)",
-        default=config.models[0].name, multi=False,
-        description="The watched model; thresholds on this dashboard follow its section in modelmon.yaml.")
+        config, "model", "Model", f"label_values({selector('modelmon_model_info', **labels)}, model)",
+        default=models[0], multi=False,
+        description=f"{which}; thresholds on this dashboard follow its section in modelmon.yaml.")
 
 
 def version_variable(config: Config) -> dict[str, Any]:
     return _query_variable(
-        config, "version", "Version", f"label_values({selector('modelmon_model_info', model='$model')}, version)",
+        config, "version", "Version",
+        f"label_values({selector('modelmon_model_info', job=config.grafana.job, model='$model')}, version)",
         default="$__all", multi=True,
         description="Model versions to show side by side (canary, A/B).")
 
 
 def feature_variable(config: Config) -> dict[str, Any]:
     return _query_variable(
-        config, "feature", "Feature", f"label_values({selector('modelmon_feature_psi', model='$model')}, feature)",
+        config, "feature", "Feature",
+        f"label_values({selector('modelmon_feature_psi', job=config.grafana.job, model='$model')}, feature)",
         default="$__all", multi=True, description="Input features of the selected model.")
 
 
 def alert_annotation(config: Config, expr: str) -> dict[str, Any]:
     """Firing Prometheus alerts as annotations (the ALERTS series the rule files create)."""
     return {
-        "datasource": datasource_ref(config.grafana.datasource_uid),
+        "datasource": datasource_ref(DATASOURCE),
         "enable": True,
         "expr": expr,
         "hide": False,
@@ -77,11 +143,16 @@ def alert_annotation(config: Config, expr: str) -> dict[str, Any]:
 
 def build_dashboard(config: Config, *, uid: str, title: str, description: str, kind: str,
                     sections: list[tuple[str, list[Cell]]], variables: list[dict[str, Any]],
-                    annotation_expr: str, time_from: str = "now-1h") -> dict[str, Any]:
+                    annotation_expr: str, time_from: str = "now-1h", tags: tuple[str, ...] = (),
+                    models: list[str] | None = None) -> dict[str, Any]:
+    """A dashboard whose variables start with the datasource variable.
+
+    ``models``: the models the ``$model`` variable offers (a model-detail dashboard only has its
+    task's), kept under the custom key ``modelmon`` for the end-to-end test (Grafana keeps it)."""
     dash = core.Dashboard(
-        title=title, uid=uid, description=description, tags=[TAG, kind],
+        title=title, uid=uid, description=description, tags=[TAG, kind, *tags],
         panels=layout(sections),
-        templating=core.Templating(list=variables),
+        templating=core.Templating(list=[datasource_variable(config), *variables]),
         annotations=core.Annotations(list=[alert_annotation(config, annotation_expr)]),
         links=[core.DashboardLink(title="modelmon", tags=[TAG], asDropdown=False, includeVars=True,
                                   keepTime=True, type="dashboards")],
@@ -97,4 +168,6 @@ def build_dashboard(config: Config, *, uid: str, title: str, description: str, k
     data.pop("hideControls", None)
     data.pop("sharedCrosshair", None)
     data.pop("gnetId", None)
+    if models is not None:
+        data["modelmon"] = {"models": sorted(models)}
     return data

@@ -43,14 +43,14 @@ def _worst_first(config: Config, f: PanelFactory) -> list[Cell]:
             "largest first. Colours come from the selected model's psi thresholds in modelmon.yaml "
             "(rule of thumb: 0.1 moderate, 0.25 large shift). Appears once the drift window holds "
             "min_drift_samples records.",
-            [Query(f"sort_desc({selector(psi.metric, model=M, feature=F)})", legend=BY_FEATURE, instant=True)],
+            [Query(f"sort_desc({f.sel(psi.metric, model=M, feature=F)})", legend=BY_FEATURE, instant=True)],
             unit="short", overrides=_overrides(config, psi), w=10, h=10),
         f.table(
             "Drift by feature, worst first",
             "All per-feature drift scores at once, sorted by PSI: JS distance (0 same, 1 disjoint), "
             "KS p-value for numeric and χ² p-value for categorical features (small: the distributions "
             "differ), and the share of missing values.",
-            [Query(selector(BY_KEY[key].metric, model=M, feature=F), instant=True, format="table", ref=ref)
+            [Query(f.sel(BY_KEY[key].metric, model=M, feature=F), instant=True, format="table", ref=ref)
              for ref, key, _ in table_columns],
             transformations=[
                 {"id": "merge", "options": {}},
@@ -72,7 +72,7 @@ def _feature_over_time(config: Config, f: PanelFactory, key: str, *, w: int, log
         f"{q.short_title} over time",
         f"{q.short_title}: {q.meaning}. One line per feature; dashed thresholds from modelmon.yaml for the "
         f"selected model where it sets {key}.",
-        [Query(selector(q.metric, model=M, feature=F), legend=BY_FEATURE)],
+        [Query(f.sel(q.metric, model=M, feature=F), legend=BY_FEATURE)],
         unit=q.unit, overrides=_overrides(config, q), log_scale=log_scale, w=w, h=8, models=models)
 
 
@@ -86,7 +86,7 @@ def _output_and_multivariate(config: Config, f: PanelFactory) -> list[Cell]:
             "How the model's scores are spread over time (binary: positive-class probability; "
             "multiclass: top-class probability). A shifting band means the output distribution changed, "
             "often before labels confirm a quality drop. Classification models only.",
-            [Query(f"sum by (le) (increase({selector('modelmon_prediction_score_bucket', model=M)}[$__rate_interval]))",
+            [Query(f"sum by (le) (increase({f.sel('modelmon_prediction_score_bucket', model=M)}[$__rate_interval]))",
                    legend="{{le}}", format="heatmap")],
             unit="short", w=12, h=8, models=classification),
     ]
@@ -97,21 +97,21 @@ def _output_and_multivariate(config: Config, f: PanelFactory) -> list[Cell]:
         panels.append(f.timeseries(
             q.short_title,
             f"{q.short_title}: {q.meaning}. Dashed thresholds from modelmon.yaml for the selected model.{worker}",
-            [Query(selector(q.metric, model=M), legend="{{model}}")],
+            [Query(f.sel(q.metric, model=M), legend="{{model}}")],
             unit=q.unit, overrides=_overrides(config, q), w=w, h=8, models=multivariate if background else None))
     panels += [
         f.stat(
             "Drift window records",
             "Records in the drift window. Orange below the model's min_drift_samples from modelmon.yaml: "
             "until then the exporter publishes no drift numbers.",
-            [Query(selector("modelmon_drift_window_records", model=M), legend="{{model}}")], unit="short",
+            [Query(f.sel("modelmon_drift_window_records", model=M), legend="{{model}}")], unit="short",
             overrides=th.per_model_overrides(config.models, lambda m: th.min_count_steps(m.min_drift_samples)),
             w=4, h=8),
         f.stat(
             "Multivariate check age",
             f"Seconds since the domain classifier and IsolationForest last ran. Orange beyond three "
             f"refit intervals ({3 * interval:g}s, exporter.multivariate.interval): the worker is stuck or slow.",
-            [Query(f"time() - {selector('modelmon_multivariate_last_run_timestamp_seconds', model=M)}",
+            [Query(f"time() - {f.sel('modelmon_multivariate_last_run_timestamp_seconds', model=M)}",
                    legend="{{model}}")],
             unit="s", steps=[th.step(th.GREEN, None), th.step(th.ORANGE, 3 * interval)], w=4, h=8,
             models=multivariate),

@@ -17,9 +17,14 @@ BUILDERS = (overview.build, model_detail.build, drift.build, service.build, self
 
 
 def dashboards(source: Config | GenerationContext) -> list[dict[str, Any]]:
-    """Every dashboard, from the generation context (or a Config with the default policy)."""
+    """Every dashboard, from the generation context (or a Config with the default policy): the
+    overview, one model detail per task the config has, drift, service and modelmon itself."""
     ctx = GenerationContext.of(source)
-    return [build(ctx) for build in BUILDERS]
+    out: list[dict[str, Any]] = []
+    for build in BUILDERS:
+        built = build(ctx)
+        out.extend(built if isinstance(built, list) else [built])
+    return out
 
 
 def render(dashboard: dict[str, Any]) -> str:

@@ -1,4 +1,13 @@
-"""Model detail: quality over time per version, confusion matrix, labels, canary comparison.
+"""Model detail, one dashboard per task: quality over time per version, labels, canary comparison.
+
+Laid out by task: Grafana 10/11 cannot hide a row by a variable's value (a row repeated over a
+variable without values is still drawn once, as a placeholder), so instead of one dashboard with
+every task's panels (a regression model's alert landing under seven empty classification panels)
+there is one model-detail dashboard per task present in modelmon.yaml (``base.model_uid``:
+``modelmon-model-regression``). Its ``$model`` offers only that task's models, its quality row
+comes first and holds only the quantities the exporter computes for the task, and the confusion
+matrix exists only for classifiers. Links from the overview and the alerts' dashboard_url pick
+the dashboard by the model's task.
 
 ``$model`` is single-select because thresholds are per model: each thresholded panel carries
 one field override per model (matched on series names, which start with the model name), so
@@ -9,71 +18,75 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelmon.config import Config
-from modelmon.contract import MODEL_UID
+from modelmon.config import Config, ModelConfig
+from modelmon.contract import CLASSIFICATION
 from modelmon.dashboards import thresholds as th
-from modelmon.dashboards.base import build_dashboard, factory, model_variable, version_variable
-from modelmon.dashboards.catalog import QUALITY, Quantity, threshold
+from modelmon.dashboards.base import build_dashboard, factory, model_uid, model_variable, tasks_of, version_variable
+from modelmon.dashboards.catalog import BY_KEY, QUALITY, Quantity, threshold
 from modelmon.dashboards.panels import Cell, PanelFactory, Query
 from modelmon.dashboards.expressions import error_ratio
 from modelmon.generation import GenerationContext
 from modelmon.promql import Regex, rate, selector
 
 RATE = "$__rate_interval"
+RANGE = "$__range"
 M = "$model"
 V = Regex("$version")
 BY_VERSION = "{{model}} {{version}}"
 
 
-def _models_for(config: Config, q: Quantity) -> list[str]:
-    return [m.name for m in config.models if q.applies_to(m.task)]
+def _task_models(config: Config, task: str) -> tuple[ModelConfig, ...]:
+    return tuple(m for m in config.models if m.task == task)
 
 
-def _quality_panel(config: Config, f: PanelFactory, q: Quantity) -> Cell:
+def _quality_panel(config: Config, f: PanelFactory, task: str, q: Quantity) -> Cell:
+    # Only this task's models: their thresholds, and the e2e test expects their data.
     overrides = th.per_model_overrides(
-        config.models, lambda m: th.threshold_steps(threshold(q, m)) if threshold(q, m) else None)
-    tasks = " and ".join(sorted(set(q.tasks)))
+        _task_models(config, task), lambda m: th.threshold_steps(threshold(q, m)) if threshold(q, m) else None)
     return f.timeseries(
         f"{q.short_title} by version",
         f"{q.short_title}: {q.meaning}. Computed over the quality window of labelled predictions, one line per "
-        f"version. Dashed thresholds come from modelmon.yaml for the selected model. Only {tasks} models "
-        f"have this metric; it appears once the window holds a labelled prediction.",
-        [Query(selector(q.metric, model=M, version=V), legend=BY_VERSION)],
-        unit=q.unit, overrides=overrides, w=8, h=7, models=_models_for(config, q))
+        f"version. Dashed thresholds come from modelmon.yaml for the selected model. It appears once the "
+        f"window holds a labelled prediction.",
+        [Query(f.sel(q.metric, model=M, version=V), legend=BY_VERSION)],
+        unit=q.unit, overrides=overrides, w=8, h=7)
 
 
-def _labels_row(config: Config, f: PanelFactory) -> list[Cell]:
-    classification = [m.name for m in config.models if m.is_classification]
-    predictions = selector("modelmon_predictions_total", model=M, version=V, status="ok")
-    return [
-        f.table(
+def _labels_row(config: Config, f: PanelFactory, task: str) -> list[Cell]:
+    models = _task_models(config, task)
+    predictions = f.sel("modelmon_predictions_total", model=M, version=V, status="ok")
+    cells = []
+    if task in CLASSIFICATION:
+        cells.append(f.table(
             "Confusion matrix",
             "Labelled outcomes over the dashboard's time range: rows are the actual class, columns the "
-            "predicted class (classification models only). Off-diagonal cells are the mistakes.",
-            [Query(f"sum by (actual, predicted) (increase({selector('modelmon_confusion_total', model=M, version=V)}"
+            "predicted class. Off-diagonal cells are the mistakes.",
+            [Query(f"sum by (actual, predicted) (increase({f.sel('modelmon_confusion_total', model=M, version=V)}"
                    f"[$__range]))", instant=True, format="table")],
             transformations=[{"id": "groupingToMatrix", "options": {
                 "columnField": "predicted", "rowField": "actual", "valueField": "Value", "emptyValue": "zero"}}],
-            unit="short", w=8, h=8, models=classification),
+            unit="short", w=8, h=8))
+    width = 8 if cells else 12
+    cells += [
         f.timeseries(
             "Labelled share",
             "Ground-truth labels joined per successful prediction. Labels arrive late, so this lags traffic; "
             "a drop means the labelling pipeline stalled and quality numbers go stale.",
-            [Query(f"sum by (model, version) ({rate(selector('modelmon_labels_total', model=M, version=V), RATE)}) "
+            [Query(f"sum by (model, version) ({rate(f.sel('modelmon_labels_total', model=M, version=V), RATE)}) "
                    f"/ sum by (model, version) ({rate(predictions, RATE)})", legend=BY_VERSION)],
-            unit="percentunit", w=8, h=8),
+            unit="percentunit", w=width, h=8),
         f.stat(
             "Labelled predictions in window",
             "Labelled predictions inside the quality window per version. Orange below the model's "
             "min_labeled from modelmon.yaml: quality alerts stay silent until it is reached.",
-            [Query(selector("modelmon_window_labeled", model=M, version=V), legend=BY_VERSION)],
-            unit="short", overrides=th.per_model_overrides(config.models, lambda m: th.min_count_steps(m.min_labeled)),
-            w=8, h=8),
+            [Query(f.sel("modelmon_window_labeled", model=M, version=V), legend=BY_VERSION)],
+            unit="short", overrides=th.per_model_overrides(models, lambda m: th.min_count_steps(m.min_labeled)),
+            w=width, h=8),
         f.timeseries(
             "Label delay",
             "Time from prediction to its label (median, 90th and 99th percentile).",
             [Query(f"histogram_quantile({p}, sum by (model, le) "
-                   f"({rate(selector('modelmon_label_delay_seconds_bucket', model=M), RATE)}))",
+                   f"({rate(f.sel('modelmon_label_delay_seconds_bucket', model=M), RATE)}))",
                    legend=f"{{{{model}}}} p{int(p * 100)}") for p in (0.5, 0.9, 0.99)],
             unit="s", w=12, h=7),
         f.timeseries(
@@ -81,24 +94,30 @@ def _labels_row(config: Config, f: PanelFactory) -> list[Cell]:
             "Labels with no pending prediction (wrong id, or later than label_ttl) and predictions dropped "
             "before their label came (ttl or a full join buffer). Non-zero means quality is measured on "
             "fewer predictions than it seems.",
-            [Query(f"sum({rate(selector('modelmon_labels_unmatched_total', model=M), RATE)}) or vector(0)",
+            [Query(f"sum({rate(f.sel('modelmon_labels_unmatched_total', model=M), RATE)}) or vector(0)",
                    legend="unmatched labels"),
-             Query(f"sum({rate(selector('modelmon_predictions_expired_total', model=M), RATE)}) or vector(0)",
+             Query(f"sum({rate(f.sel('modelmon_predictions_expired_total', model=M), RATE)}) or vector(0)",
                    legend="expired predictions")],
             unit="reqps", w=12, h=7),
     ]
+    return cells
 
 
-def _versions_row(config: Config, f: PanelFactory) -> list[Cell]:
-    all_traffic = selector("modelmon_predictions_total", model=M)
-    traffic = selector("modelmon_predictions_total", model=M, version=V)
-    latency = selector("modelmon_prediction_latency_seconds_bucket", model=M, version=V)
-    columns = {"A": "predictions/s", "B": "error rate", "C": "p99 latency", "D": "labelled in window",
-               "E": "accuracy or MAE"}
-    units = {"predictions/s": "reqps", "error rate": "percentunit", "p99 latency": "s"}
-    # One column for the headline quality: a model has either accuracy (classification) or MAE.
-    headline = (f"max by (version) ({selector('modelmon_accuracy_ratio', model=M, version=V)}) "
-                f"or max by (version) ({selector('modelmon_mae', model=M, version=V)})")
+def headline(task: str) -> Quantity:
+    """The one quality number of the versions table: accuracy for classifiers, MAE for regression."""
+    return BY_KEY["accuracy"] if task in CLASSIFICATION else BY_KEY["mae"]
+
+
+def _versions_row(config: Config, f: PanelFactory, task: str) -> list[Cell]:
+    all_traffic = f.sel("modelmon_predictions_total", model=M)
+    traffic = f.sel("modelmon_predictions_total", model=M, version=V)
+    latency = f.sel("modelmon_prediction_latency_seconds_bucket", model=M, version=V)
+    labels = f.sel("modelmon_labels_total", model=M, version=V)
+    q = headline(task)
+    quality_column = f"{q.short_title} (average)"
+    columns = {"A": "predictions", "B": "error rate", "C": "p99 latency", "D": "labels joined", "E": quality_column}
+    units = {"predictions": "short", "error rate": "percentunit", "p99 latency": "s", "labels joined": "short",
+             quality_column: q.unit}
     return [
         f.timeseries(
             "Traffic share by version",
@@ -107,16 +126,20 @@ def _versions_row(config: Config, f: PanelFactory) -> list[Cell]:
                    f"sum by (model) ({rate(all_traffic, RATE)})", legend=BY_VERSION)],
             unit="percentunit", stack=True, w=10, h=8),
         f.table(
-            "Versions side by side",
-            "Current traffic, error rate, p99 latency, labelled count and headline quality per version, "
-            "for canary and A/B decisions (accuracy for classification models, MAE for regression).",
-            [Query(f"sum by (version) ({rate(traffic, RATE)})", instant=True, format="table", ref="A"),
-             Query(error_ratio("version", model=M, version=V), instant=True, format="table", ref="B"),
-             Query(f"histogram_quantile(0.99, sum by (version, le) ({rate(latency, RATE)}))",
+            "Versions side by side over the selected time range",
+            f"Per version, over the whole dashboard time range ($__range, e.g. the last 6 hours; pick another "
+            f"range to compare over it): predictions served, error rate and p99 latency from the counters' "
+            f"increase over the range, labels joined over the range, and the {q.short_title} gauge averaged "
+            f"over the range ({q.meaning}). For canary and A/B decisions: a version that served little "
+            f"traffic in the range has noisy numbers.",
+            [Query(f"sum by (version) (increase({traffic}[{RANGE}]))", instant=True, format="table", ref="A"),
+             Query(error_ratio("version", job=f.job, model=M, version=V, window=RANGE, fn="increase"),
+                   instant=True, format="table", ref="B"),
+             Query(f"histogram_quantile(0.99, sum by (version, le) (increase({latency}[{RANGE}])))",
                    instant=True, format="table", ref="C"),
-             Query(f"sum by (version) ({selector('modelmon_window_labeled', model=M, version=V)})",
-                   instant=True, format="table", ref="D"),
-             Query(headline, instant=True, format="table", ref="E")],
+             Query(f"sum by (version) (increase({labels}[{RANGE}]))", instant=True, format="table", ref="D"),
+             Query(f"avg by (version) (avg_over_time({f.sel(q.metric, model=M, version=V)}[{RANGE}]))",
+                   instant=True, format="table", ref="E")],
             transformations=[
                 {"id": "merge", "options": {}},
                 {"id": "organize", "options": {
@@ -126,23 +149,36 @@ def _versions_row(config: Config, f: PanelFactory) -> list[Cell]:
             ],
             overrides=[{"matcher": {"id": "byName", "options": name},
                         "properties": [{"id": "unit", "value": unit}]} for name, unit in units.items()],
-            sort_by="predictions/s", w=14, h=8),
+            sort_by="predictions", w=14, h=8),
     ]
 
 
-def build(ctx: GenerationContext) -> dict[str, Any]:
+TASK_TITLES = {"binary": "binary classifiers", "multiclass": "multiclass classifiers",
+               "regression": "regression models"}
+
+
+def build_task(ctx: GenerationContext, task: str) -> dict[str, Any]:
+    """The model detail of ``task``'s models: its quality row first, then labels and versions."""
     config = ctx.config
     f = factory(config)
-    classification = [q for q in QUALITY if "regression" not in q.tasks]
-    regression = [q for q in QUALITY if "regression" in q.tasks]
+    quality = [q for q in QUALITY if q.applies_to(task)]
+    kind = "Classification" if task in CLASSIFICATION else "Regression"
     sections = [
-        ("Classification quality · $model", [_quality_panel(config, f, q) for q in classification]),
-        ("Regression quality · $model", [_quality_panel(config, f, q) for q in regression]),
-        ("Labels · $model", _labels_row(config, f)),
-        ("Versions · $model", _versions_row(config, f)),
+        (f"{kind} quality · $model", [_quality_panel(config, f, task, q) for q in quality]),
+        ("Labels · $model", _labels_row(config, f, task)),
+        ("Versions · $model", _versions_row(config, f, task)),
     ]
+    names = [m.name for m in _task_models(config, task)]
     return build_dashboard(
-        config, uid=MODEL_UID, title="modelmon · Model detail", kind="model",
-        description="Quality of one model over time, per version: metrics, confusion matrix, labels, canaries.",
-        sections=sections, variables=[model_variable(config), version_variable(config)],
-        annotation_expr=selector("ALERTS", alertstate="firing", model=M), time_from="now-6h")
+        config, uid=model_uid(task), title=f"modelmon · Model detail · {TASK_TITLES[task]}", kind="model",
+        tags=(task,),
+        description=f"Quality of one {task} model over time, per version: {', '.join(q.short_title for q in quality)}"
+                    f", labels{', confusion matrix' if task in CLASSIFICATION else ''} and canaries. "
+                    f"One dashboard per task, so every panel applies to the selected model.",
+        sections=sections, variables=[model_variable(config, task), version_variable(config)],
+        annotation_expr=selector("ALERTS", alertstate="firing", model=M), time_from="now-6h", models=names)
+
+
+def build(ctx: GenerationContext) -> list[dict[str, Any]]:
+    """One model-detail dashboard per task the configured models have (see ``base.model_uid``)."""
+    return [build_task(ctx, task) for task in tasks_of(ctx.config)]

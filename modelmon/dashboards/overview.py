@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from modelmon.config import ModelConfig
-from modelmon.contract import DRIFT_UID, EXPORTER_JOB, MODEL_UID, OVERVIEW_UID, SELF_UID, SERVICE_UID
+from modelmon.contract import DRIFT_UID, OVERVIEW_UID, SELF_UID, SERVICE_UID
 from modelmon.dashboards import thresholds as th
-from modelmon.dashboards.base import build_dashboard, factory
+from modelmon.dashboards.base import build_dashboard, factory, model_uid
 from modelmon.dashboards.catalog import headline_drift, headline_quality, threshold, worst
 from modelmon.dashboards.panels import Cell, PanelFactory, Query, dashboard_link
 from modelmon.generation import GenerationContext
@@ -35,27 +35,29 @@ def _quantity_overrides(m: ModelConfig, quantities) -> list[dict[str, Any]]:
 def _summary_row(f: PanelFactory) -> list[Cell]:
     return [
         f.stat("Models watched", "Models that report modelmon_model_info (one per model, whatever its versions).",
-               [Query("count(count by (model) (modelmon_model_info))")], unit="short", w=4, color_mode="value"),
+               [Query(f"count(count by (model) ({f.sel('modelmon_model_info')}))")], unit="short", w=4,
+               color_mode="value"),
         f.stat("Predictions per second", "All models together, over the dashboard's rate interval.",
-               [Query(f"sum({rate('modelmon_predictions_total', RATE)})")], unit="reqps", w=5, color_mode="value"),
+               [Query(f"sum({rate(f.sel('modelmon_predictions_total'), RATE)})")], unit="reqps", w=5,
+               color_mode="value"),
         f.stat("Critical alerts firing", "Firing Prometheus alerts with severity=critical, all models.",
                [Query(f"count({selector('ALERTS', alertstate='firing', severity='critical')}) or vector(0)")],
                unit="short",
                steps=[th.step(th.GREEN, None), th.step(th.RED, 1)], w=5),
         f.stat("Rejected records per second",
                "Log lines the exporter skipped as invalid (see the modelmon dashboard for the reasons).",
-               [Query(f"sum({rate('modelmon_records_rejected_total', RATE)}) or vector(0)")], unit="reqps",
+               [Query(f"sum({rate(f.sel('modelmon_records_rejected_total'), RATE)}) or vector(0)")], unit="reqps",
                steps=[th.step(th.GREEN, None), th.step(th.ORANGE, 0.001)], w=5,
                links=[dashboard_link("modelmon itself", SELF_UID)]),
         f.stat("Exporter up", "1 when Prometheus scraped every modelmon exporter at the last scrape.",
-               [Query(f"min({selector('up', job=EXPORTER_JOB)})")], unit="short",
+               [Query(f"min({f.sel('up')})")], unit="short",
                steps=[th.step(th.RED, None), th.step(th.GREEN, 1)], w=5),
     ]
 
 
 def _model_row(ctx: GenerationContext, f: PanelFactory, m: ModelConfig) -> list[Cell]:
     name = m.name
-    detail = dashboard_link(f"{name}: model detail", MODEL_UID, model=name)
+    detail = dashboard_link(f"{name}: model detail", model_uid(m.task), model=name)
     service = dashboard_link(f"{name}: service and SLO", SERVICE_UID, model=name)
     drift = dashboard_link(f"{name}: drift", DRIFT_UID, model=name)
     quality = headline_quality(m)
@@ -67,30 +69,30 @@ def _model_row(ctx: GenerationContext, f: PanelFactory, m: ModelConfig) -> list[
                 if m.slo.latency_p99_seconds is not None else "")
     return [
         f.stat(f"Traffic · {name}", f"Predictions per second of {name}, all versions.",
-               [Query(f"sum({rate(selector('modelmon_predictions_total', model=name), RATE)})")],
+               [Query(f"sum({rate(f.sel('modelmon_predictions_total', model=name), RATE)})")],
                unit="reqps", w=3, color_mode="value", links=[service, detail]),
         f.stat(f"Error rate · {name}",
                f"Share of {name}'s predictions logged with status=error.{slo_text}",
-               [Query(f"sum({rate(selector('modelmon_predictions_total', model=name, status='error'), RATE)}) "
-                      f"/ sum({rate(selector('modelmon_predictions_total', model=name), RATE)}) "
-                      f"or 0 * sum({rate(selector('modelmon_predictions_total', model=name), RATE)})")],
+               [Query(f"sum({rate(f.sel('modelmon_predictions_total', model=name, status='error'), RATE)}) "
+                      f"/ sum({rate(f.sel('modelmon_predictions_total', model=name), RATE)}) "
+                      f"or 0 * sum({rate(f.sel('modelmon_predictions_total', model=name), RATE)})")],
                unit="percentunit", steps=th.error_rate_steps(ctx, m), w=3, decimals=2, links=[service]),
         f.stat(f"p99 latency · {name}", f"99th percentile serving latency of {name} from the log.{lat_text}",
                [Query(f"histogram_quantile(0.99, sum by (le) "
-                      f"({rate(selector('modelmon_prediction_latency_seconds_bucket', model=name), RATE)}))")],
+                      f"({rate(f.sel('modelmon_prediction_latency_seconds_bucket', model=name), RATE)}))")],
                unit="s", steps=th.latency_steps(m), w=3, links=[service]),
         f.stat(f"Quality · {name}",
                f"Worst version's {', '.join(q.short_title for q in quality)} over the quality window "
                f"({m.quality_window.describe()}); colours from modelmon.yaml. Quality alerts wait for "
                f"{m.min_labeled} labelled predictions. Click for quality over time per version.",
-               [Query(f"{worst(q)}({selector(q.metric, model=name)})", legend=q.short_title, ref=q.key)
+               [Query(f"{worst(q)}({f.sel(q.metric, model=name)})", legend=q.short_title, ref=q.key)
                 for q in quality],
                unit="short", overrides=_quantity_overrides(m, quality),
                decimals=3, w=5, links=[detail]),
         f.stat(f"Drift · {name}",
                f"Worst feature PSI and the other drift scores of {name} over the drift window "
                f"({m.drift_window.describe()}); colours from modelmon.yaml. Click for per-feature drift.",
-               [Query(f"{worst(q)}({selector(q.metric, model=name)})", legend=q.short_title, ref=q.key)
+               [Query(f"{worst(q)}({f.sel(q.metric, model=name)})", legend=q.short_title, ref=q.key)
                 for q in drifts],
                unit="short", overrides=_quantity_overrides(m, drifts),
                decimals=3, w=5, links=[drift]),

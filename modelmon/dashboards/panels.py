@@ -16,6 +16,7 @@ import attr
 from grafanalib import core
 
 from modelmon.dashboards.grafana import BarGaugePanel, HeatmapPanel, PromTarget, datasource_ref
+from modelmon.promql import selector
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,16 @@ class Cell:
 
 @dataclass
 class PanelFactory:
-    datasource_uid: str
+    datasource_uid: str  # "${datasource}": the dashboard's datasource variable
+    job: str  # the exporters' scrape job (grafana.job)
 
     @property
     def ds(self) -> dict[str, str]:
         return datasource_ref(self.datasource_uid)
+
+    def sel(self, metric: str, *matchers: str, **labels: str) -> str:
+        """A selector of an exporter series, scoped to the exporters' job: ``metric{job="...", ...}``."""
+        return selector(metric, *matchers, job=self.job, **labels)
 
     def targets(self, queries: list[Query]) -> list[PromTarget]:
         out = []

@@ -3,8 +3,7 @@
 The end-to-end test runs every panel query against a live Prometheus::
 
     for dash in modelmon.dashboards.generate.dashboards(config):
-        models = [m.name for m in config.models] if has_model_variable(dash) else [None]
-        for model in models:
+        for model in dashboard_models(dash, [m.name for m in config.models]):
             values = {**variable_values(dash, model), "__rate_interval": "1m"}
             allowed_empty = panels_allowed_empty(dash, model)
             for title, expr in iter_panel_queries(dash):
@@ -95,6 +94,21 @@ def variable_values(dashboard: dict[str, Any], model: str | None = None) -> dict
 
 def has_model_variable(dashboard: dict[str, Any]) -> bool:
     return any(v["name"] == "model" for v in dashboard.get("templating", {}).get("list", []))
+
+
+def dashboard_models(dashboard: dict[str, Any], models: list[str]) -> list[str | None]:
+    """The values of ``$model`` to check a dashboard with: [None] without a model variable, else the
+    configured ``models`` the dashboard offers (a model detail has only its task's models)."""
+    if not has_model_variable(dashboard):
+        return [None]
+    offered = dashboard.get("modelmon", {}).get("models")
+    return [m for m in models if offered is None or m in offered]
+
+
+def instant_queries(dashboard: dict[str, Any]) -> set[tuple[str, str]]:
+    """(panel title, expression) of the targets Grafana runs as instant queries."""
+    return {(p["title"], t["expr"]) for p in iter_panels(dashboard) for t in p.get("targets", [])
+            if t.get("expr") and not t.get("hide") and t.get("instant")}
 
 
 def panels_allowed_empty(dashboard: dict[str, Any], model: str | None = None) -> set[str]:

@@ -1,17 +1,19 @@
 """modelmon itself: is the exporter keeping up with the log, and is its input healthy?"""
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from modelmon.contract import EXPORTER_JOB, SELF_UID
+from modelmon.contract import SELF_UID
 from modelmon.dashboards import thresholds as th
 from modelmon.dashboards.base import build_dashboard, factory
 from modelmon.dashboards.panels import Cell, PanelFactory, Query
 from modelmon.generation import GenerationContext
-from modelmon.promql import Regex, match, rate, selector
+from modelmon.promql import Regex, rate, selector
 
 RATE = "$__rate_interval"
-EXPORTER = match("job", EXPORTER_JOB)
+# Prometheus' own jobs in modelmon's prometheus.yml, shown beside the exporters in "Targets up".
+STACK_JOBS = ("prometheus", "alertmanager")
 
 
 def _ingest_row(f: PanelFactory) -> list[Cell]:
@@ -19,19 +21,19 @@ def _ingest_row(f: PanelFactory) -> list[Cell]:
         f.timeseries(
             "Records ingested by source",
             "Log records per second the exporter parsed, from the tailed file or POST /ingest.",
-            [Query(f"sum by (source) ({rate('modelmon_records_ingested_total', RATE)})", legend="{{source}}")],
+            [Query(f"sum by (source) ({rate(f.sel('modelmon_records_ingested_total'), RATE)})", legend="{{source}}")],
             unit="reqps", w=8),
         f.timeseries(
             "Rejected records by reason",
             "Lines skipped as invalid (bad JSON, missing field, unknown model...). The exporter never stops "
             "on bad input, so this is where a broken producer shows up.",
-            [Query(f"sum by (reason) ({rate('modelmon_records_rejected_total', RATE)})", legend="{{reason}}")],
+            [Query(f"sum by (reason) ({rate(f.sel('modelmon_records_rejected_total'), RATE)})", legend="{{reason}}")],
             unit="reqps", bars=True, w=8, empty_until="the log contains an invalid record"),
         f.timeseries(
             "Log lag",
             "Bytes written to the prediction log that the exporter has not read yet. Growing lag means "
             "parsing cannot keep up with the writer.",
-            [Query("sum by (instance) (modelmon_log_lag_bytes)", legend="{{instance}}")],
+            [Query(f"sum by (instance) ({f.sel('modelmon_log_lag_bytes')})", legend="{{instance}}")],
             unit="bytes", w=8),
     ]
 
@@ -42,21 +44,21 @@ def _freshness_row(f: PanelFactory) -> list[Cell]:
             "Age of the newest record",
             "Now minus the event time of each model's newest record. A model whose line climbs has stopped "
             "logging (or its producer's clock is off).",
-            [Query("time() - max by (model) (modelmon_last_record_timestamp_seconds)", legend="{{model}}")],
+            [Query(f"time() - max by (model) ({f.sel('modelmon_last_record_timestamp_seconds')})", legend="{{model}}")],
             unit="s", w=8),
         f.timeseries(
             "Join losses by model",
             "Labels that found no prediction and predictions dropped before their label (ttl, full buffer).",
-            [Query(f"sum by (model) ({rate('modelmon_labels_unmatched_total', RATE)})",
+            [Query(f"sum by (model) ({rate(f.sel('modelmon_labels_unmatched_total'), RATE)})",
                    legend="{{model}} unmatched labels"),
-             Query(f"sum by (model, reason) ({rate('modelmon_predictions_expired_total', RATE)})",
+             Query(f"sum by (model, reason) ({rate(f.sel('modelmon_predictions_expired_total'), RATE)})",
                    legend="{{model}} expired ({{reason}})")],
             unit="reqps", w=8, empty_until="a label cannot be joined or a prediction expires"),
         f.timeseries(
             "Cardinality overflow",
             "Label values folded into __other__ because a model exceeded its budget (versions, classes, "
             "categories). Non-zero: raise the budget in modelmon.yaml or fix the producer.",
-            [Query(f"sum by (model, label) ({rate('modelmon_cardinality_overflow_total', RATE)})",
+            [Query(f"sum by (model, label) ({rate(f.sel('modelmon_cardinality_overflow_total'), RATE)})",
                    legend="{{model}} {{label}}")],
             unit="reqps", w=8, empty_until="a label exceeds its cardinality budget"),
     ]
@@ -68,14 +70,14 @@ def _faults_row(f: PanelFactory) -> list[Cell]:
             "Failed passes by model",
             "Ingest, refresh (quality, drift) or multivariate passes of one model that raised. The other "
             "models go on; a model that keeps failing has frozen or missing metrics (ModelmonRefreshFailing).",
-            [Query(f"sum by (model, stage) ({rate('modelmon_refresh_errors_total', RATE)})",
+            [Query(f"sum by (model, stage) ({rate(f.sel('modelmon_refresh_errors_total'), RATE)})",
                    legend="{{model}} {{stage}}")],
             unit="short", bars=True, w=12, empty_until="a model's pass fails"),
         f.timeseries(
             "State write failures by file",
             "Failed writes of the offset, checkpoint or frozen-reference files (disk full, read-only volume). "
             "Ingest goes on; a restart would re-read or lose state (ModelmonStateWriteFailing).",
-            [Query(f"sum by (instance, file) ({rate('modelmon_state_write_errors_total', RATE)})",
+            [Query(f"sum by (instance, file) ({rate(f.sel('modelmon_state_write_errors_total'), RATE)})",
                    legend="{{instance}} {{file}}")],
             unit="short", bars=True, w=12, empty_until="a state file cannot be written"),
     ]
@@ -87,21 +89,21 @@ def _scrape_row(f: PanelFactory) -> list[Cell]:
             "Scrape duration",
             "How long Prometheus takes to scrape each exporter. Scrapes only read state, so this should "
             "stay far below the scrape interval.",
-            [Query(selector("scrape_duration_seconds", EXPORTER), legend="{{instance}}")], unit="s", w=8),
+            [Query(f.sel("scrape_duration_seconds"), legend="{{instance}}")], unit="s", w=8),
         f.timeseries(
             "Samples per scrape",
             "Series each exporter exposes. A jump means a new label value set (version, feature, class).",
-            [Query(selector("scrape_samples_scraped", EXPORTER), legend="{{instance}}")], unit="short", w=8),
+            [Query(f.sel("scrape_samples_scraped"), legend="{{instance}}")], unit="short", w=8),
         f.stat(
             "Targets up",
             "1 when Prometheus reached the target at its last scrape: exporters, Prometheus, Alertmanager.",
-            [Query(selector("up", job=Regex(f"{EXPORTER_JOB}|prometheus|alertmanager")),
+            [Query(selector("up", job=Regex("|".join(re.escape(j) for j in (f.job, *STACK_JOBS)))),
                    legend="{{job}} {{instance}}")],
             unit="short", steps=[th.step(th.RED, None), th.step(th.GREEN, 1)], w=8, h=8),
         f.stat(
             "Log rotations",
             "Times the exporter followed a rotated or truncated log during the dashboard's time range.",
-            [Query("sum(increase(modelmon_log_rotations_total[$__range])) or vector(0)")],
+            [Query(f"sum(increase({f.sel('modelmon_log_rotations_total')}[$__range])) or vector(0)")],
             unit="short", color_mode="value", w=4, h=6),
         f.stat(
             "Checkpoint age",
@@ -109,7 +111,7 @@ def _scrape_row(f: PanelFactory) -> list[Cell]:
             "(checked every 60 s, written when records arrived, and at shutdown). "
             "Orange after 5 minutes, red after 15: "
             "a restart now would start with empty windows (see ModelmonStateWriteFailing).",
-            [Query("time() - max by (instance) (modelmon_checkpoint_last_success_timestamp_seconds)",
+            [Query(f"time() - max by (instance) ({f.sel('modelmon_checkpoint_last_success_timestamp_seconds')})",
                    legend="{{instance}}")],
             unit="s", steps=[th.step(th.GREEN, None), th.step(th.ORANGE, 300), th.step(th.RED, 900)],
             w=4, h=6,
@@ -117,7 +119,7 @@ def _scrape_row(f: PanelFactory) -> list[Cell]:
         f.table(
             "Exporter build",
             "modelmon version each exporter instance runs.",
-            [Query("modelmon_build_info", instant=True, format="table")],
+            [Query(f.sel("modelmon_build_info"), instant=True, format="table")],
             transformations=[{"id": "organize", "options": {
                 "excludeByName": {"Time": True, "Value": True, "__name__": True}, "indexByName": {},
                 "renameByName": {}}}],
