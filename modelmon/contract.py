@@ -31,10 +31,23 @@ EXPORTER_JOB = "modelmon"
 # Grafana dashboard uids: fixed, because alert annotations, panel links, bookmarks and
 # `dashboards push` refer to them.
 OVERVIEW_UID = "modelmon-overview"
-MODEL_UID = "modelmon-model"
+MODEL_UID = "modelmon-model"  # the prefix: one model-detail dashboard per task (model_uid)
 DRIFT_UID = "modelmon-drift"
 SERVICE_UID = "modelmon-service"
 SELF_UID = "modelmon-self"
+
+
+def model_uid(task: str) -> str:
+    """The model-detail dashboard of models of ``task`` (``modelmon-model-regression``).
+
+    Grafana 10/11 cannot hide a row or panel by a variable's value: a row or panel repeated over
+    a variable that has no value is still drawn once (the legacy DashboardModel keeps the source
+    row, the Scenes RowRepeaterBehavior adds an explicit placeholder). So the model detail is
+    generated once per task, holding only the rows that task's models have, and links (overview,
+    alerts' dashboard_url) pick the dashboard by the model's task from modelmon.yaml."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}")
+    return f"{MODEL_UID}-{task}"
 
 
 @dataclass(frozen=True)

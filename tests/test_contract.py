@@ -260,9 +260,14 @@ def test_uids_and_job_are_one_definition():
     from modelmon.dashboards import base
     from modelmon.dashboards.generate import dashboards
 
-    assert {d["uid"] for d in dashboards(config_of(model("binary")))} == set(base.UIDS)
-    assert {alerts.DASHBOARD_MODEL, alerts.DASHBOARD_DRIFT, alerts.DASHBOARD_SERVICE, alerts.DASHBOARD_SELF} <= set(
-        base.UIDS)
+    for task in TASKS:
+        cfg = config_of(model(task))
+        assert [d["uid"] for d in dashboards(cfg)] == list(base.uids(cfg))
+        # every alert links a dashboard that is generated for its model's task
+        linked = {a.dashboard for a in alerts_of(cfg)}
+        assert linked <= set(base.uids(cfg)), linked - set(base.uids(cfg))
+        assert contract.model_uid(task) in linked
+    assert {alerts.DASHBOARD_DRIFT, alerts.DASHBOARD_SERVICE, alerts.DASHBOARD_SELF} <= set(base.UIDS)
     assert alerts.EXPORTER_JOB == contract.EXPORTER_JOB
 
 

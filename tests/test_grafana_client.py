@@ -21,7 +21,9 @@ EDITOR_TOKEN = "glsa_editor_S3cr3t_token_abcdef"
 VIEWER_TOKEN = "glsa_viewer_S3cr3t_token_zyxwvu"
 PASSWORD = "basic-auth-Pa55word-secret"
 SECRETS = (ADMIN_TOKEN, EDITOR_TOKEN, VIEWER_TOKEN, PASSWORD)
-UIDS = {"modelmon-overview", "modelmon-model", "modelmon-drift", "modelmon-service", "modelmon-self"}
+# The demo config has a model of every task, so every model-detail dashboard exists.
+UIDS = {"modelmon-overview", "modelmon-model-binary", "modelmon-model-multiclass", "modelmon-model-regression",
+        "modelmon-drift", "modelmon-service", "modelmon-self"}
 
 
 @pytest.fixture
@@ -91,7 +93,7 @@ def test_first_push_creates_everything_second_is_unchanged(grafana, capsys):
     second = push(capsys, grafana.url, "--message", "second run")
     assert second.rc == 0, second.err
     assert dashboard_lines(second.out) == {uid: "unchanged" for uid in UIDS}
-    assert "5 unchanged" in second.out
+    assert f"{len(UIDS)} unchanged" in second.out
     assert len(grafana.writes()) == writes_before  # nothing was written the second time
     assert all(e["dashboard"]["version"] == 1 for e in grafana.state.dashboards.values())
 
@@ -105,17 +107,18 @@ def test_changed_threshold_updates_only_affected_dashboards(grafana, capsys, tmp
     run = push(capsys, grafana.url, config=str(changed))
     assert run.rc == 0, run.err
     actions = dashboard_lines(run.out)
-    # MAE thresholds appear on the overview (eta's quality stat) and the model detail dashboard.
-    assert actions == {"modelmon-overview": "updated", "modelmon-model": "updated", "modelmon-drift": "unchanged",
-                       "modelmon-service": "unchanged", "modelmon-self": "unchanged"}
-    assert grafana.state.dashboards["modelmon-model"]["dashboard"]["version"] == 2
+    # MAE thresholds appear on the overview (eta's quality stat) and the regression model detail only.
+    assert actions == {"modelmon-overview": "updated", "modelmon-model-regression": "updated",
+                       "modelmon-model-binary": "unchanged", "modelmon-model-multiclass": "unchanged",
+                       "modelmon-drift": "unchanged", "modelmon-service": "unchanged", "modelmon-self": "unchanged"}
+    assert grafana.state.dashboards["modelmon-model-regression"]["dashboard"]["version"] == 2
 
 
 def test_dry_run_reports_and_writes_nothing(grafana, capsys):
     run = push(capsys, grafana.url, "--dry-run")
     assert run.rc == 0, run.err
     assert dashboard_lines(run.out) == {uid: "would be created" for uid in UIDS}
-    assert "dashboards: 5 would be created (dry run, nothing written)" in run.out
+    assert f"dashboards: {len(UIDS)} would be created (dry run, nothing written)" in run.out
     assert grafana.writes() == []
     assert grafana.state.dashboards == {} and grafana.state.folders == {}
 
@@ -406,14 +409,15 @@ def test_dry_run_without_a_grafana_lists_what_would_be_pushed(capsys):
     listed = dashboard_lines(run.out)
     assert set(listed) == UIDS and all(action.startswith("would be pushed — ") for action in listed.values())
     assert "folder modelmon (modelmon): would be pushed — created if missing" in run.out
-    assert "dashboards: 5 would be created or updated (dry run, offline: nothing compared, nothing written)" in run.out
+    assert (f"dashboards: {len(UIDS)} would be created or updated (dry run, offline: nothing compared, "
+            f"nothing written)") in run.out
 
 
 def test_dry_run_without_credentials_on_a_grafana_that_wants_them_lists_offline(grafana, capsys):
     run = push(capsys, grafana.url, "--dry-run", env={})
     assert run.rc == 0, run.err
     assert "HTTP 401" in run.out and "listing what would be pushed, without comparing" in run.out
-    assert len(dashboard_lines(run.out)) == 5
+    assert len(dashboard_lines(run.out)) == len(UIDS)
     assert grafana.writes() == []
 
 

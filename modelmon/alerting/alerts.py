@@ -20,7 +20,6 @@ from modelmon.generation import burns
 from modelmon.promql import number, seconds, selector
 
 # Grafana dashboard uids (modelmon.contract); alerts link to the one that explains them.
-DASHBOARD_MODEL = contract.MODEL_UID
 DASHBOARD_DRIFT = contract.DRIFT_UID
 DASHBOARD_SERVICE = contract.SERVICE_UID
 DASHBOARD_SELF = contract.SELF_UID
@@ -98,6 +97,7 @@ class ModelAlerts:
         self.policy = policy
         self.options = options
         self.sel = {"model": m.name}
+        self.model_dashboard = contract.model_uid(m.task)  # the model detail of its task
         self.min_requests = options.min_requests or policy.min_requests
 
     def all(self) -> list[Alert]:
@@ -148,7 +148,7 @@ class ModelAlerts:
                 description = (f"{q.title} of model {_MODEL} version {_VERSION} is {_value(q.value_format)} "
                                f"over its quality window ({self.m.quality_window.describe()}, at least "
                                f"{self.m.min_labeled} labelled), {side} the {severity} threshold {value}.")
-                family, dashboard = QUALITY, DASHBOARD_MODEL
+                family, dashboard = QUALITY, self.model_dashboard
                 summary = f"Model quality ({q.title}) is {side} its threshold"
             elif q.per_feature:
                 need = self.m.drift_min_features
@@ -281,7 +281,7 @@ class ModelAlerts:
                 description=(f"The newest record of model {_MODEL} is {_value('humanizeDuration')} old "
                              f"(event time); records older than {stale} mean the log is stale or delayed.")),
             self._alert(
-                "ModelmonLabelsNotArriving", labels, family=LABELS, dashboard=DASHBOARD_MODEL,
+                "ModelmonLabelsNotArriving", labels, family=LABELS, dashboard=self.model_dashboard,
                 summary="Ground-truth labels stopped arriving",
                 description=(f"No label was joined to a prediction of model {_MODEL} in the last {lw}, while "
                              f"predictions kept arriving ({_NUMBER} per second): quality "
@@ -293,7 +293,7 @@ class ModelAlerts:
                              f"{_MODEL} were folded into \"__other__\" in the last {ow}: its cardinality "
                              f"budget is exhausted.")),
             self._alert(
-                "ModelmonMultipleVersionsServing", versions, family=VERSIONS, dashboard=DASHBOARD_MODEL,
+                "ModelmonMultipleVersionsServing", versions, family=VERSIONS, dashboard=self.model_dashboard,
                 summary="More than one model version serves traffic",
                 description=(f"Model {_MODEL} served {_INTEGER} versions at once over the last "
                              f"{w} (canary or A/B test): compare them on the model dashboard.")),

@@ -13,7 +13,7 @@ from typing import Any
 from grafanalib import core
 
 from modelmon.config import Config
-from modelmon.contract import DRIFT_UID, MODEL_UID, OVERVIEW_UID, SELF_UID, SERVICE_UID, TASKS
+from modelmon.contract import DRIFT_UID, OVERVIEW_UID, SELF_UID, SERVICE_UID, TASKS, model_uid
 from modelmon.dashboards.grafana import dashboard_to_dict, datasource_ref
 from modelmon.dashboards.panels import Cell, PanelFactory, layout
 from modelmon.promql import selector
@@ -25,21 +25,6 @@ DATASOURCE_VARIABLE = "datasource"
 DATASOURCE = "${%s}" % DATASOURCE_VARIABLE
 
 
-def model_uid(task: str) -> str:
-    """The model-detail dashboard of models of ``task`` (``modelmon-model-regression``).
-
-    Grafana 10/11 cannot hide a row or panel by a variable's value: a row or panel repeated over
-    a variable that has no value is still drawn once (the legacy DashboardModel keeps the source
-    row, the Scenes RowRepeaterBehavior adds an explicit placeholder). So the model detail is
-    generated once per task, holding only the rows that task's models have, and links (overview,
-    alerts' dashboard_url) pick the dashboard by the model's task from modelmon.yaml."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}")
-    return f"{MODEL_UID}-{task}"
-
-
-# Fixed uids: links, bookmarks, alert annotations and `dashboards push` rely on them. The model
-# detail exists per task; a config gets those of the tasks its models have (``uids(config)``).
 UIDS = (OVERVIEW_UID, *(model_uid(t) for t in TASKS), DRIFT_UID, SERVICE_UID, SELF_UID)
 
 
