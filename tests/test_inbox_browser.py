@@ -314,7 +314,7 @@ def test_runbook_anchors_from_the_inbox(loaded, browser):
     # Every runbook_url anchor of the generated rules has its heading here.
     anchors = set()
     for rules in (ROOT / "prometheus" / "rules").glob("*.yml"):
-        anchors |= set(re.findall(r"RUNBOOK\.md#([A-Za-z0-9_-]+)", rules.read_text()))
+        anchors |= set(re.findall(r"(?:RUNBOOK\.md|/runbook)#([A-Za-z0-9_-]+)", rules.read_text()))
     assert anchors and anchors <= ids, sorted(anchors - ids)
     assert not page.all("script")
 

@@ -760,7 +760,7 @@ def test_a_database_of_the_previous_version_gets_its_incidents(tmp_path):
 def rule_anchors() -> set[str]:
     anchors = set()
     for rules in (ROOT / "prometheus" / "rules").glob("*.yml"):
-        anchors |= set(re.findall(r"RUNBOOK\.md#([A-Za-z0-9_-]+)", rules.read_text()))
+        anchors |= set(re.findall(r"(?:RUNBOOK\.md|/runbook)#([A-Za-z0-9_-]+)", rules.read_text()))
     return anchors
 
 
