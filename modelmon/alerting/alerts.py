@@ -194,6 +194,15 @@ class ModelAlerts:
                          f"above its SLO of {format_duration(slo)}."))
         return [p99, *self.latency_budget()]
 
+    def _burn_expr(self, ratio, b, limit: Fraction) -> str:
+        """Multi-window burn: the bad-event ratio (``ratio(level, window)`` names its recording rule)
+        above ``limit`` over both the long and the short window, with enough requests to matter."""
+        value = number(limit)
+        long_ratio = selector(ratio("model", b.long), **self.sel)
+        short_ratio = selector(ratio("model", b.short), **self.sel)
+        return (f"{long_ratio} > {value}\nand on (model)\n{short_ratio} > {value}\n"
+                f"and on (model)\n{self._requests_in(b.short)}")
+
     def latency_budget(self) -> list[Alert]:
         """The latency SLO as an error budget: 1% of requests may be slower than the p99 bound.
         Burned with the same multi-window policy as availability: fast burns page, slow ones ticket."""
@@ -202,11 +211,7 @@ class ModelAlerts:
         out = []
         for burn in burns(self.policy, self.m):
             b, factor = burn.window, burn.factor
-            limit = number(factor * budget)
-            long_ratio = selector(rec.slow_ratio("model", b.long), **self.sel)
-            short_ratio = selector(rec.slow_ratio("model", b.short), **self.sel)
-            expr = (f"{long_ratio} > {limit}\nand on (model)\n{short_ratio} > {limit}\n"
-                    f"and on (model)\n{self._requests_in(b.short)}")
+            expr = self._burn_expr(rec.slow_ratio, b, factor * budget)
             name = "ModelmonLatencyBudgetBurn"
             out.append(Alert(
                 name=name, expr=expr, severity=b.severity, pending=self.options.pending(name, b.pending),
@@ -228,11 +233,7 @@ class ModelAlerts:
         out = []
         for burn in burns(self.policy, self.m):  # the same scaled factors the dashboards colour by
             b, factor = burn.window, burn.factor
-            limit = number(factor * budget)
-            long_ratio = selector(rec.error_ratio("model", b.long), **self.sel)
-            short_ratio = selector(rec.error_ratio("model", b.short), **self.sel)
-            expr = (f"{long_ratio} > {limit}\nand on (model)\n{short_ratio} > {limit}\n"
-                    f"and on (model)\n{self._requests_in(b.short)}")
+            expr = self._burn_expr(rec.error_ratio, b, factor * budget)
             share = number(b.budget_share(reference) * 100)
             name = "ModelmonErrorBudgetBurn"
             alert = Alert(
