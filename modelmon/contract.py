@@ -324,6 +324,28 @@ SERIES: tuple[Series, ...] = (
     Series("modelmon_state_write_errors_total", "counter",
            "Failed writes of a state file (offset, checkpoint, references).", ("file",),
            "failed writes of a state file: `offset`, `checkpoint`, `references` (logged once a minute)"),
+    # The exporter's own costs. The refresh duration is a gauge because it is a last value (one refresh per
+    # model per pass, read as "how long does this model take now"), not a distribution of events; ingest calls
+    # and lock holds are many events between scrapes, so they are histograms: additive (sum across instances,
+    # rate over any range, `rate(_sum)` is the share of time spent) and no event between two scrapes is lost,
+    # where a max-over-interval gauge would be reset by whichever scraper came last.
+    Series("modelmon_refresh_duration_seconds", "gauge",
+           "Wall duration of the model's last refresh (quality and drift recomputed), failed ones included.",
+           ("model",),
+           "wall duration of the model's last refresh (quality and drift recomputed, under the exporter lock); a "
+           "gauge because it is a last value; a refresh that raised records its duration too (absent until the "
+           "first refresh)"),
+    Series("modelmon_ingest_batch_duration_seconds", "histogram",
+           "Wall duration of one ingest call (parse, lock wait and apply of a batch of records), by source.",
+           ("source",),
+           "wall duration of one ingest call: parse, wait for the lock, apply the batch (`file`, `http`); "
+           "buckets .001 … 10 s"),
+    Series("modelmon_lock_hold_seconds", "histogram",
+           "How long ingest, refresh, checkpoint and exposition held the exporter lock, per acquisition.",
+           ("operation",),
+           "how long one `ingest`, `refresh` (all models), `checkpoint` (the archive cut) or `exposition` "
+           "(a /metrics render) held the exporter lock; buckets .0001 … 10 s with one at the .01 s target; "
+           "`rate(_sum)` is the share of time the lock was held; a render's own hold shows from the next scrape"),
     Series("modelmon_model_info", "gauge", "Models watched, with version, task and team.",
            ("model", "version", "task", "team"), "what is being watched", constant=True),
     Series("modelmon_build_info", "gauge", "modelmon build information.", ("version",), "modelmon version",

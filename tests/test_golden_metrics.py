@@ -24,6 +24,11 @@ the clock):
 - ``modelmon_checkpoint_last_success_timestamp_seconds``: stamped by the Checkpointer with
   ``time.time()``; no checkpointer runs here, so it is set to the replay clock (the series then
   exists, as it does in a serving exporter after its first checkpoint).
+- The exporter's own costs (``modelmon_refresh_duration_seconds``, ``modelmon_ingest_batch_duration_seconds``,
+  ``modelmon_lock_hold_seconds``): wall durations, different on every run. The exporter is given a constant
+  ``timer`` (``PINNED_TIMER``), so every duration is 0 and lands in the first bucket; what stays compared is
+  which series exist and how many ingest calls and lock holds were counted. tests/test_costs.py checks the
+  durations themselves.
 Checked against two library stacks: numpy 2.4.6 / scipy 1.17.1 / scikit-learn 1.9.1 (which wrote
 the golden file) and numpy 1.26.4 / scipy 1.11.4 / scikit-learn 1.4.2 (the oldest pyproject allows):
 - Floating point: the golden file holds the exact bytes of one scrape, but sample values are
@@ -68,6 +73,9 @@ RATE = 50.0
 CLOCK = 1_795_428_300.0  # START + 300 s: the exporter's wall clock, fixed, after every record
 CHUNK = 500  # lines per ingest call, as the log follower reads them in batches
 BUILD_VERSION = "golden"
+# Durations are wall time, nondeterministic: the exporter's timer is pinned to a constant (every
+# duration 0; the counts of ingest calls and lock holds stay exact and compared).
+PINNED_TIMER = lambda: 0.0  # noqa: E731
 # Hand-written lines after the simulated traffic, one per reject reason and an unmatched label,
 # so the reject and unmatched counters carry values.
 EXTRA_LINES = (
@@ -92,7 +100,7 @@ def write_log(path: Path = LOG) -> int:
 
 def replay() -> bytes:
     """The /metrics body of an exporter that has read the whole replay log."""
-    ex = Exporter(load_config(CONFIG), clock=lambda: CLOCK)
+    ex = Exporter(load_config(CONFIG), clock=lambda: CLOCK, timer=PINNED_TIMER)  # durations pinned to 0
     ex.load_references()  # {first: N} references: nothing to load, frozen from the log as it is read
     lines = LOG.read_bytes().splitlines()
     for i in range(0, len(lines), CHUNK):

@@ -85,7 +85,7 @@ class Checkpointer:
         try:
             with self._write_lock:
                 started = time.perf_counter()
-                with ex.lock:  # a consistent cut: columns are copied into the archive before release
+                with ex.held("checkpoint"):  # a consistent cut: columns are copied into the archive before release
                     body = _archive(ex)
                     generation = _generation(ex)
                 write_atomically(self.path, body)

@@ -34,11 +34,12 @@ class ExporterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         ex = self.exporter
-        with ex.lock:
+        with ex.held("exposition"):  # the hold ends after the last family: it shows from the next scrape
             yield from self._service(ex)
             yield from self._quality(ex)
             yield from self._drift(ex)
             yield from self._self(ex)
+            yield from self._costs(ex)
 
     # ------------------------------------------------------------------ service
 
@@ -157,6 +158,20 @@ class ExporterCollector(Collector):
         build = family("modelmon_build_info")
         build.add_metric([__version__], 1)
         yield from (ingested, rejected, overflow, shortened, errors, pending, lag, rotations, missed, saved, write_errors, build)
+
+
+    def _costs(self, ex: Exporter) -> Iterator[Metric]:
+        refresh = family("modelmon_refresh_duration_seconds")
+        for name in ex.states:
+            if name in ex.refresh_seconds:
+                refresh.add_metric([name], ex.refresh_seconds[name])
+        ingest = family("modelmon_ingest_batch_duration_seconds")
+        for source, h in sorted(ex.ingest_seconds.items()):
+            ingest.add_metric([source], h.buckets(), h.sum)
+        hold = family("modelmon_lock_hold_seconds")
+        for operation, h in sorted(ex.lock_hold.items()):
+            hold.add_metric([operation], h.buckets(), h.sum)
+        yield from (refresh, ingest, hold)
 
 
 def _finite(x) -> bool:

@@ -10,15 +10,16 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from modelmon.config import Config
 from modelmon.exporter import multivariate
-from modelmon.exporter.histogram import LATENCY_BUCKETS
+from modelmon.exporter.histogram import LATENCY_BUCKETS, Histogram
 from modelmon.exporter.joiner import LabelJoiner, Pending
 from modelmon.exporter.model_state import ModelState
 from modelmon.exporter.records import ParsedBatch, PredictionColumns, RecordParser, Reject
@@ -26,6 +27,13 @@ from modelmon.exporter.reference import ReferenceDataError, load_reference
 from modelmon.exporter.reference_store import ReferenceStore
 
 log = logging.getLogger("modelmon.exporter")
+
+# The exporter's own costs (modelmon_ingest_batch_duration_seconds, modelmon_lock_hold_seconds).
+INGEST_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LOCK_HOLD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                     5.0, 10.0)  # 0.01: the longest hold the performance target allows
+INGEST_SOURCES = ("file", "http")
+LOCK_OPERATIONS = ("ingest", "refresh", "checkpoint", "exposition")
 
 
 @dataclass
@@ -37,7 +45,7 @@ class IngestResult:
 
 class Exporter:
     def __init__(self, config: Config, refresh_interval: float = 1.0, reference_store: Path | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, timer: Callable[[], float] = time.perf_counter):
         self.config = config
         self.refresh_interval = refresh_interval
         self.clock = clock  # wall clock: the event-time guard and idle label values are measured on it
@@ -63,6 +71,11 @@ class Exporter:
         self.state_write_errors: dict[str, int] = defaultdict(int)  # file kind -> failed writes
         self.source_problem: str | None = None  # why the file source cannot read (shown on /ready)
         self._warned: dict[str, float] = {}  # log key -> monotonic time of its last line (rate limit)
+        # The exporter's own costs, measured on `timer` (tests inject a constant one), updated under the lock.
+        self.timer = timer
+        self.refresh_seconds: dict[str, float] = {}  # model -> wall duration of its last refresh
+        self.ingest_seconds = {s: Histogram(INGEST_DURATION_BUCKETS) for s in INGEST_SOURCES}  # by source
+        self.lock_hold = {op: Histogram(LOCK_HOLD_BUCKETS) for op in LOCK_OPERATIONS}  # by operation
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -116,16 +129,47 @@ class Exporter:
     # ------------------------------------------------------------------ ingest
 
     def ingest_lines(self, lines: Sequence[bytes], source: str) -> IngestResult:
+        started = self.timer()
         batch = self.parser.parse_lines(lines)
-        with self.lock:
-            self._apply(batch, source)
+        with self.held("ingest"):
+            try:
+                self._apply(batch, source)
+            finally:
+                self._ingest_took(source, self.timer() - started)
         return IngestResult(batch.accepted, len(batch.rejects), batch.rejects.listed())
 
     def ingest_objects(self, objs: Sequence, source: str) -> IngestResult:
+        started = self.timer()
         batch = self.parser.parse_objects(objs)
-        with self.lock:
-            self._apply(batch, source)
+        with self.held("ingest"):
+            try:
+                self._apply(batch, source)
+            finally:
+                self._ingest_took(source, self.timer() - started)
         return IngestResult(batch.accepted, len(batch.rejects), batch.rejects.listed())
+
+    # ------------------------------------------------------------------ the exporter's own costs
+
+    @contextmanager
+    def held(self, operation: str) -> Iterator[None]:
+        """Hold the exporter lock, observing how long it was held (not waited for) into
+        ``lock_hold[operation]``. Re-entrant like the lock; the observation is made while still holding it."""
+        with self.lock:
+            started = self.timer()
+            try:
+                yield
+            finally:
+                hist = self.lock_hold.get(operation)
+                if hist is None:
+                    hist = self.lock_hold[operation] = Histogram(LOCK_HOLD_BUCKETS)
+                hist.observe(np.array([self.timer() - started]))
+
+    def _ingest_took(self, source: str, seconds: float) -> None:
+        """Observe one ingest call's duration (call under the lock)."""
+        hist = self.ingest_seconds.get(source)
+        if hist is None:
+            hist = self.ingest_seconds[source] = Histogram(INGEST_DURATION_BUCKETS)
+        hist.observe(np.array([seconds]))
 
     def _apply(self, batch: ParsedBatch, source: str) -> None:
         """Apply a parsed batch, one model at a time: a model whose update fails has its records
@@ -242,13 +286,18 @@ class Exporter:
     # ------------------------------------------------------------------ refresh
 
     def refresh(self, force: bool = False) -> None:
-        with self.lock:
+        with self.held("refresh"):
             for name, state in self.states.items():
+                started = self.timer()
                 try:
                     state.free_idle()
                     if state.dirty or force:
                         state.refresh()
+                        # A pass that only freed idle values is no refresh: the gauge keeps the last one's.
+                        self.refresh_seconds[name] = self.timer() - started
                 except Exception:  # noqa: BLE001 - isolated per model; the snapshot keeps its last good values
+                    # A failed refresh held the lock too: its duration (up to the raise) is recorded.
+                    self.refresh_seconds[name] = self.timer() - started
                     self._model_failed(name, "refresh")
 
     def run_multivariate(self, seed: int = 0) -> None:
