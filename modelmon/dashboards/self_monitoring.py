@@ -83,6 +83,46 @@ def _faults_row(f: PanelFactory) -> list[Cell]:
     ]
 
 
+# The performance target for the exporter lock (issue 12): no refresh, checkpoint or exposition holds it longer.
+LOCK_HOLD_TARGET_SECONDS = 0.01
+
+
+def _costs_row(f: PanelFactory) -> list[Cell]:
+    def quantile(q: float, metric: str, by: str) -> str:
+        return f"histogram_quantile({q}, sum by ({by}, le) ({rate(f.sel(metric + '_bucket'), RATE)}))"
+
+    return [
+        f.timeseries(
+            "Refresh duration by model",
+            "Wall time of each model's last refresh (quality and drift recomputed from its windows), held "
+            "under the exporter lock that ingest and /metrics also need. A refresh longer than the refresh "
+            "interval (1 s by default) means windows too large for the machine.",
+            [Query(f"max by (model) ({f.sel('modelmon_refresh_duration_seconds')})", legend="{{model}}")],
+            unit="s", w=6),
+        f.timeseries(
+            "Ingest batch duration by source",
+            "Median and 99th percentile of one ingest call (parse, wait for the lock, apply a batch) from "
+            "the tailed file or POST /ingest. A source without traffic has no line.",
+            [Query(quantile(q, "modelmon_ingest_batch_duration_seconds", "source"),
+                   legend=f"{{{{source}}}} p{int(q * 100)}") for q in (0.5, 0.99)],
+            unit="s", w=6),
+        f.timeseries(
+            "Lock hold p99 by operation",
+            "99th percentile of how long one ingest, refresh (all models), checkpoint or /metrics render held "
+            "the exporter lock, while everything else waited. Dashed red: the 10 ms target. The checkpoint "
+            "has a line only while checkpoints are written (--checkpoint, records arriving).",
+            [Query(quantile(0.99, "modelmon_lock_hold_seconds", "operation"), legend="{{operation}}")],
+            unit="s", steps=[th.step(th.GREEN, None), th.step(th.RED, LOCK_HOLD_TARGET_SECONDS)], w=6),
+        f.timeseries(
+            "Lock held, share of time",
+            "Share of wall time each exporter held its lock, by operation (rate of the hold histogram's sum). "
+            "Near 1 in total, ingest and scrapes queue behind the lock.",
+            [Query(f"sum by (instance, operation) ({rate(f.sel('modelmon_lock_hold_seconds_sum'), RATE)})",
+                   legend="{{instance}} {{operation}}")],
+            unit="percentunit", stack=True, w=6),
+    ]
+
+
 def _scrape_row(f: PanelFactory) -> list[Cell]:
     return [
         f.timeseries(
@@ -142,9 +182,11 @@ def build(ctx: GenerationContext) -> dict[str, Any]:
         ("Ingest", _ingest_row(f)),
         ("Freshness and joins", _freshness_row(f)),
         ("Faults", _faults_row(f)),
+        ("Exporter costs", _costs_row(f)),
         ("Scrapes", _scrape_row(f)),
     ]
     return build_dashboard(
         config, uid=SELF_UID, title="modelmon · modelmon itself", kind="self",
-        description="Health of the monitoring pipeline: ingest, rejected input, log lag, joins, scrapes.",
+        description="Health of the monitoring pipeline: ingest, rejected input, log lag, joins, the exporter's own "
+                    "costs, scrapes.",
         sections=sections, variables=[], annotation_expr=selector("ALERTS", alertstate="firing", model=""))
