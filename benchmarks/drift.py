@@ -1,0 +1,158 @@
+"""Drift benchmark: modelmon's drift refresh next to Evidently's DataDriftPreset, same data, same run.
+
+    python benchmarks/drift.py [--rows 100000] [--features 20] [--big 1000000] [--no-evidently]
+
+Data: a reference and a current frame of `--rows` rows each, 15 numeric and 5 categorical
+features (`--features` 20), 6 of them drifted in the current frame (mean shift of 0.1 sd and
+0.5 sd, a +10% and +50% scale change, two categorical frequency changes).
+
+Figures (targets from issue 12):
+  * modelmon cold: build the reference profiles and run one refresh of the drift window;
+  * modelmon steady: one more refresh after a small append (what the 1 s refresher does);
+  * Evidently 0.7 DataDriftPreset on the same frames (optional: needs `pip install evidently "pandas<3"`
+    in a separate environment, never a runtime dependency; DO_NOT_TRACK=1 is set here);
+    target: modelmon steady >= 50x faster;
+  * the `--big` window (1M rows) refresh; target <= 100 ms;
+  * how long that refresh holds the exporter lock (today: the whole refresh); target <= 10 ms;
+  * features each tool flags as drifted (modelmon: PSI > 0.1 or KS/chi2 p < 0.05; Evidently: its defaults).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from modelmon.config import parse_config  # noqa: E402
+from modelmon.exporter.model_state import PRED, ModelState  # noqa: E402
+
+N_CATEGORICAL = 5
+
+
+def frames(rows: int, n_features: int, seed: int = 0) -> tuple[dict, dict, list[str], list[str]]:
+    rng = np.random.default_rng(seed)
+    numeric = [f"n{j}" for j in range(n_features - N_CATEGORICAL)]
+    categorical = [f"c{j}" for j in range(N_CATEGORICAL)]
+    ref, cur = {}, {}
+    for j, f in enumerate(numeric):
+        ref[f] = rng.normal(0, 1, rows)
+        shift, scale = {0: (0.1, 1.0), 1: (0.5, 1.0), 2: (0.0, 1.1), 3: (0.0, 1.5)}.get(j, (0.0, 1.0))
+        cur[f] = rng.normal(shift, scale, rows)
+    cats = np.array([f"v{k}" for k in range(8)], dtype=object)
+    base = np.full(8, 1 / 8)
+    for j, f in enumerate(categorical):
+        ref[f] = rng.choice(cats, rows, p=base)
+        p = base
+        if j == 0:
+            p = np.array([0.25, 0.05] + [0.7 / 6] * 6)
+        elif j == 1:
+            p = np.array([0.15, 0.10] + [0.75 / 6] * 6)
+        cur[f] = rng.choice(cats, rows, p=p / p.sum())
+    return ref, cur, numeric, categorical
+
+
+def model_state(numeric: list[str], categorical: list[str], window: int) -> ModelState:
+    config = parse_config({"models": [{
+        "name": "m", "task": "binary", "features": {"numeric": numeric, "categorical": categorical},
+        "reference": {"first": 10}, "drift_window": window, "min_drift_samples": 10}],
+        "exporter": {"multivariate": {"enabled": False}}})
+    return ModelState(config.models[0], config.exporter)
+
+
+def fill(state: ModelState, cur: dict, rows: int) -> None:
+    cols = {f: np.asarray(v[:rows]) for f, v in cur.items()}
+    cols["ts"] = np.arange(rows, dtype=np.float64)
+    cols[PRED] = np.random.default_rng(1).random(rows)
+    state.drift_window.append(cols)
+
+
+def modelmon_figures(ref: dict, cur: dict, numeric: list[str], categorical: list[str], rows: int):
+    t = time.perf_counter()
+    state = model_state(numeric, categorical, rows)
+    state.set_reference(ref, None)
+    fill(state, cur, rows)
+    state.refresh()
+    cold = time.perf_counter() - t
+    fill(state, {f: v[:100] for f, v in cur.items()}, 100)  # a small append, as between two refreshes
+    t = time.perf_counter()
+    state.refresh()
+    steady = time.perf_counter() - t
+    drifted = sorted(f for f, d in state.snapshot.feature_drift.items()
+                     if d.get("psi", 0) > 0.1 or d.get("ks_pvalue", 1) < 0.05 or d.get("chi2_pvalue", 1) < 0.05)
+    return cold, steady, drifted
+
+
+def big_refresh(numeric: list[str], categorical: list[str], rows: int) -> float:
+    ref, cur, _, _ = frames(rows, len(numeric) + len(categorical), seed=2)
+    state = model_state(numeric, categorical, rows)
+    state.set_reference({f: v[:100_000] for f, v in ref.items()}, None)
+    fill(state, cur, rows)
+    state.refresh()  # the first refresh concatenates the window once
+    fill(state, {f: v[:1000] for f, v in cur.items()}, 1000)
+    t = time.perf_counter()
+    state.refresh()  # runs entirely under the exporter lock today
+    return time.perf_counter() - t
+
+
+def evidently_figures(ref: dict, cur: dict):
+    try:
+        import pandas as pd
+        from evidently import Report
+        from evidently.presets import DataDriftPreset
+    except ImportError as e:
+        return None, f"not installed ({e.name}): pip install evidently 'pandas<3' in a separate venv"
+    ref_df, cur_df = pd.DataFrame(ref), pd.DataFrame(cur)
+    t = time.perf_counter()
+    result = Report([DataDriftPreset()]).run(reference_data=ref_df, current_data=cur_df)
+    seconds = time.perf_counter() - t
+    drifted = []
+    for metric in result.dict().get("metrics", []):
+        cfg = metric.get("config", {})
+        if not str(cfg.get("type", "")).endswith("ValueDrift"):
+            continue
+        value, threshold, method = metric["value"], cfg["threshold"], str(cfg.get("method", "")).lower()
+        # p-value methods drift below their threshold, distances at or above it
+        if (value < threshold) if "p_value" in method or "p-value" in method else (value >= threshold):
+            drifted.append(cfg["column"])
+    return seconds, sorted(set(drifted))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--features", type=int, default=20)
+    ap.add_argument("--big", type=int, default=1_000_000)
+    ap.add_argument("--no-evidently", action="store_true")
+    args = ap.parse_args()
+    ref, cur, numeric, categorical = frames(args.rows, args.features)
+    print(f"data: {args.rows:,} reference and {args.rows:,} current rows x {args.features} features "
+          f"({len(numeric)} numeric, {len(categorical)} categorical), 6 drifted: n0 n1 n2 n3 c0 c1")
+    cold, steady, drifted = modelmon_figures(ref, cur, numeric, categorical, args.rows)
+    print(f"modelmon cold (profiles + first refresh): {cold * 1000:9.1f} ms")
+    print(f"modelmon steady refresh:                  {steady * 1000:9.1f} ms")
+    print(f"modelmon flags: {' '.join(drifted)}")
+    if not args.no_evidently:
+        seconds, info = evidently_figures(ref, cur)
+        if seconds is None:
+            print(f"Evidently: {info}")
+        else:
+            print(f"Evidently DataDriftPreset:                {seconds * 1000:9.1f} ms")
+            print(f"Evidently flags: {' '.join(info)}")
+            print(f"ratio Evidently / modelmon: cold {seconds / cold:6.1f}x   steady {seconds / steady:6.1f}x"
+                  f"   (target steady >= 50x)")
+    if args.big:
+        big = big_refresh(numeric, categorical, args.big)
+        print(f"modelmon refresh of a {args.big:,}-row window: {big * 1000:8.1f} ms   (target <= 100 ms)")
+        print(f"longest exporter-lock hold by that refresh:  {big * 1000:8.1f} ms   (target <= 10 ms; today the "
+              f"whole refresh runs under the lock)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
