@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 from scipy.spatial.distance import jensenshannon
+from scipy.special import kolmogorov
 from scipy.stats import chi2_contingency, ks_2samp
 
 from modelmon.exporter.drift import (
@@ -16,6 +17,7 @@ from modelmon.exporter.drift import (
     chi2_pvalue,
     js_distance,
     ks_pvalue,
+    ks_statistic,
     psi,
 )
 
@@ -86,6 +88,20 @@ def test_categorical_top_k_other_unseen_and_missing():
     assert prof.missing_ratio(obj(["a", None])) == 0.5
 
 
+def test_categorical_codes_equal_the_string_search_path():
+    """The hash lookup codes exactly as the former astype(str) + searchsorted path did."""
+    rng = np.random.default_rng(21)
+    pool = ["a", "b", "c", "", "None", "nan", "1", "1.5", OTHER, "zz", np.str_("b")]
+    prof = CategoricalProfile.from_values(obj(rng.choice(pool[:9], 500).tolist() + [None] * 7), top_k=5)
+    odd = [None, 1, 1.5, float("nan"), True, np.str_("a"), np.float64(1.5), b"a", b"zz"]
+    values = obj([pool[i] for i in rng.integers(0, len(pool), 2000)] + odd)
+    assert prof.codes(values).tolist() == prof._codes_by_search(values).tolist()
+    with pytest.raises(ValueError):  # as before: a sequence has no category string
+        prof.codes(obj([None, 1, "a", ["unhashable"]]))
+    empty = CategoricalProfile.from_values(obj([None, None]))
+    assert empty.codes(obj(["a", None, 3])).tolist() == [0, -1, 0]
+
+
 def test_categorical_order_is_by_frequency_and_all_kept_under_budget():
     prof = CategoricalProfile.from_values(obj(["x"] * 1 + ["y"] * 3 + ["z"] * 2))
     assert prof.categories == ("y", "z", "x", OTHER)
@@ -125,22 +141,85 @@ def test_psi_and_js_match_reference_formulas():
     assert js_distance([3, 5], [6, 10]) == 0.0
 
 
-def test_ks_matches_scipy_asymp():
+def test_ks_statistic_equals_scipy():
     rng = np.random.default_rng(3)
-    for n_ref, n_cur in ((5, 3), (50, 80), (1000, 200), (3000, 3000)):
+    for n_ref, n_cur in ((1, 1), (1, 5), (5, 3), (50, 80), (1000, 200), (3000, 3000), (7, 11)):
         for shift in (0.0, 0.1, 0.5):
-            for discrete in (False, True):
+            for kind in ("continuous", "ties", "ties+inf"):
                 ref = rng.normal(size=n_ref)
                 cur = rng.normal(shift, size=n_cur)
-                if discrete:  # heavy ties
-                    ref, cur = np.round(ref), np.round(cur)
-                expected = ks_2samp(ref, cur, method="asymp").pvalue
-                assert_allclose(ks_pvalue(np.sort(ref), cur), expected, rtol=1e-10, atol=1e-300)
+                if kind != "continuous":  # heavy ties
+                    ref, cur = np.round(ref * 2) / 2, np.round(cur * 2) / 2
+                if kind == "ties+inf":
+                    ref[0], cur[0] = np.inf, -np.inf
+                d, n, m = ks_statistic(np.sort(ref), cur)
+                assert (n, m) == (n_ref, n_cur)
+                assert d == pytest.approx(ks_2samp(ref, cur, method="asymp").statistic, rel=1e-14)
     cur = np.array([0.1, np.nan, 0.5, 2.0])
     ref = np.sort(rng.normal(size=40))
-    assert ks_pvalue(ref, cur) == pytest.approx(ks_2samp(ref, cur[~np.isnan(cur)], method="asymp").pvalue)
+    assert ks_statistic(ref, cur)[0] == pytest.approx(ks_2samp(ref, cur[~np.isnan(cur)]).statistic, rel=1e-14)
+    assert ks_statistic(ref, cur)[2] == 3
     with pytest.raises(ValueError):
         ks_pvalue(ref, np.array([np.nan]))
+    with pytest.raises(ValueError):
+        ks_pvalue(np.array([]), cur)
+
+
+# (n_ref, n_cur): small and unequal, equal (the lattice case), and the exporter's shapes (a reference
+# sample of up to 20000 against windows of 2000-5000)
+KS_EXACT_SIZES = ((200, 200), (200, 5000), (300, 200), (500, 500), (1000, 300), (1000, 1000),
+                  (2000, 5000), (5000, 5000), (20000, 2000), (20000, 5000))
+
+
+def _ks_grid(sizes, reference_method, targets=np.linspace(0.4, 2.2, 10), seed=11):
+    """(exact-or-reference p, ks_pvalue) over sizes, with shifts aimed at z = sqrt(en)*D in 0.4..2.2."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n_ref, n_cur in sizes:
+        en = n_ref * n_cur / (n_ref + n_cur)
+        for c in targets:
+            ref = rng.normal(size=n_ref)
+            cur = rng.normal(size=n_cur) + c / math.sqrt(en) / 0.4 * rng.uniform(0.5, 1.0)
+            expected = ks_2samp(ref, cur, method=reference_method).pvalue
+            out.append((n_ref, n_cur, expected, ks_pvalue(np.sort(ref), cur)))
+    return np.array(out)
+
+
+def test_ks_pvalue_agrees_with_the_exact_test():
+    """The tolerance ks_pvalue's docstring states, against ks_2samp(method='exact')."""
+    grid = _ks_grid(KS_EXACT_SIZES, "exact")
+    exact, ours = grid[:, 2], grid[:, 3]
+    assert np.sum(exact <= 0.2) >= 50 and np.sum(exact < 0.01) >= 20  # the grid covers the alert range
+    diff = np.abs(ours - exact)
+    assert diff.max() <= 0.01, grid[diff.argmax()]
+    relevant = exact <= 0.2
+    assert diff[relevant].max() <= 0.003, grid[relevant][diff[relevant].argmax()]
+    tail = (exact >= 1e-6) & (exact <= 0.05)
+    assert np.max(np.abs(ours[tail] / exact[tail] - 1)) <= 0.15
+    for alpha in (0.05, 0.01):  # same decision unless the exact p is within the margin of alpha
+        differs = (ours < alpha) != (exact < alpha)
+        assert np.all(np.abs(exact[differs] - alpha) <= 0.003), grid[differs]
+
+
+def test_ks_pvalue_agrees_with_scipy_at_large_sizes():
+    """Beyond the exact method's reach, ks_2samp's 'auto' is kstwo.sf at en: within 0.005 of it."""
+    sizes = ((20000, 20000), (20000, 100_000), (100_000, 100_000), (20000, 1_000_000))
+    grid = _ks_grid(sizes, "auto", targets=np.linspace(0.4, 2.2, 6), seed=12)
+    assert np.sum(grid[:, 2] < 0.05) >= 8
+    assert_allclose(grid[:, 3], grid[:, 2], rtol=0, atol=0.005)
+
+
+def test_ks_pvalue_is_the_documented_formula():
+    rng = np.random.default_rng(13)
+    for n_ref, n_cur in ((300, 200), (400, 400)):
+        ref, cur = np.sort(rng.normal(size=n_ref)), rng.normal(0.2, size=n_cur)
+        d = ks_2samp(ref, cur).statistic
+        root = math.sqrt(n_ref * n_cur / (n_ref + n_cur))
+        z = root * d if n_ref == n_cur else (root + 0.12 + 0.11 / root) * d
+        assert ks_pvalue(ref, cur) == pytest.approx(kolmogorov(z), rel=1e-12)
+    ref = np.sort(rng.normal(size=100))
+    assert ks_pvalue(ref, ref.copy()) == 1.0
+    assert ks_pvalue(ref, ref + 100) < 1e-40
 
 
 def test_chi2_matches_scipy_contingency():
