@@ -122,3 +122,68 @@ def test_missing_file(tmp_path):
 ])
 def test_category_string(raw, expected):
     assert category_string(raw) == expected
+
+
+def test_python_whitespace_is_what_str_strip_removes():
+    from modelmon.exporter.reference import PY_WHITESPACE
+    assert set(PY_WHITESPACE) == {chr(c) for c in range(0x110000) if chr(c).isspace()}
+
+
+def _generated_csv(rng: np.random.Generator, rows: int) -> str:
+    """Every kind of cell both CSV readers must agree on, shuffled over many rows."""
+    numbers = ["1", "-2.5", " 7 ", "\t3", "+4", "1e3", "1E-3", ".5", "5.", "inf", "-Infinity", "1e500",
+               "NaN", "-nan", "", "null", "NULL", "None", "na", "N/A", "n/a", '"8"', '""', '" 9 "',
+               "0.1", "123456789.123456789"]
+    categories = ["DE", " FR ", "", '"Paris, FR"', '"say ""hi"""', "1", "1.0", "01", "2.50", "NA", "null",
+                  "true", '" "', "Zürich", "\u3000x\u3000", '"two\nlines"']
+    lines = ["income,country,unused,age, code "]
+    for i in range(rows):
+        cells = [rng.choice(numbers), rng.choice(categories), str(i), rng.choice(numbers), rng.choice(categories)]
+        lines.append(",".join(cells))
+        if i % 97 == 0:
+            lines.append("")  # blank lines are skipped
+    return "\ufeff" + "\r\n".join(lines) + "\r\n"
+
+
+def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].dtype == b[name].dtype, name
+        if a[name].dtype == object:
+            assert a[name].tolist() == b[name].tolist(), name
+        else:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.mark.parametrize("rows", [50, 30_000])  # 30k rows: more than one Arrow block
+def test_fast_csv_path_matches_the_pure_python_reader(tmp_path, rows):
+    pytest.importorskip("pyarrow")
+    from modelmon.exporter import reference
+    rng = np.random.default_rng(rows)
+    p = write(tmp_path, "ref.csv", "")
+    p.write_text(_generated_csv(rng, rows), encoding="utf-8", newline="")
+    num, cat = ["income", "age"], ["country", "code"]
+    fast = reference._read_csv_arrow(p, num, cat)
+    assert fast is not None  # the file is read the fast way, not handed back
+    slow = reference._read_csv_python(p, num, cat)
+    _assert_same(fast, slow)
+    _assert_same(load_reference(p, num, cat), slow)
+    assert np.isnan(slow["income"]).any() and None in slow["country"].tolist()  # the file has missing cells
+    assert {"1", "1.0", "01"} <= set(slow["country"].tolist())  # categorical numbers stay as written
+    # A numeric column Arrow cannot parse (numpy's float parser takes "1_000"): same values, via numpy.
+    text = p.read_bytes().decode("utf-8")
+    p.write_text(text.replace("\r\n1,", "\r\n1_000,", 1).replace("\r\n-2.5,", "\r\n\x1c5\x1c,", 1),
+                 encoding="utf-8", newline="")
+    _assert_same(load_reference(p, num, cat), reference._read_csv_python(p, num, cat))
+    # An invalid cell: the same error, naming the same row, from either path.
+    lines = text.split("\r\n")
+    data_rows = [i for i, line in enumerate(lines[1:], start=1) if line]
+    bad = data_rows[len(data_rows) // 2]
+    lines[bad] = "oops," + lines[bad].split(",", 1)[1]
+    p.write_text("\r\n".join(lines), encoding="utf-8", newline="")
+    with pytest.raises(ReferenceDataError) as slow_error:
+        reference._read_csv_python(p, num, cat)
+    with pytest.raises(ReferenceDataError) as fast_error:
+        load_reference(p, num, cat)
+    assert str(fast_error.value) == str(slow_error.value)
+    assert "column 'income': expected a number, got 'oops'" in str(fast_error.value)
