@@ -13,7 +13,8 @@ Figures (targets from issue 12):
     in a separate environment, never a runtime dependency; DO_NOT_TRACK=1 is set here);
     target: modelmon steady >= 50x faster;
   * the `--big` window (1M rows) refresh; target <= 100 ms;
-  * how long that refresh holds the exporter lock (today: the whole refresh); target <= 10 ms;
+  * the longest exporter-lock hold of that refresh, through `Exporter.refresh` (capture of the
+    window views, then publish; the statistics run outside the lock); target <= 10 ms;
   * features each tool flags as drifted (modelmon: PSI > 0.1 or KS/chi2 p < 0.05; Evidently: its defaults).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 from modelmon.config import parse_config  # noqa: E402
 from modelmon.exporter.model_state import PRED, ModelState  # noqa: E402
+from modelmon.exporter.pipeline import Exporter  # noqa: E402
 
 N_CATEGORICAL = 5
 
@@ -57,11 +60,15 @@ def frames(rows: int, n_features: int, seed: int = 0) -> tuple[dict, dict, list[
     return ref, cur, numeric, categorical
 
 
-def model_state(numeric: list[str], categorical: list[str], window: int) -> ModelState:
-    config = parse_config({"models": [{
+def model_config(numeric: list[str], categorical: list[str], window: int):
+    return parse_config({"models": [{
         "name": "m", "task": "binary", "features": {"numeric": numeric, "categorical": categorical},
         "reference": {"first": 10}, "drift_window": window, "min_drift_samples": 10}],
         "exporter": {"multivariate": {"enabled": False}}})
+
+
+def model_state(numeric: list[str], categorical: list[str], window: int) -> ModelState:
+    config = model_config(numeric, categorical, window)
     return ModelState(config.models[0], config.exporter)
 
 
@@ -88,16 +95,36 @@ def modelmon_figures(ref: dict, cur: dict, numeric: list[str], categorical: list
     return cold, steady, drifted
 
 
-def big_refresh(numeric: list[str], categorical: list[str], rows: int) -> float:
+def big_refresh(numeric: list[str], categorical: list[str], rows: int) -> tuple[float, float]:
+    """(duration, longest exporter-lock hold) of a steady refresh of a `rows`-record window, run by
+    `Exporter.refresh` as the refresher thread runs it."""
     ref, cur, _, _ = frames(rows, len(numeric) + len(categorical), seed=2)
-    state = model_state(numeric, categorical, rows)
+    ex = Exporter(model_config(numeric, categorical, rows))
+    state = ex.states["m"]
     state.set_reference({f: v[:100_000] for f, v in ref.items()}, None)
     fill(state, cur, rows)
-    state.refresh()  # the first refresh concatenates the window once
+    state.dirty = True
+    ex.refresh()  # the first refresh concatenates the window once
     fill(state, {f: v[:1000] for f, v in cur.items()}, 1000)
+    state.dirty = True
+    holds = []
+    held = ex.held
+
+    @contextmanager
+    def timed(operation):
+        with held(operation):
+            t0 = time.perf_counter()
+            try:
+                yield
+            finally:
+                holds.append(time.perf_counter() - t0)
+
+    ex.held = timed
     t = time.perf_counter()
-    state.refresh()  # runs entirely under the exporter lock today
-    return time.perf_counter() - t
+    ex.refresh()
+    took = time.perf_counter() - t
+    assert state.snapshot.drift_window_records == rows and not ex.model_errors
+    return took, max(holds)
 
 
 def evidently_figures(ref: dict, cur: dict):
@@ -147,10 +174,10 @@ def main() -> int:
             print(f"ratio Evidently / modelmon: cold {seconds / cold:6.1f}x   steady {seconds / steady:6.1f}x"
                   f"   (target steady >= 50x)")
     if args.big:
-        big = big_refresh(numeric, categorical, args.big)
+        big, hold = big_refresh(numeric, categorical, args.big)
         print(f"modelmon refresh of a {args.big:,}-row window: {big * 1000:8.1f} ms   (target <= 100 ms)")
-        print(f"longest exporter-lock hold by that refresh:  {big * 1000:8.1f} ms   (target <= 10 ms; today the "
-              f"whole refresh runs under the lock)")
+        print(f"longest exporter-lock hold by that refresh:  {hold * 1000:8.3f} ms   (target <= 10 ms; the "
+              f"statistics run outside the lock)")
     return 0
 
 

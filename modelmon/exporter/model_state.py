@@ -1,8 +1,10 @@
 """Everything modelmon knows about one model: counters, histograms, windows, reference profiles.
 
-Ingest calls `add_predictions` / `add_labelled` with parsed columns; `refresh` turns the
-windows into a snapshot of gauge values (quality, drift). The collector only reads counters
-and the latest snapshot, so a scrape never computes statistics.
+Ingest calls `add_predictions` / `add_labelled` with parsed columns; a refresh turns the
+windows into a snapshot of gauge values (quality, drift) in three steps: `refresh_inputs`
+(under the exporter lock: capture immutable window views), `compute` (without the lock: the
+statistics) and `publish` (under the lock: swap the snapshot in). The collector only reads
+counters and the latest snapshot, so a scrape never computes statistics.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from modelmon.exporter.histogram import (LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, S
                                          Histogram, LabelBudget)
 from modelmon.contract import class_key, class_keys
 from modelmon.exporter.records import PredictionColumns
-from modelmon.exporter.windows import SlidingWindow
+from modelmon.exporter.windows import SlidingWindow, WindowView, concat
 
 PRED = "__prediction__"  # drift-window column holding the model output
 PREDICTION_REFERENCE_SIZE = 5000  # predictions frozen as output reference when the file has none
@@ -34,6 +36,17 @@ class Snapshot:
     feature_drift: dict[str, dict[str, float]] = field(default_factory=dict)  # feature -> metric -> value
     prediction_psi: float | None = None
     drift_window_records: int = 0
+
+
+@dataclass(frozen=True)
+class RefreshInputs:
+    """What one refresh computes from, captured under the lock; immutable (see windows.py)."""
+
+    quality: tuple[tuple[str, SlidingWindow, WindowView], ...]  # (version, window, its view)
+    drift_records: int
+    drift: WindowView | None  # None: no drift this time (no reference, or too few records)
+    profiles: dict[str, Any] | None
+    prediction: Any  # the output reference profile, or None
 
 
 class Reference:
@@ -265,28 +278,60 @@ class ModelState:
     # ------------------------------------------------------------------ refresh
 
     def refresh(self) -> None:
-        """Recompute windowed gauges into a new snapshot."""
-        snap = Snapshot()
+        """Recompute windowed gauges into a new snapshot, all in one go (no lock of its own: the
+        exporter runs the three steps separately, computing outside its lock)."""
+        inputs = self.refresh_inputs()
+        self.publish(inputs, self.compute(inputs))
+
+    def refresh_inputs(self) -> RefreshInputs:
+        """Step 1, under the exporter lock: expire time windows and capture what `compute` needs as
+        immutable references (window views, reference profiles); marks the model clean, so an
+        ingest from now on makes it dirty again and the next pass recomputes. Cheap: no
+        concatenation, no statistics."""
+        quality_views = []
         for version, win in self.quality_windows.items():
             if self.cfg.quality_window.is_time and self.last_ts is not None:
                 win.expire(self.last_ts)
-            cols = win.columns()
-            n = len(win)
-            snap.window_labeled[version] = n
-            if n:
-                snap.quality[version] = self._quality(cols)
+            quality_views.append((version, win, win.view()))
         if self.cfg.drift_window.is_time and self.last_ts is not None:
             self.drift_window.expire(self.last_ts)
-        snap.drift_window_records = len(self.drift_window)
+        drift_view = profiles = prediction = None
         if self.reference is not None and len(self.drift_window) >= self.cfg.min_drift_samples:
-            cols = self.drift_window.columns()
-            for f, profile in self.reference.profiles.items():
-                snap.feature_drift[f] = feature_drift(profile, cols[f])
-            if self.reference.prediction is not None:
-                snap.prediction_psi = drift.psi(self.reference.prediction.ref_counts,
-                                                self.reference.prediction.counts(cols[PRED]))
-        self.snapshot = snap
+            drift_view = self.drift_window.view()
+            # A Reference's profiles are never modified after it is built; `prediction` may be set
+            # later (an output reference frozen from traffic), so it is captured as it is now.
+            profiles = self.reference.profiles
+            prediction = self.reference.prediction
         self.dirty = False
+        return RefreshInputs(tuple(quality_views), len(self.drift_window), drift_view, profiles, prediction)
+
+    def compute(self, inputs: RefreshInputs) -> tuple[Snapshot, list]:
+        """Step 2, without the lock: the snapshot of `inputs`, and the concatenated windows to hand
+        back to `publish`. Reads only `inputs` and the model's config (immutable)."""
+        snap = Snapshot(drift_window_records=inputs.drift_records)
+        merged = []
+        for version, win, view in inputs.quality:
+            snap.window_labeled[version] = view.size
+            if view.size:
+                cols = concat(view.chunks)
+                merged.append((win, view, cols))
+                snap.quality[version] = self._quality(cols)
+        if inputs.drift is not None:
+            cols = concat(inputs.drift.chunks)
+            merged.append((self.drift_window, inputs.drift, cols))
+            for f, profile in inputs.profiles.items():
+                snap.feature_drift[f] = feature_drift(profile, cols[f])
+            if inputs.prediction is not None:
+                snap.prediction_psi = drift.psi(inputs.prediction.ref_counts, inputs.prediction.counts(cols[PRED]))
+        return snap, merged
+
+    def publish(self, inputs: RefreshInputs, result: tuple[Snapshot, list]) -> None:
+        """Step 3, under the lock: publish the snapshot and let the windows keep the
+        concatenations (so the next refresh concatenates a few chunks, not thousands)."""
+        snap, merged = result
+        for win, view, cols in merged:
+            win.adopt(view, cols)
+        self.snapshot = snap
 
     def _quality(self, cols: dict[str, np.ndarray]) -> dict[str, float]:
         task = self.cfg.task

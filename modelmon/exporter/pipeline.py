@@ -1,8 +1,9 @@
 """The exporter's state machine: lines in, per-model state updated, snapshots refreshed.
 
 Sources (the log follower, POST /ingest) call `ingest_lines`; a refresher thread recomputes
-windowed gauges of changed models at most once per `refresh_interval`; the multivariate
-worker fits its models on bounded samples outside the lock. The collector reads under the lock.
+windowed gauges of changed models at most once per `refresh_interval`, computing outside the
+lock on immutable window views; the multivariate worker fits its models on bounded samples
+outside the lock. The collector reads under the lock.
 """
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ class Exporter:
         self.refresh_seconds: dict[str, float] = {}  # model -> wall duration of its last refresh
         self.ingest_seconds = {s: Histogram(INGEST_DURATION_BUCKETS) for s in INGEST_SOURCES}  # by source
         self.lock_hold = {op: Histogram(LOCK_HOLD_BUCKETS) for op in LOCK_OPERATIONS}  # by operation
+        self._refreshing = threading.Lock()  # one refresh pass at a time; taken before `lock`, never inside it
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -286,19 +288,38 @@ class Exporter:
     # ------------------------------------------------------------------ refresh
 
     def refresh(self, force: bool = False) -> None:
-        with self.held("refresh"):
+        """Refresh the snapshot of every dirty model (every model with `force`).
+
+        Per model: capture its inputs under the lock (`ModelState.refresh_inputs`: expiry, idle
+        label values, immutable window views), compute the statistics *without* the lock, then
+        publish the snapshot under it; ingest and /metrics go on meanwhile. An ingest during
+        the compute leaves the model dirty, so the next pass recomputes it. One refresh pass at
+        a time (`_refreshing`, always taken before the exporter lock): the refresher thread and
+        a forced refresh never compute the same model at once, and snapshots publish in order.
+        """
+        with self._refreshing:
             for name, state in self.states.items():
-                started = self.timer()
-                try:
-                    state.free_idle()
-                    if state.dirty or force:
-                        state.refresh()
-                        # A pass that only freed idle values is no refresh: the gauge keeps the last one's.
-                        self.refresh_seconds[name] = self.timer() - started
-                except Exception:  # noqa: BLE001 - isolated per model; the snapshot keeps its last good values
-                    # A failed refresh held the lock too: its duration (up to the raise) is recorded.
-                    self.refresh_seconds[name] = self.timer() - started
-                    self._model_failed(name, "refresh")
+                self._refresh_one(name, state, force)
+
+    def _refresh_one(self, name: str, state: ModelState, force: bool) -> None:
+        started = self.timer()
+        inputs = None
+        try:
+            with self.held("refresh"):
+                state.free_idle()
+                if not (state.dirty or force):
+                    return  # a pass that only freed idle values is no refresh: the gauge keeps the last one's
+                inputs = state.refresh_inputs()
+            result = state.compute(inputs)
+            with self.held("refresh"):
+                state.publish(inputs, result)
+                self.refresh_seconds[name] = self.timer() - started
+        except Exception:  # noqa: BLE001 - isolated per model; the snapshot keeps its last good values
+            with self.lock:
+                self.refresh_seconds[name] = self.timer() - started  # its duration up to the raise
+                if inputs is not None:
+                    state.dirty = True  # retried on the next pass, as before the split
+                self._model_failed(name, "refresh")
 
     def run_multivariate(self, seed: int = 0) -> None:
         """One pass of the domain classifier and IsolationForest over every ready model."""
