@@ -142,10 +142,10 @@ def test_one_models_failing_refresh_does_not_freeze_the_others(monkeypatch, capl
     ex.ingest_lines(lines(binary_records(100, seed=11, inline_share=1.0)[0]), "file")
     ex.ingest_lines(lines(regression_records(50, seed=12, start=T0)), "file")
 
-    def broken():
+    def broken(inputs):
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(ex.states["bin"], "refresh", broken)
+    monkeypatch.setattr(ex.states["bin"], "compute", broken)
     with caplog.at_level(logging.ERROR):
         for _ in range(5):
             ex.refresh(force=True)
