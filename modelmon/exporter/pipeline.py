@@ -131,18 +131,15 @@ class Exporter:
     # ------------------------------------------------------------------ ingest
 
     def ingest_lines(self, lines: Sequence[bytes], source: str) -> IngestResult:
-        started = self.timer()
-        batch = self.parser.parse_lines(lines)
-        with self.held("ingest"):
-            try:
-                self._apply(batch, source)
-            finally:
-                self._ingest_took(source, self.timer() - started)
-        return IngestResult(batch.accepted, len(batch.rejects), batch.rejects.listed())
+        return self._ingest(self.parser.parse_lines, lines, source)
 
     def ingest_objects(self, objs: Sequence, source: str) -> IngestResult:
+        return self._ingest(self.parser.parse_objects, objs, source)
+
+    def _ingest(self, parse, items: Sequence, source: str) -> IngestResult:
+        """Parse outside the lock, apply under it; the whole call is timed per source."""
         started = self.timer()
-        batch = self.parser.parse_objects(objs)
+        batch = parse(items)
         with self.held("ingest"):
             try:
                 self._apply(batch, source)
