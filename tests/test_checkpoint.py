@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import io
+import threading
 import zipfile
 
 import numpy as np
 import orjson
 import pytest
 
+from modelmon.exporter import checkpoint
 from modelmon.exporter.checkpoint import Checkpointer
+from modelmon.exporter.joiner import LabelJoiner, Pending
+from modelmon.exporter.windows import concat
 from modelmon.exporter.pipeline import Exporter
 from tests.exporter_helpers import T0, binary_records, make_config, multiclass_records, regression_records
 from tests.test_exporter import has, lines, scrape, value
@@ -223,3 +227,119 @@ def test_a_checkpoint_with_missing_columns_is_refused_before_anything_is_applied
     assert not restored and "expected" in caplog.text
     assert all(s.snapshot.window_labeled == {} for s in second.states.values())
     assert len(second.joiner) == 0
+
+
+# ---------------------------------------------------------------------- saving off the exporter lock
+
+
+def window_sizes(ex):
+    """What a restore must give back: per model, the drift window's and each quality window's size."""
+    return {name: (len(s.drift_window), {v: len(w) for v, w in s.quality_windows.items() if len(w)})
+            for name, s in ex.states.items()}
+
+
+def record_captures(monkeypatch, ex):
+    """Wrap the capture (run under the exporter lock) to note the state it cut, for the restore to match."""
+    seen = []
+    capture = checkpoint._capture
+
+    def noting(exporter):
+        assert exporter.lock._is_owned()  # the cut is taken under the lock
+        seen.append((window_sizes(exporter), len(exporter.joiner),
+                     {name: s.drift_window.view() for name, s in exporter.states.items()}))
+        return capture(exporter)
+
+    monkeypatch.setattr(checkpoint, "_capture", noting)
+    return seen
+
+
+def test_save_holds_the_lock_only_for_the_capture(tmp_path, monkeypatch):
+    cfg = make_config()
+    ex, outstanding = loaded_exporter(cfg, tmp_path / "refs")
+    seen = record_captures(monkeypatch, ex)
+    building, release = threading.Event(), threading.Event()
+    archive = checkpoint._archive
+
+    def slow_archive(captured):
+        building.set()
+        assert release.wait(60)
+        return archive(captured)
+
+    monkeypatch.setattr(checkpoint, "_archive", slow_archive)
+    saved = []
+    saver = threading.Thread(target=lambda: saved.append(Checkpointer(ex, tmp_path / "ckpt").save()))
+    saver.start()
+    try:
+        assert building.wait(60)
+        # While the archive is being built, ingest (which takes the exporter lock) goes ahead.
+        more, _ = binary_records(120, seed=80, start=T0 + 5000, inline_share=0.5)
+        ingest = threading.Thread(target=lambda: (ex.ingest_lines(lines(more), "file"),
+                                                  ex.ingest_lines(lines(outstanding), "file")))
+        ingest.start()
+        ingest.join(60)
+        assert not ingest.is_alive(), "ingest waited for the archive to be built"
+    finally:
+        release.set()
+        saver.join(60)
+    assert saved == [True]
+    assert window_sizes(ex) != seen[0][0]  # the ingest moved the windows after the cut...
+    second, restored = restarted(cfg, tmp_path / "ckpt")
+    assert restored
+    assert window_sizes(second) == seen[0][0]  # ...and the checkpoint holds the cut, not the later state
+    assert len(second.joiner) == seen[0][1]
+
+
+def test_a_checkpoint_taken_during_concurrent_ingest_restores_the_state_at_its_cut(tmp_path, monkeypatch):
+    cfg = make_config(quality_window=2000, drift_window=1500)
+    ex, _ = loaded_exporter(cfg, tmp_path / "refs")
+    seen = record_captures(monkeypatch, ex)
+    stop = threading.Event()
+    batches = [binary_records(60, seed=100 + i, start=T0 + 10_000 + 100 * i, inline_share=0.5)
+               for i in range(40)]
+    errors = []
+
+    def ingest():
+        try:
+            for preds, late in batches:
+                if stop.is_set():
+                    return
+                ex.ingest_lines(lines(preds), "file")
+                ex.ingest_lines(lines(late[: len(late) // 2]), "file")
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            errors.append(e)
+
+    feeder = threading.Thread(target=ingest)
+    feeder.start()
+    paths = []
+    try:
+        for i in range(4):
+            paths.append(tmp_path / f"ckpt{i}")
+            assert Checkpointer(ex, paths[-1]).save()
+    finally:
+        stop.set()
+        feeder.join(120)
+    assert not feeder.is_alive() and not errors
+    assert len(seen) == len(paths)
+    for path, (sizes, pending, views) in zip(paths, seen):
+        second, restored = restarted(cfg, path)
+        assert restored
+        assert window_sizes(second) == sizes
+        assert len(second.joiner) == pending
+        for name, view in views.items():  # the very records of the cut, oldest first
+            if view.size:
+                assert np.array_equal(second.states[name].drift_window.columns()["ts"], concat(view.chunks)["ts"])
+
+
+def test_the_join_buffer_capture_keeps_its_order():
+    """The capture reads the join buffer's plain-dict storage; its order must be the OrderedDict's."""
+    expired = []
+    joiner = LabelJoiner(ttl_seconds=50, max_entries=40, on_expired=lambda *a: expired.append(a))
+    for i in range(60):  # evicts the oldest 20
+        joiner.add("m", f"id{i}", Pending("m", "v", float(i), 1, 0.5))
+    joiner.add("m", "id30", Pending("m", "v", 60.0, 1, 0.5))  # a re-sent id moves to the end
+    joiner.take("m", "id45")
+    joiner.expire(80.0)  # drops ts < 30
+    joiner.restore("n", "x", Pending("n", "v", 61.0, 0, None))
+    keys, entries = checkpoint._pending_entries(joiner)
+    assert list(zip(keys, entries)) == list(joiner.items())
+    assert keys[-2:] == [("m", "id30"), ("n", "x")] and ("m", "id45") not in keys

@@ -261,6 +261,11 @@ class ModelState:
             return None
         return {k: np.concatenate([c[k] for c in self._collecting]) for k in self._collecting[0]}
 
+    def collecting_chunks(self) -> tuple[dict[str, np.ndarray], ...]:
+        """The same records as `collecting_columns`, unconcatenated: take under the lock, concatenate
+        after (the chunks are never written once appended; the list is replaced, not emptied)."""
+        return tuple(self._collecting)
+
     def resume_collecting(self, columns: dict[str, np.ndarray]) -> None:
         """Continue a collection a checkpoint saved, unless the reference it was for is complete now."""
         if any(self._collection_needed()):
@@ -411,14 +416,21 @@ def _objects(values: list) -> np.ndarray:
 
 def feature_drift(profile: Any, values: np.ndarray) -> dict[str, float]:
     """Drift of one feature's window against its reference profile."""
-    if values.dtype == object:
-        missing = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    if values.dtype == object and isinstance(profile, drift.CategoricalProfile):
+        # One coding pass: codes() maps exactly the None values to -1 (no separate missing scan).
+        codes = profile.codes(values)
+        missing = codes < 0
+        counts = np.bincount(codes[~missing], minlength=len(profile.categories))
+        present = None
     else:
-        missing = np.isnan(values)
-    present = values[~missing]
+        if values.dtype == object:
+            missing = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+        else:
+            missing = np.isnan(values)
+        present = values[~missing]
+        counts = profile.counts(present)
     out = {"missing_ratio": float(missing.mean()) if len(values) else 0.0}
-    counts = profile.counts(present)
-    if present.size == 0:
+    if not len(values) or missing.all():  # no value present
         return out
     out["psi"] = drift.psi(profile.ref_counts, counts)
     out["js_distance"] = drift.js_distance(profile.ref_counts, counts)
