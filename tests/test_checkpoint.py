@@ -340,6 +340,6 @@ def test_the_join_buffer_capture_keeps_its_order():
     joiner.take("m", "id45")
     joiner.expire(80.0)  # drops ts < 30
     joiner.restore("n", "x", Pending("n", "v", 61.0, 0, None))
-    keys, entries = checkpoint._pending_entries(joiner)
+    keys, entries = joiner.snapshot()
     assert list(zip(keys, entries)) == list(joiner.items())
     assert keys[-2:] == [("m", "id30"), ("n", "x")] and ("m", "id45") not in keys

@@ -160,21 +160,8 @@ def _capture(ex) -> Capture:
     replaces its entry), so only the containers are copied here; nothing is concatenated."""
     written_at = ex.clock()
     models = {name: _capture_model(state) for name, state in ex.states.items()}
-    ids, entries = _pending_entries(ex.joiner)
+    ids, entries = ex.joiner.snapshot()
     return Capture(written_at, models, ids, entries)
-
-
-def _pending_entries(joiner) -> tuple[list, list]:
-    """The join buffer's keys and entries, oldest first, as two lists: ~3 ms at 200k entries.
-
-    Read from the plain-dict storage under the OrderedDict (``dict.keys``/``dict.values``), which
-    iterates without the ordered dict's per-step lookups or a tuple per entry: ``list(items())``
-    took 50-250 ms at 200k entries on the 2-core dev box (half of it garbage collection
-    triggered by the 200k tuples), ``list(keys())`` 30 ms. The order is the same: the joiner only
-    appends new keys, deletes, and pops the oldest, never reorders (no ``move_to_end``), so the
-    dict's insertion order is the OrderedDict's (tests/test_checkpoint.py checks it)."""
-    pending = joiner._pending  # noqa: SLF001 - the joiner has no cheaper accessor
-    return list(dict.keys(pending)), list(dict.values(pending))
 
 
 def _capture_model(state: ModelState) -> ModelCapture:

