@@ -15,13 +15,13 @@ into its private, mode-0600 copy of the config instead (``inline_url_files``).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from modelmon.alerting.alerts import CAUSED_BY_EXPORTER
 from modelmon.config import Config, ConfigError, Receiver
+from modelmon.files import write_atomically
 
 SECRETS_DIR = "/etc/alertmanager/secrets"
 NULL_RECEIVER = "null"  # info alerts end here: visible in Alertmanager, sent nowhere
@@ -66,25 +66,10 @@ class AlertmanagerOptions:
 
 
 def write_secret_file(path: str | os.PathLike, text: str) -> Path:
-    """Write a secret atomically with mode 0600: a private temporary file in the same folder,
-    then a rename over ``path``. An existing file, whatever its mode, is replaced by the new
-    0600 one, so a secret file left at 0644 is tightened the next time it is written."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")  # created 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o600)  # whatever the umask
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return p
+    """Write a secret atomically with mode 0600 (a temporary file in the same folder, then a rename
+    over ``path``): an existing file, whatever its mode, is replaced by the new 0600 one, so a
+    secret file left at 0644 is tightened the next time it is written."""
+    return write_atomically(path, text.encode("utf-8"), mode=0o600)
 
 
 def _env_settings(config: Config) -> list[tuple[str, str]]:

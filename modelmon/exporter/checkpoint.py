@@ -35,8 +35,9 @@ from modelmon.config import ModelConfig
 from modelmon.exporter.histogram import OTHER
 from modelmon.exporter.joiner import Pending
 from modelmon.exporter.model_state import PRED, ModelState
-from modelmon.exporter.statefile import write_atomically
+from modelmon.exporter.reference import object_array
 from modelmon.exporter.windows import SlidingWindow, WindowView, concat
+from modelmon.files import write_atomically
 
 log = logging.getLogger("modelmon.checkpoint")
 
@@ -182,12 +183,12 @@ def _archive(captured: Capture) -> bytes:
             manifest["models"][name] = _save_model(zf, f"models/{name}", model)
         keys, pending = captured.pending_keys, captured.pending
         _put_columns(zf, "pending", {
-            "model": _objects([k[0] for k in keys]),
-            "id": _objects([k[1] for k in keys]),
-            "version": _objects([p.version for p in pending]),
+            "model": object_array([k[0] for k in keys]),
+            "id": object_array([k[1] for k in keys]),
+            "version": object_array([p.version for p in pending]),
             "ts": np.array([p.ts for p in pending], dtype=np.float64),
-            "prediction": _objects([p.prediction for p in pending]),
-            "score": _objects([p.score for p in pending]),
+            "prediction": object_array([p.prediction for p in pending]),
+            "score": object_array([p.score for p in pending]),
         })
         zf.writestr("manifest.json", orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS))
     return buf.getvalue()
@@ -282,7 +283,7 @@ def _codes_to_keys(entry: dict, quality: dict) -> None:
     """Format 1 kept multiclass classes as codes into the saved class list (-1: folded)."""
     if entry["fingerprint"]["task"] != "multiclass":
         return
-    table = _objects([*entry["classes"], OTHER])  # code -1 indexes the last entry: __other__
+    table = object_array([*entry["classes"], OTHER])  # code -1 indexes the last entry: __other__
     for cols in quality.values():
         for key in ("y_true", "y_pred"):
             if key in cols and cols[key].dtype != object:
@@ -358,17 +359,11 @@ def _get_columns(zf: zipfile.ZipFile, prefix: str) -> dict[str, np.ndarray]:
         if f"{member}.npy" in zf.NameToInfo:
             out[key] = np.load(io.BytesIO(zf.read(f"{member}.npy")), allow_pickle=False)
         else:
-            out[key] = _objects(orjson.loads(zf.read(f"{member}.json")))
+            out[key] = object_array(orjson.loads(zf.read(f"{member}.json")))
     lengths = {len(v) for v in out.values()}
     if len(lengths) > 1:
         raise CheckpointError(f"{prefix}: columns of different lengths")
     return out if lengths != {0} else {}
-
-
-def _objects(values: list) -> np.ndarray:
-    arr = np.empty(len(values), dtype=object)
-    arr[:] = values
-    return arr
 
 
 def _plain(v: Any) -> Any:

@@ -21,6 +21,7 @@ from modelmon.exporter.histogram import (LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, S
                                          Histogram, LabelBudget)
 from modelmon.contract import class_key, class_keys
 from modelmon.exporter.records import PredictionColumns
+from modelmon.exporter.reference import object_array
 from modelmon.exporter.windows import SlidingWindow, WindowView, concat
 
 PRED = "__prediction__"  # drift-window column holding the model output
@@ -164,9 +165,7 @@ class ModelState:
             if np.isfinite(scores).all():
                 return scores
             return (np.asarray(class_keys(preds), dtype=object) == self.positive).astype(np.float64)
-        out = np.empty(len(preds), dtype=object)
-        out[:] = class_keys(preds)
-        return out
+        return object_array(class_keys(preds))
 
     def _top_probability(self, cols: PredictionColumns, okidx: np.ndarray) -> np.ndarray:
         maps = [cols.score_maps[i] for i in okidx]
@@ -200,7 +199,7 @@ class ModelState:
             else:
                 # Class keys, not codes: a folded "__other__" is a class like any other, and a
                 # slot freed later cannot change what an old row means.
-                cols = {"y_true": _objects(actual), "y_pred": _objects(predicted),
+                cols = {"y_true": object_array(actual), "y_pred": object_array(predicted),
                         "proba": self._proba_matrix(scores)}
         vers = np.asarray(versions, dtype=object)
         for v in set(versions):
@@ -406,12 +405,6 @@ class ModelState:
         take = np.sort(rng.choice(n, size=min(n, sample_size), replace=False))
         recent = {f: cols[f][take] for f in self.cfg.features}
         return self.reference.rows, recent
-
-
-def _objects(values: list) -> np.ndarray:
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
 
 
 def feature_drift(profile: Any, values: np.ndarray) -> dict[str, float]:

@@ -126,11 +126,16 @@ def _numeric_from_strings(path: Path, name: str, cells: list[str]) -> np.ndarray
     return out
 
 
-def _categorical(values: Iterable[Any]) -> np.ndarray:
-    strings = [category_string(v) for v in values]
-    out = np.empty(len(strings), dtype=object)
-    out[:] = strings
+def object_array(values: Sequence[Any]) -> np.ndarray:
+    """A 1-d object array of `values` as they are (np.array would turn a list of tuples or lists
+    into a 2-d array)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
     return out
+
+
+def _categorical(values: Iterable[Any]) -> np.ndarray:
+    return object_array([category_string(v) for v in values])
 
 
 def fast_csv_available() -> bool:

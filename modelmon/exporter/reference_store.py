@@ -17,7 +17,7 @@ import orjson
 
 from modelmon.config import ModelConfig
 from modelmon.exporter.reference import ReferenceDataError, load_reference
-from modelmon.exporter.statefile import write_atomically
+from modelmon.files import write_atomically
 
 log = logging.getLogger("modelmon.reference_store")
 PREDICTION = "prediction"

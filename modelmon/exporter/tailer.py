@@ -80,7 +80,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelmon.exporter.statefile import write_atomically
+from modelmon.files import write_atomically
 
 log = logging.getLogger(__name__)
 
