@@ -333,28 +333,19 @@ class RecordParser:
                    lambda i: f"'ts' {str(raw[i])[:40]!r} is older than exporter.max_event_age ({self.max_age:g} s)")
 
     def _shorten(self, values: list, batch: ParsedBatch, model: str, label: str) -> list:
-        """Label values (version, class) cut to the configured length, counted."""
+        """Label values (a version, or a class as prediction or label) longer than the configured
+        length, cut to it with a hash suffix, and counted. A number counts by the key it becomes:
+        1e200 is the class "1000…0" (201 characters)."""
         limit = self.max_value_length
-        if max(map(len, values), default=0) <= limit:
-            return values
-        out = [v if len(v) <= limit else shorten(v, limit) for v in values]
-        n = sum(1 for v in values if len(v) > limit)
-        batch.shortened[(model, label)] = batch.shortened.get((model, label), 0) + n
-        return out
-
-    def _shorten_classes(self, values: list, batch: ParsedBatch, model: str) -> list:
-        """Long string class values (prediction or label) shortened like other label values."""
-        limit = self.max_value_length
-        # Numbers count by the key they become: 1e100 is the class "1000…0" (101 characters).
-        long = [i for i, v in enumerate(values)
-                if v is not None and len(v if type(v) is str else class_key(v)) > limit]
+        big = 10.0 ** (limit - 2)  # no number below this makes a key longer than the limit
+        long = [i for i, v in enumerate(values) if _too_long(v, limit, big)]
         if not long:
             return values
         out = list(values)
         for i in long:
             v = out[i]
             out[i] = shorten(v if type(v) is str else class_key(v), limit)
-        batch.shortened[(model, "class")] = batch.shortened.get((model, "class"), 0) + len(long)
+        batch.shortened[(model, label)] = batch.shortened.get((model, label), 0) + len(long)
         return out
 
     # ------------------------------------------------------------------ predictions
@@ -426,8 +417,8 @@ class RecordParser:
             versions = ["unknown" if v is None or v == "" else str(v) for v in versions]
         versions = self._shorten(versions, batch, m.name, "version")
         if m.task != "regression":
-            preds = self._shorten_classes(preds, batch, m.name)
-            labels = self._shorten_classes(labels, batch, m.name)
+            preds = self._shorten(preds, batch, m.name, "class")
+            labels = self._shorten(labels, batch, m.name, "class")
 
         keep = ~c.bad
         if not keep.any():
@@ -521,11 +512,24 @@ class RecordParser:
             c.flag(bad_full, "bad_value", "'ts' must be RFC 3339 or epoch seconds")
             self._check_event_time(ts, c, raw_ts)
         if m.task != "regression":
-            labels = self._shorten_classes(labels, batch, m.name)
+            labels = self._shorten(labels, batch, m.name, "class")
         keep = np.flatnonzero(~c.bad)
         if keep.size == 0:
             return None
         return LabelColumns(ids=[str(ids[i]) for i in keep], labels=[labels[i] for i in keep], ts=ts[keep])
+
+
+def _too_long(v: Any, limit: int, big: float) -> bool:
+    """Whether label value `v` (as its class key) is longer than `limit`; `big` skips the key of
+    every number too small to be that long, so the common integer classes cost a comparison."""
+    t = type(v)
+    if t is str:
+        return len(v) > limit
+    if v is None or t is bool:
+        return False
+    if t in NUMBER and abs(v) < big:
+        return False
+    return len(class_key(v)) > limit
 
 
 def _not_a_number(v: Any) -> bool:
