@@ -158,17 +158,11 @@ class Exporter:
             try:
                 yield
             finally:
-                hist = self.lock_hold.get(operation)
-                if hist is None:
-                    hist = self.lock_hold[operation] = Histogram(LOCK_HOLD_BUCKETS)
-                hist.observe(np.array([self.timer() - started]))
+                _observe(self.lock_hold, operation, LOCK_HOLD_BUCKETS, self.timer() - started)
 
     def _ingest_took(self, source: str, seconds: float) -> None:
         """Observe one ingest call's duration (call under the lock)."""
-        hist = self.ingest_seconds.get(source)
-        if hist is None:
-            hist = self.ingest_seconds[source] = Histogram(INGEST_DURATION_BUCKETS)
-        hist.observe(np.array([seconds]))
+        _observe(self.ingest_seconds, source, INGEST_DURATION_BUCKETS, seconds)
 
     def _apply(self, batch: ParsedBatch, source: str) -> None:
         """Apply a parsed batch, one model at a time: a model whose update fails has its records
@@ -386,6 +380,14 @@ class Exporter:
         if reasons:
             detail["reason"] = "; ".join(reasons)
         return ready, detail
+
+
+def _observe(histograms: dict[str, Histogram], key: str, bounds: Sequence[float], seconds: float) -> None:
+    """Observe one duration into ``histograms[key]``, created on first use (an unforeseen source)."""
+    hist = histograms.get(key)
+    if hist is None:
+        hist = histograms[key] = Histogram(bounds)
+    hist.observe(np.array([seconds]))
 
 
 def _loop(name: str, interval: float, fn, stop: threading.Event) -> threading.Thread:

@@ -317,10 +317,7 @@ def create_app(store: AlertStore, token: str | None = None, *, grafana_url: str 
 
     @app.get("/api/alerts")
     def api_alerts():
-        try:
-            page = _page(store.page, API_LIMIT)
-        except _BadRequest as e:
-            return _error(400, str(e))
+        page = _page(store.page, API_LIMIT)
         return jsonify(alerts=page.alerts, next=page.next, total=page.total, counts=page.counts)
 
     @app.get("/api/alerts/<fingerprint>")
@@ -332,10 +329,7 @@ def create_app(store: AlertStore, token: str | None = None, *, grafana_url: str 
 
     @app.get("/api/incidents")
     def api_incidents():
-        try:
-            page = _page(store.incidents_page, API_LIMIT)
-        except _BadRequest as e:
-            return _error(400, str(e))
+        page = _page(store.incidents_page, API_LIMIT)
         now = clock()
         return jsonify(incidents=[_api_incident(incident_view(i, now, grafana_url)) for i in page.alerts],
                        next=page.next, total=page.total, counts=page.counts)
@@ -349,11 +343,8 @@ def create_app(store: AlertStore, token: str | None = None, *, grafana_url: str 
 
     @app.get("/")
     def inbox():
-        try:
-            page = _page(store.incidents_page, PAGE_LIMIT, empty_is_any=True)
-            query = _query(empty_is_any=True)
-        except _BadRequest as e:
-            return render_template_string(_BAD_PAGE, message=str(e)), 400
+        page = _page(store.incidents_page, PAGE_LIMIT, empty_is_any=True)
+        query = _query(empty_is_any=True)
         now = clock()
         # Links keep the filters and page size of this page; only the cursor changes.
         kept = {k: v for k, v in query.items() if v is not None}
@@ -394,6 +385,13 @@ def create_app(store: AlertStore, token: str | None = None, *, grafana_url: str 
         except Exception as e:  # noqa: BLE001 - report any database failure as unhealthy
             return _error(503, f"database unavailable: {e}")
         return Response("ok\n", mimetype="text/plain")
+
+    @app.errorhandler(_BadRequest)
+    def bad_request(e: _BadRequest):
+        """A bad query string: the page answers with a page, the API with JSON."""
+        if request.path == "/":
+            return render_template_string(_BAD_PAGE, message=str(e)), 400
+        return _error(400, str(e))
 
     @app.errorhandler(413)
     def too_large(_e):
