@@ -9,7 +9,7 @@ quality window of `--rows` records each, filled in `--chunks` batches (as ingest
 Figures (target from issue 12: the lock is never held longer than 10 ms by a checkpoint at 1M):
   * the exporter-lock hold of one save (`_capture`: window views, budget copies, the join buffer's
     entry list), and the save's total time (concatenation, .npy/JSON members, the atomic write);
-  * the cost of copying the join buffer's entries alone (`_pending_entries`), the one part of the
+  * the cost of copying the join buffer's entries alone (`LabelJoiner.snapshot`), the one part of the
     capture that grows with something other than the model count, next to ``list(joiner.items())``.
 """
 from __future__ import annotations
@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +26,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from modelmon.config import parse_config  # noqa: E402
-from modelmon.exporter.checkpoint import Checkpointer, _pending_entries  # noqa: E402
+from modelmon.exporter.checkpoint import Checkpointer  # noqa: E402
 from modelmon.exporter.joiner import Pending  # noqa: E402
 from modelmon.exporter.model_state import PRED  # noqa: E402
 from modelmon.exporter.pipeline import Exporter  # noqa: E402
+from lock_holds import recording_holds  # noqa: E402  (benchmarks/, the script's folder)
 
 N_CATEGORICAL = 5
 
@@ -66,25 +66,10 @@ def loaded_exporter(rows: int, n_features: int, chunks: int, pending: int) -> Ex
 
 def timed_save(ex: Exporter, path: Path) -> tuple[float, float]:
     """(longest exporter-lock hold, total duration) of one `Checkpointer.save`."""
-    holds = []
-    held = ex.held
-
-    @contextmanager
-    def timed(operation):
-        with held(operation):
-            t0 = time.perf_counter()
-            try:
-                yield
-            finally:
-                holds.append(time.perf_counter() - t0)
-
-    ex.held = timed
-    try:
+    with recording_holds(ex) as holds:
         t = time.perf_counter()
         assert Checkpointer(ex, path).save(), "the checkpoint failed"
         took = time.perf_counter() - t
-    finally:
-        ex.held = held
     return max(holds), took
 
 
@@ -102,7 +87,7 @@ def main() -> int:
     copies, item_lists = [], []
     for _ in range(5):
         t = time.perf_counter()
-        _pending_entries(ex.joiner)
+        ex.joiner.snapshot()
         copies.append(time.perf_counter() - t)
         t = time.perf_counter()
         list(ex.joiner.items())

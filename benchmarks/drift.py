@@ -23,7 +23,6 @@ import argparse
 import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 from modelmon.config import parse_config  # noqa: E402
 from modelmon.exporter.model_state import PRED, ModelState  # noqa: E402
 from modelmon.exporter.pipeline import Exporter  # noqa: E402
+from lock_holds import recording_holds  # noqa: E402  (benchmarks/, the script's folder)
 
 N_CATEGORICAL = 5
 
@@ -107,22 +107,10 @@ def big_refresh(numeric: list[str], categorical: list[str], rows: int) -> tuple[
     ex.refresh()  # the first refresh concatenates the window once
     fill(state, {f: v[:1000] for f, v in cur.items()}, 1000)
     state.dirty = True
-    holds = []
-    held = ex.held
-
-    @contextmanager
-    def timed(operation):
-        with held(operation):
-            t0 = time.perf_counter()
-            try:
-                yield
-            finally:
-                holds.append(time.perf_counter() - t0)
-
-    ex.held = timed
-    t = time.perf_counter()
-    ex.refresh()
-    took = time.perf_counter() - t
+    with recording_holds(ex) as holds:
+        t = time.perf_counter()
+        ex.refresh()
+        took = time.perf_counter() - t
     assert state.snapshot.drift_window_records == rows and not ex.model_errors
     return took, max(holds)
 
