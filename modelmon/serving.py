@@ -23,6 +23,7 @@ period, closes every connection and returns.
 from __future__ import annotations
 
 import argparse
+import hmac
 import logging
 import math
 import time
@@ -39,6 +40,16 @@ from waitress.utilities import RequestEntityTooLarge
 log = logging.getLogger("modelmon.http")
 
 _CHECK_EVERY = 1.0  # seconds between deadline checks; also the loop's longest sleep
+
+
+def bearer_matches(header: str, token: str) -> bool:
+    """`Authorization: Bearer <token>`: the scheme case-insensitive (RFC 7235), the token compared
+    in constant time. Shared by the exporter's /ingest and the receiver's /webhook."""
+    parts = header.split(None, 1)
+    if len(parts) != 2 or parts[0].lower() != "bearer":
+        return False
+    # WSGI hands header values over as latin-1 text: back to the bytes the client sent.
+    return hmac.compare_digest(parts[1].strip().encode("latin-1", "replace"), token.encode("utf-8"))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ items, from 0); `rejected` is exact and `modelmon_records_rejected_total` counts
 """
 from __future__ import annotations
 
-import hmac
 import os
 import re
 import zlib
@@ -28,6 +27,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from modelmon.exporter.collector import ExporterCollector
 from modelmon.exporter.pipeline import Exporter
 from modelmon.exporter.records import iter_lines
+from modelmon.serving import bearer_matches
 
 DEFAULT_INGEST_MAX_BYTES = 10 << 20
 DECOMPRESSED_FACTOR = 4  # default decompressed limit = this x the body limit
@@ -43,16 +43,6 @@ class _Refused(Exception):
     def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}
-
-
-def bearer_matches(header: str, token: str) -> bool:
-    """`Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 7235), in constant time."""
-    scheme, _, credentials = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    # WSGI gives header values as latin-1 text: encode back to the bytes that were sent
-    given = credentials.strip(" ").encode("latin-1", "replace")
-    return hmac.compare_digest(given, token.encode("utf-8"))
 
 
 def read_body(stream, limit: int) -> bytes:

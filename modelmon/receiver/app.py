@@ -17,7 +17,6 @@ GET  /healthz        200 while the database answers
 """
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
@@ -32,6 +31,7 @@ from modelmon.receiver.links import AFTER_S, BEFORE_S, amtool_silence, dashboard
 from modelmon.receiver.payload import STATUSES, PayloadError, parse_notification, rfc3339, utc_datetime
 from modelmon.receiver.runbook import Runbook
 from modelmon.receiver.store import FILTERS, AlertStore, CursorError, Page
+from modelmon.serving import bearer_matches
 
 MAX_BODY_BYTES = 4 << 20
 API_LIMIT = 100     # alerts per /api/alerts page unless ?limit= says otherwise
@@ -179,15 +179,6 @@ def _page(fetch: Callable[..., Page], default_limit: int, *, empty_is_any: bool 
                           "or leave `before` out for the first page)") from None
 
 
-def _authorized(header: str, token: str) -> bool:
-    """`Authorization: Bearer <token>`, the scheme case-insensitive (RFC 7235), the token compared in constant time."""
-    parts = header.split(None, 1)
-    if len(parts) != 2 or parts[0].lower() != "bearer":
-        return False
-    # WSGI hands header values over as latin-1 text: back to the bytes the client sent.
-    return hmac.compare_digest(parts[1].strip().encode("latin-1", "replace"), token.encode())
-
-
 # ---------------------------------------------------------------- time, as an on-call engineer reads it
 
 def span(seconds: float) -> str:
@@ -299,7 +290,7 @@ def create_app(store: AlertStore, token: str | None = None, *, grafana_url: str 
     @app.post("/webhook")
     def webhook():
         if token is not None:
-            if not _authorized(request.headers.get("Authorization", ""), token):
+            if not bearer_matches(request.headers.get("Authorization", ""), token):
                 response, status = _error(401, "missing or wrong bearer token")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="modelmon receiver"'
                 return response, status
