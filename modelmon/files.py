@@ -41,3 +41,17 @@ def write_atomically(path: str | os.PathLike, body: bytes, mode: int | None = No
             pass  # never created, or already renamed into place
         raise
     return path
+
+
+def read_secret_file(path: Path, flag: str) -> str:
+    """The secret a `--...-file` option names, stripped. ValueError with a one-line message naming
+    `flag` and the path when it cannot be read, is not UTF-8, or is empty."""
+    try:
+        secret = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise ValueError(f"cannot read {flag} {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{flag} {path} is not UTF-8 text") from None
+    if not secret:
+        raise ValueError(f"{flag} {path} is empty")
+    return secret

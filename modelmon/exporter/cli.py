@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
+from modelmon.files import read_secret_file
 from modelmon.serving import add_http_arguments
 
 DEFAULT_PORT = 9188
@@ -75,18 +76,6 @@ class StartupError(Exception):
     """A mistake in the command line found before anything was created: one line, exit 2."""
 
 
-def read_token_file(path: Path) -> str:
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError as e:
-        raise StartupError(f"cannot read --ingest-token-file {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise StartupError(f"--ingest-token-file {path} is not UTF-8 text") from None
-    if not token:
-        raise StartupError(f"--ingest-token-file {path} is empty")
-    return token
-
-
 def check_paths(args: argparse.Namespace) -> None:
     """Refuse paths in directories that do not exist, before anything is created."""
     if args.log is not None:
@@ -104,8 +93,9 @@ def check_paths(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         check_paths(args)
-        token = read_token_file(args.ingest_token_file) if args.ingest_token_file is not None else None
-    except StartupError as e:
+        token = read_secret_file(args.ingest_token_file, "--ingest-token-file") \
+            if args.ingest_token_file is not None else None
+    except (StartupError, ValueError) as e:
         print(f"modelmon serve: {e}", file=sys.stderr)
         return 2
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
+from modelmon.files import read_secret_file
 from modelmon.serving import add_http_arguments
 
 DEFAULT_PORT = 9095
@@ -46,11 +47,9 @@ def token_from(token: str | None, token_file: Path | None, environ: Mapping[str,
     """The shared secret: --token, else --token-file, else the environment; None means no auth."""
     if token_file is not None:
         try:
-            token = token_file.read_text().strip()
-        except OSError as e:
-            raise SystemExit(f"modelmon receiver: cannot read --token-file {token_file}: {e.strerror}") from None
-        if not token:
-            raise SystemExit(f"modelmon receiver: --token-file {token_file} is empty")
+            token = read_secret_file(token_file, "--token-file")
+        except ValueError as e:
+            raise SystemExit(f"modelmon receiver: {e}") from None
     return token or environ.get(TOKEN_ENV) or None
 
 
