@@ -7,12 +7,15 @@ full (oldest first). Every way of leaving is counted; nothing disappears silentl
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 
-@dataclass(slots=True)
-class Pending:
+class Pending(NamedTuple):
+    """A prediction waiting for its label. A tuple, not a class instance: a tuple of strings and
+    numbers is untracked by the cyclic garbage collector, and the buffer holds up to
+    `join_buffer_max` of them -- as tracked objects they made every full collection scan them all,
+    which cost ingest 3 us per waiting prediction (benchmarks/ingest.py)."""
+
     model: str
     version: str
     ts: float
@@ -39,6 +42,21 @@ class LabelJoiner:
             del self._pending[key]
             self._on_expired(model, "replaced", 1)
         self._pending[key] = entry
+        self._evict()
+
+    def add_many(self, model: str, rids: list[str], entries: list[Pending]) -> None:
+        """`add` for a batch: the same entries end up waiting and the same ones are counted as
+        replaced or evicted (the oldest first), with one eviction pass for the batch."""
+        pending = self._pending
+        replaced = 0
+        for rid, entry in zip(rids, entries):
+            key = (model, rid)
+            if key in pending:
+                del pending[key]
+                replaced += 1
+            pending[key] = entry
+        if replaced:
+            self._on_expired(model, "replaced", replaced)
         self._evict()
 
     def items(self):
@@ -69,6 +87,10 @@ class LabelJoiner:
 
     def take(self, model: str, rid: str) -> Pending | None:
         return self._pending.pop((model, rid), None)
+
+    def take_many(self, model: str, rids: list[str]) -> list[Pending | None]:
+        pop = self._pending.pop
+        return [pop((model, rid), None) for rid in rids]
 
     def expire(self, now: float) -> None:
         """Drop predictions whose label can no longer arrive within the TTL."""

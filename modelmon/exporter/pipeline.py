@@ -20,6 +20,7 @@ import numpy as np
 
 from modelmon.config import Config
 from modelmon.exporter import multivariate
+from modelmon.exporter.columnar import ColumnarParser
 from modelmon.exporter.histogram import LATENCY_BUCKETS, Histogram
 from modelmon.exporter.joiner import LabelJoiner, Pending
 from modelmon.exporter.model_state import ModelState
@@ -52,6 +53,7 @@ class Exporter:
         self.clock = clock  # wall clock: the event-time guard and idle label values are measured on it
         self.lock = threading.RLock()
         self.parser = RecordParser(config, clock)
+        self.columnar = ColumnarParser(self.parser)  # the fast path; hands what it cannot vouch for to `parser`
         self.states = {m.name: ModelState(m, config.exporter, clock) for m in config.models}
         self.reference_store = ReferenceStore(reference_store) if reference_store is not None else None
         if self.reference_store is not None:
@@ -131,7 +133,7 @@ class Exporter:
     # ------------------------------------------------------------------ ingest
 
     def ingest_lines(self, lines: Sequence[bytes], source: str) -> IngestResult:
-        return self._ingest(self.parser.parse_lines, lines, source)
+        return self._ingest(self.columnar.parse_lines, lines, source)
 
     def ingest_objects(self, objs: Sequence, source: str) -> IngestResult:
         return self._ingest(self.parser.parse_objects, objs, source)
@@ -205,21 +207,31 @@ class Exporter:
 
     def _labels_of(self, state: ModelState, cols: PredictionColumns, versions: list[str]) -> None:
         """Inline labels go straight to quality; unlabelled predictions with an id wait for one."""
-        labelled = cols.status_ok & np.array([x is not None for x in cols.labels], dtype=bool)
-        with_id = np.array([x is not None for x in cols.ids], dtype=bool)
+        n = len(cols)
+        labelled = cols.status_ok & np.fromiter((x is not None for x in cols.labels), dtype=bool, count=n)
+        with_id = np.fromiter((x is not None for x in cols.ids), dtype=bool, count=n)
         lab_idx = np.flatnonzero(labelled).tolist()
-        wait_idx = np.flatnonzero(cols.status_ok & ~labelled & with_id).tolist()
+        wait = np.flatnonzero(cols.status_ok & ~labelled & with_id)
         if lab_idx:
             idx = np.asarray(lab_idx)
             state.add_labelled([versions[i] for i in lab_idx], [cols.predictions[i] for i in lab_idx],
                                [cols.labels[i] for i in lab_idx], self._scores(state, cols, lab_idx),
                                cols.ts[idx], None)
+        if not wait.size:
+            return
         name = state.cfg.name
         task = state.cfg.task
-        for i in wait_idx:
-            score = cols.scores[i] if task == "binary" else (cols.score_maps[i] if task == "multiclass" else None)
-            self.joiner.add(name, cols.ids[i], Pending(name, versions[i], float(cols.ts[i]),
-                                                       cols.predictions[i], score))
+        wait_idx = wait.tolist()
+        if task == "binary":
+            scores = cols.scores[wait].tolist()
+        elif task == "multiclass":
+            scores = [cols.score_maps[i] for i in wait_idx]
+        else:
+            scores = [None] * len(wait_idx)
+        preds = cols.predictions
+        entries = [Pending(name, versions[i], t, preds[i], s)
+                   for i, t, s in zip(wait_idx, cols.ts[wait].tolist(), scores)]
+        self.joiner.add_many(name, [cols.ids[i] for i in wait_idx], entries)
 
     @staticmethod
     def _scores(state: ModelState, cols: PredictionColumns, idx: list[int]):
@@ -232,8 +244,7 @@ class Exporter:
     def _join(self, state: ModelState, lab) -> None:
         name = state.cfg.name
         versions, preds, labels, scores, pred_ts, delays = [], [], [], [], [], []
-        for rid, label, ts in zip(lab.ids, lab.labels, lab.ts):
-            p = self.joiner.take(name, rid)
+        for p, label, ts in zip(self.joiner.take_many(name, lab.ids), lab.labels, lab.ts.tolist()):
             if p is None:
                 state.labels_unmatched += 1
                 continue

@@ -94,6 +94,14 @@ class RejectLog:
         """The kept rejects, by index."""
         return sorted((r for _, _, r in self._heap), key=lambda r: r.index)
 
+    def remap(self, index: Sequence[int]) -> None:
+        """Renumber the kept rejects: a reject at position i becomes one at ``index[i]`` (ascending),
+        for a log of a subset of a batch's lines."""
+        for _, _, r in self._heap:
+            r.index = int(index[r.index])
+        self._heap = [(-r.index, seq, r) for _, seq, r in self._heap]
+        heapq.heapify(self._heap)
+
     def merge(self, other: "RejectLog", offset: int = 0) -> None:
         for reason, n in other.counts.items():
             self.counts[reason] = self.counts.get(reason, 0) + n
@@ -115,6 +123,7 @@ class PredictionColumns:
     score_maps: list[dict | None]  # multiclass `scores`
     labels: list[Any]  # inline labels (None when absent)
     features: dict[str, np.ndarray]  # numeric: float64 with NaN; categorical: object with None
+    positions: np.ndarray | None = None  # index of each record's line in the parsed batch
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -125,6 +134,7 @@ class LabelColumns:
     ids: list[str]
     labels: list[Any]
     ts: np.ndarray  # float64, NaN when the label record has no ts
+    positions: np.ndarray | None = None  # index of each record's line in the parsed batch
 
 
 @dataclass
@@ -291,7 +301,8 @@ class RecordParser:
             sel = [i for i, n in enumerate(names) if n == model] if len(distinct) > 1 or None in names \
                 else range(len(objs))
             group = [objs[i] for i in sel]
-            kinds = ["prediction" in o or "status" in o for o in group]
+            # JSON null is the same as an absent field, everywhere (as for the columnar path).
+            kinds = [o.get("prediction") is not None or o.get("status") is not None for o in group]
             if all(kinds):
                 pred_pos, pred_objs, lab_pos, lab_objs = [index[i] for i in sel], group, [], []
             else:
@@ -301,7 +312,7 @@ class RecordParser:
                 for i, o, k in zip(sel, group, kinds):
                     if k:
                         continue
-                    if "label" in o:
+                    if o.get("label") is not None:
                         lab_pos.append(index[i])
                         lab_objs.append(o)
                     else:
@@ -361,7 +372,7 @@ class RecordParser:
         c.flag(bad_ts, "bad_value", lambda i: f"'ts' must be RFC 3339 or epoch seconds, got {str(raw_ts[i])[:60]!r}")
         self._check_event_time(ts, c, raw_ts)
 
-        status = [o.get("status", "ok") for o in objs]
+        status = ["ok" if (s := o.get("status")) is None else s for o in objs]
         if _types(status) == {str} and set(status) <= {"ok"}:
             status_ok = np.ones(n, dtype=bool)
         else:
@@ -423,7 +434,9 @@ class RecordParser:
         keep = ~c.bad
         if not keep.any():
             return None
+        kept_positions = np.asarray(positions)
         if c.bad.any():
+            kept_positions = kept_positions[keep]
             sel = np.flatnonzero(keep)
             pick = lambda xs: [xs[i] for i in sel]  # noqa: E731
             ts, status_ok, latency, scores = ts[keep], status_ok[keep], latency[keep], scores[keep]
@@ -432,7 +445,7 @@ class RecordParser:
             score_maps = pick(score_maps) if score_maps else score_maps
         return PredictionColumns(ts=ts, ids=ids, versions=versions, status_ok=status_ok,
                                  latency_s=latency / 1000.0, predictions=preds, scores=scores,
-                                 score_maps=score_maps, labels=labels, features=features)
+                                 score_maps=score_maps, labels=labels, features=features, positions=kept_positions)
 
     @staticmethod
     def _features(m: ModelConfig, feats: list[dict], c: _Checks) -> dict[str, np.ndarray]:
@@ -516,7 +529,8 @@ class RecordParser:
         keep = np.flatnonzero(~c.bad)
         if keep.size == 0:
             return None
-        return LabelColumns(ids=[str(ids[i]) for i in keep], labels=[labels[i] for i in keep], ts=ts[keep])
+        return LabelColumns(ids=[str(ids[i]) for i in keep], labels=[labels[i] for i in keep], ts=ts[keep],
+                            positions=np.asarray(positions)[keep])
 
 
 def _too_long(v: Any, limit: int, big: float) -> bool:
