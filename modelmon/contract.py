@@ -340,6 +340,11 @@ SERIES: tuple[Series, ...] = (
            ("source",),
            "wall duration of one ingest call: parse, wait for the lock, apply the batch (`file`, `http`); "
            "buckets .001 … 10 s"),
+    Series("modelmon_ingest_lines_parsed_total", "counter",
+           "Log lines parsed, by parser: the columnar fast path, or per line (rejects, multiclass records, a field "
+           "whose JSON type changes within a batch).", ("parser",),
+           "lines parsed by the `columnar` fast path or `per_line`: rejects, multiclass records, small batches and "
+           "lines of a batch that mixes JSON types for one field go per line, at a fraction of the speed"),
     Series("modelmon_lock_hold_seconds", "histogram",
            "How long ingest, refresh, checkpoint and exposition held the exporter lock, per acquisition.",
            ("operation",),

@@ -176,3 +176,16 @@ def test_a_config_without_fast_models_parses_per_line():
     lines = [orjson.dumps(r) for r in multiclass_records(200, 7, T0)]
     assert_same(per_line.parse_lines(lines), columnar.parse_lines(lines))
     assert columnar.stats["fast"] == 0
+
+
+def test_the_exporter_counts_lines_by_parser():
+    from modelmon.exporter.collector import ExporterCollector
+    from modelmon.exporter.pipeline import Exporter
+
+    ex = Exporter(CONFIG, clock=lambda: NOW)
+    lines = clean_lines(200, seed=8)
+    ex.ingest_lines(lines, "file")
+    ex.ingest_lines(lines[:3], "http")  # too few for the fast path
+    family = next(m for m in ExporterCollector(ex).collect() if m.name == "modelmon_ingest_lines_parsed")
+    counts = {s.labels["parser"]: s.value for s in family.samples if s.name.endswith("_total")}
+    assert counts == {"columnar": len(lines), "per_line": 3}

@@ -22,19 +22,27 @@ def _ingest_row(f: PanelFactory) -> list[Cell]:
             "Records ingested by source",
             "Log records per second the exporter parsed, from the tailed file or POST /ingest.",
             [Query(f"sum by (source) ({rate(f.sel('modelmon_records_ingested_total'), RATE)})", legend="{{source}}")],
-            unit="reqps", w=8),
+            unit="reqps", w=6),
+        f.timeseries(
+            "Lines by parser",
+            "Log lines parsed by the columnar fast path and per line. Rejects, multiclass records, small "
+            "batches and batches that mix JSON types for one field (say `ts` as a string and as a number) go "
+            "per line, several times slower: a large per-line share on clean traffic points at the producer.",
+            [Query(f"sum by (parser) ({rate(f.sel('modelmon_ingest_lines_parsed_total'), RATE)})",
+                   legend="{{parser}}")],
+            unit="reqps", stack=True, w=6),
         f.timeseries(
             "Rejected records by reason",
             "Lines skipped as invalid (bad JSON, missing field, unknown model...). The exporter never stops "
             "on bad input, so this is where a broken producer shows up.",
             [Query(f"sum by (reason) ({rate(f.sel('modelmon_records_rejected_total'), RATE)})", legend="{{reason}}")],
-            unit="reqps", bars=True, w=8, empty_until="the log contains an invalid record"),
+            unit="reqps", bars=True, w=6, empty_until="the log contains an invalid record"),
         f.timeseries(
             "Log lag",
             "Bytes written to the prediction log that the exporter has not read yet. Growing lag means "
             "parsing cannot keep up with the writer.",
             [Query(f"sum by (instance) ({f.sel('modelmon_log_lag_bytes')})", legend="{{instance}}")],
-            unit="bytes", w=8),
+            unit="bytes", w=6),
     ]
 
 

@@ -171,7 +171,11 @@ class ExporterCollector(Collector):
         hold = family("modelmon_lock_hold_seconds")
         for operation, h in sorted(ex.lock_hold.items()):
             hold.add_metric([operation], h.buckets(), h.sum)
-        yield from (refresh, ingest, hold)
+        parsed = family("modelmon_ingest_lines_parsed_total")
+        stats = ex.columnar.stats
+        parsed.add_metric(["columnar"], stats["fast"])
+        parsed.add_metric(["per_line"], stats["slow"])
+        yield from (refresh, ingest, hold, parsed)
 
 
 def _finite(x) -> bool:

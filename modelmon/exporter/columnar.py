@@ -267,7 +267,10 @@ class _Block:
         self._cache: dict[str, Any] = {}
 
     def column(self, name: str) -> pa.Array:
-        return self.table.column(name).combine_chunks()
+        key = "col:" + name
+        if key not in self._cache:
+            self._cache[key] = self.table.column(name).combine_chunks()
+        return self._cache[key]
 
     def present(self, name: str) -> np.ndarray:
         key = "present:" + name

@@ -405,7 +405,10 @@ class LogFollower:
             kept = [p for p in parts if len(p) <= self.max_line_bytes]
             self._count_oversized(len(parts) - len(kept))
             parts = kept
-        out += [p for p in parts if p and not p.isspace()]
+        if all(parts) and not any(map(bytes.isspace, parts)):  # the common case, at C speed
+            out += parts
+        else:
+            out += [p for p in parts if p and not p.isspace()]
 
     def _start_oversized_skip(self) -> None:
         self._pending = bytearray()
