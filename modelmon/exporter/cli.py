@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     from modelmon.config import load_config
+    from modelmon.exporter import gc_tuning
     from modelmon.exporter.checkpoint import Checkpointer
     from modelmon.exporter.pipeline import Exporter
     from modelmon.exporter.server import create_app, ingest_token_from
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"modelmon serve: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
         return 2
 
+    gc_tuning.tune()  # after the references and the checkpoint: they are long-lived
     exporter.start_background()
     source = None
     if args.log is not None:

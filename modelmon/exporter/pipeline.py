@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from modelmon.exporter.columnar import ColumnarParser
 from modelmon.exporter.histogram import LATENCY_BUCKETS, Histogram
 from modelmon.exporter.joiner import LabelJoiner, Pending
 from modelmon.exporter.model_state import ModelState
-from modelmon.exporter.records import ParsedBatch, PredictionColumns, RecordParser, Reject
+from modelmon.exporter.records import ParsedBatch, PredictionColumns, RecordParser, Reject, RejectLog
 from modelmon.exporter.reference import ReferenceDataError, load_reference
 from modelmon.exporter.reference_store import ReferenceStore
 
@@ -35,6 +36,9 @@ INGEST_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 LOCK_HOLD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                      5.0, 10.0)  # 0.01: the longest hold the performance target allows
 INGEST_SOURCES = ("file", "http")
+# A batch of at least twice this many lines is ingested in slabs of about this size; pyarrow reads
+# the next slab on a second thread (without the GIL) while the current one is checked and applied.
+SLAB_LINES = 100000000
 LOCK_OPERATIONS = ("ingest", "refresh", "checkpoint", "exposition")
 
 
@@ -80,6 +84,7 @@ class Exporter:
         self.ingest_seconds = {s: Histogram(INGEST_DURATION_BUCKETS) for s in INGEST_SOURCES}  # by source
         self.lock_hold = {op: Histogram(LOCK_HOLD_BUCKETS) for op in LOCK_OPERATIONS}  # by operation
         self._refreshing = threading.Lock()  # one refresh pass at a time; taken before `lock`, never inside it
+        self._pool: ThreadPoolExecutor | None = None  # the read thread of `_ingest_slabs`, started on first use
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -133,7 +138,35 @@ class Exporter:
     # ------------------------------------------------------------------ ingest
 
     def ingest_lines(self, lines: Sequence[bytes], source: str) -> IngestResult:
+        if len(lines) >= 2 * SLAB_LINES:
+            return self._ingest_slabs(lines, source)
         return self._ingest(self.columnar.parse_lines, lines, source)
+
+    def _ingest_slabs(self, lines: Sequence[bytes], source: str) -> IngestResult:
+        """`_ingest` slab by slab, in order, with pyarrow reading slab k+1 on the read thread while
+        slab k is checked and applied: one call's result; each slab timed as one ingest call."""
+        n_slabs = max(2, round(len(lines) / SLAB_LINES))
+        bounds = np.linspace(0, len(lines), n_slabs + 1).astype(int).tolist()
+        slabs = [lines[a:b] for a, b in zip(bounds, bounds[1:])]
+        pool = self._read_pool()
+        rejects, accepted = RejectLog(), 0
+        ahead = pool.submit(self.columnar.prepare, slabs[0])
+        for k, (slab, start) in enumerate(zip(slabs, bounds)):
+            started = self.timer()
+            prepared = ahead.result()
+            if k + 1 < len(slabs):
+                ahead = pool.submit(self.columnar.prepare, slabs[k + 1])
+            batch = self.columnar.parse_lines(slab, prepared)
+            self._apply_timed(batch, source, started)
+            accepted += batch.accepted
+            rejects.merge(batch.rejects, offset=start)
+        return IngestResult(accepted, len(rejects), rejects.listed())
+
+    def _read_pool(self) -> ThreadPoolExecutor:
+        with self.lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelmon-read")
+            return self._pool
 
     def ingest_objects(self, objs: Sequence, source: str) -> IngestResult:
         return self._ingest(self.parser.parse_objects, objs, source)
@@ -142,12 +175,15 @@ class Exporter:
         """Parse outside the lock, apply under it; the whole call is timed per source."""
         started = self.timer()
         batch = parse(items)
+        self._apply_timed(batch, source, started)
+        return IngestResult(batch.accepted, len(batch.rejects), batch.rejects.listed())
+
+    def _apply_timed(self, batch: ParsedBatch, source: str, started: float) -> None:
         with self.held("ingest"):
             try:
                 self._apply(batch, source)
             finally:
                 self._ingest_took(source, self.timer() - started)
-        return IngestResult(batch.accepted, len(batch.rejects), batch.rejects.listed())
 
     # ------------------------------------------------------------------ the exporter's own costs
 
@@ -242,22 +278,19 @@ class Exporter:
         return np.full(len(idx), np.nan)
 
     def _join(self, state: ModelState, lab) -> None:
-        name = state.cfg.name
-        versions, preds, labels, scores, pred_ts, delays = [], [], [], [], [], []
-        for p, label, ts in zip(self.joiner.take_many(name, lab.ids), lab.labels, lab.ts.tolist()):
-            if p is None:
-                state.labels_unmatched += 1
-                continue
-            versions.append(p.version)
-            preds.append(p.prediction)
-            labels.append(label)
-            scores.append(p.score)
-            pred_ts.append(p.ts)
-            delays.append(ts - p.ts)  # NaN when the label record has no ts: not observed
-        if labels:
-            if state.cfg.task != "multiclass":
-                scores = np.asarray([np.nan if s is None else s for s in scores], dtype=np.float64)
-            state.add_labelled(versions, preds, labels, scores, np.asarray(pred_ts), np.asarray(delays))
+        found = self.joiner.take_many(state.cfg.name, lab.ids)
+        hits = [i for i, p in enumerate(found) if p is not None]
+        state.labels_unmatched += len(found) - len(hits)
+        if not hits:
+            return
+        pending = [found[i] for i in hits]  # Pending tuples: transpose them into columns at once
+        _, versions, pred_ts, preds, scores = map(list, zip(*pending))
+        labels = [lab.labels[i] for i in hits]
+        pred_ts = np.asarray(pred_ts, dtype=np.float64)
+        delays = lab.ts[hits] - pred_ts  # NaN when the label record has no ts: not observed
+        if state.cfg.task != "multiclass":
+            scores = np.asarray([np.nan if s is None else s for s in scores], dtype=np.float64)
+        state.add_labelled(versions, preds, labels, scores, pred_ts, delays)
 
     def _save_frozen(self, model, features, prediction) -> None:
         try:
@@ -367,6 +400,8 @@ class Exporter:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=5)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
 
     # ------------------------------------------------------------------ readiness
 
