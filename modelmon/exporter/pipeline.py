@@ -22,7 +22,7 @@ from modelmon.config import Config
 from modelmon.exporter import multivariate
 from modelmon.exporter.histogram import LATENCY_BUCKETS, Histogram
 from modelmon.exporter.joiner import LabelJoiner, Pending
-from modelmon.exporter.model_state import ModelState
+from modelmon.exporter.model_state import ModelState, sample_view
 from modelmon.exporter.records import ParsedBatch, PredictionColumns, RecordParser, Reject
 from modelmon.exporter.reference import ReferenceDataError, load_reference
 from modelmon.exporter.reference_store import ReferenceStore
@@ -286,7 +286,9 @@ class Exporter:
         publish the snapshot under it; ingest and /metrics go on meanwhile. An ingest during
         the compute leaves the model dirty, so the next pass recomputes it. One refresh pass at
         a time (`_refreshing`, always taken before the exporter lock): the refresher thread and
-        a forced refresh never compute the same model at once, and snapshots publish in order.
+        a forced refresh never compute the same model at once, and snapshots publish in order;
+        that is also what lets each model's drift tally (updated by the compute with the records
+        appended and dropped since the last pass) go without a lock of its own.
         """
         with self._refreshing:
             for name, state in self.states.items():
@@ -324,13 +326,13 @@ class Exporter:
                     self._model_failed(name, "multivariate")
 
     def _multivariate_one(self, state: ModelState, size: int, rng: np.random.Generator, seed: int) -> None:
-        with self.lock:
-            inputs = state.multivariate_inputs(size, rng)
-            profiles = state.reference.profiles if inputs else None
-        if inputs is None:
+        with self.lock:  # O(chunks): the sample is gathered from the view after the lock
+            captured = state.multivariate_view()
+        if captured is None:
             return
-        ref_rows, recent_rows = inputs
+        ref_rows, view, profiles = captured
         cfg = state.cfg
+        recent_rows = sample_view(view, cfg.features, size, rng)
         ref = multivariate.encode(ref_rows, cfg.numeric_features, cfg.categorical_features, profiles)
         cur = multivariate.encode(recent_rows, cfg.numeric_features, cfg.categorical_features, profiles)
         mask = multivariate.categorical_mask(cfg.numeric_features, cfg.categorical_features)
