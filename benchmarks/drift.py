@@ -117,6 +117,7 @@ def big_refresh(numeric: list[str], categorical: list[str], rows: int) -> tuple[
         took = time.perf_counter() - t
     assert state.snapshot.drift_window_records == rows and not ex.model_errors
     assert state.drift_tally.full_recomputes == 1  # the steady refresh was incremental
+    print(f"drift tally of the {rows:,}-row window: {state.drift_tally.code_bytes / 1e6:.0f} MB of stored codes")
     return first, took, max(holds)
 
 

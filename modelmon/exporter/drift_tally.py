@@ -6,9 +6,11 @@ nor a value: a NaN inside an object-typed numeric column, which ``feature_drift`
 
 * numeric: the cells of the sorted union of the profile's distinct KS-sample values and its bin
   edges (P points): code 2i is the open interval just below point i (2P: above the last), 2i+1
-  point i itself. A bin is a run of cells (``np.add.reduceat``); #current values below / at a
-  reference value are cumulative cell counts, so the KS statistic is exact against the reference
-  sample, the same integers ``drift.ks_statistic`` gets by sorting the window.
+  point i itself. A bin is a run of cells (``np.add.reduceat``). KS D = sup |F_ref - F_cur| is
+  attained just below or at a distinct reference value (between two, F_ref is constant and F_cur
+  monotone), and each reference value is a point, so #current values below / at it are
+  cumulative cell counts: D is exact against the reference sample, the same integers
+  ``drift.ks_statistic`` gets by sorting the window.
 * categorical: the profile's category code (``CategoricalProfile.codes``).
 
 ``DriftTally.update`` (run by the refresh outside the exporter lock, one refresh at a time) keeps
@@ -16,10 +18,11 @@ per-column counts of the window's codes: it codes only the records appended sinc
 update and subtracts those dropped since, found through the window's stream counters (see
 windows.py). The dropped records are no longer in any view, so the tally keeps the codes of the
 counted records, a queue of segments aligned with stream positions (2 bytes per numeric value
-with up to 32k sample values, 1 per categorical one): subtracting a dropped record is one
-bincount of stored codes (about 1 ms per 1M codes) where re-coding it would cost 40-80 ms per 1M
-values (searchsorted into 20k points, or a dict lookup per category). A non-append/front-drop
-change (``reordered``) or a new reference starts over from the whole view.
+with up to ~32k distinct sample values, 1 per categorical one: 35 MB for a 1M-record window of
+20 features and a score). Subtracting dropped records is one bincount of their stored codes
+(1-3 ms per 1M) where re-coding them would cost what coding did, 65-110 ms per 1M values (a dict
+lookup per category, a searchsorted into 40k cells); ``benchmarks/drift_ks.py`` measures both.
+A non-append/front-drop change (``reordered``) or a new reference starts over from the whole view.
 """
 from __future__ import annotations
 
@@ -171,6 +174,12 @@ class DriftTally:
     def __init__(self) -> None:
         self._state: _State | None = None
         self.full_recomputes = 0  # updates that started over (tests and benchmarks read it)
+
+    @property
+    def code_bytes(self) -> int:
+        """Memory of the stored codes (one small int per counted record and column)."""
+        st = self._state
+        return sum(k.nbytes for _, seg in st.segments for k in seg.values()) if st else 0
 
     def update(self, view: WindowView, profiles: dict, prediction: Any, prediction_column: str) -> _State:
         """Counts of `view`'s records against `profiles` (and `prediction` for `prediction_column`).
