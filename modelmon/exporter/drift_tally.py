@@ -22,7 +22,11 @@ with up to ~32k distinct sample values, 1 per categorical one: 35 MB for a 1M-re
 20 features and a score). Subtracting dropped records is one bincount of their stored codes
 (1-3 ms per 1M) where re-coding them would cost what coding did, 65-110 ms per 1M values (a dict
 lookup per category, a searchsorted into 40k cells); ``benchmarks/drift_ks.py`` measures both.
-A non-append/front-drop change (``reordered``) or a new reference starts over from the whole view.
+When the window cut records out of its first chunk since (``reordered``: a time window with
+out-of-order event time), the records both views share are the appended stream's from the
+later ``start`` on (see windows.py): the update subtracts the tally's records before those and
+codes the later view's ``front`` records (at most a chunk or two) and its new tail. A new
+reference starts over from the whole view.
 """
 from __future__ import annotations
 
@@ -162,6 +166,8 @@ class _State:
     reordered: int
     dropped: int
     appended: int
+    front: int
+    start: int
     size: int
     counts: dict  # column -> int64 counts per code
     segments: tuple  # (n, {column: codes}), oldest first, covering the `size` counted records
@@ -174,6 +180,7 @@ class DriftTally:
     def __init__(self) -> None:
         self._state: _State | None = None
         self.full_recomputes = 0  # updates that started over (tests and benchmarks read it)
+        self.front_recodes = 0  # updates that re-coded a front cut by the window
 
     @property
     def code_bytes(self) -> int:
@@ -186,11 +193,16 @@ class DriftTally:
 
         Builds the new state aside and swaps it in at the end: an exception leaves the old one."""
         st = self._state
-        full = (st is None or st.profiles is not profiles or st.prediction is not prediction
-                or st.reordered != view.reordered)
-        if not full:
+        full = st is None or st.profiles is not profiles or st.prediction is not prediction
+        head = 0  # view records to code at the front (a cut region)
+        if not full and st.reordered == view.reordered:  # appends and front drops only
             d, a = view.dropped - st.dropped, view.appended - st.appended
             full = d < 0 or a < 0 or st.size - d + a != view.size
+            gone, fresh = min(d, st.size), view.size if d >= st.size else a
+        elif not full:  # cuts: keep the shared stream range [view.start, st.appended)
+            full = view.start < st.start or view.front + view.appended - view.start != view.size
+            gone = min(st.front + min(view.start, st.appended) - st.start, st.size)
+            head, fresh = view.front, view.appended - max(st.appended, view.start)
         if full:
             if st is not None and st.profiles is profiles and st.prediction is prediction:
                 coders = st.coders
@@ -200,23 +212,29 @@ class DriftTally:
                     coders[prediction_column] = coder_for(prediction, feature=False)
             counts = {c: np.zeros(k.n_codes, dtype=np.int64) for c, k in coders.items()}
             segments: deque = deque()
-            fresh = view.size
-            self.full_recomputes += 1
+            head, fresh = 0, view.size
         else:
             coders = st.coders
             counts = dict(st.counts)
             segments = deque(st.segments)
-            _drop(segments, counts, min(d, st.size))
-            fresh = view.size if d >= st.size else a
+            _drop(segments, counts, gone)
         if fresh:
-            cols = _last_records(view, fresh, coders)
-            codes = {c: coders[c].code(v) for c, v in cols.items()}
-            for c, k in codes.items():
-                counts[c] = counts[c] + np.bincount(k, minlength=coders[c].n_codes)
-            _push(segments, fresh, codes)
+            _push(segments, fresh, _count(_last_records(view, fresh, coders), coders, counts))
+        if head:
+            segments.appendleft((head, _count(_first_records(view, head, coders), coders, counts)))
         self._state = _State(profiles, prediction, coders, view.reordered, view.dropped, view.appended,
-                             view.size, counts, tuple(segments))
+                             view.front, view.start, view.size, counts, tuple(segments))
+        self.full_recomputes += full
+        self.front_recodes += bool(head) and not full
         return self._state
+
+
+def _count(cols: dict, coders: dict, counts: dict) -> dict:
+    """Code `cols`, add the codes to `counts` (new arrays), return the codes."""
+    codes = {c: coders[c].code(v) for c, v in cols.items()}
+    for c, k in codes.items():
+        counts[c] = counts[c] + np.bincount(k, minlength=coders[c].n_codes)
+    return codes
 
 
 def _drop(segments: deque, counts: dict, d: int) -> None:
@@ -248,11 +266,26 @@ def _last_records(view: WindowView, k: int, coders: dict) -> dict[str, np.ndarra
     pieces = []
     for chunk in reversed(view.chunks):
         n = len(next(iter(chunk.values())))
-        pieces.append(chunk if n <= k else {c: v[n - k:] for c, v in chunk.items()})
+        pieces.append(chunk if n <= k else {c: chunk[c][n - k:] for c in coders})
         k -= min(n, k)
         if k == 0:
             break
-    pieces.reverse()
+    return _joined(pieces[::-1], coders)
+
+
+def _first_records(view: WindowView, k: int, coders: dict) -> dict[str, np.ndarray]:
+    """The coded columns of the view's first `k` records, one array per column."""
+    pieces = []
+    for chunk in view.chunks:
+        n = len(next(iter(chunk.values())))
+        pieces.append(chunk if n <= k else {c: chunk[c][:k] for c in coders})
+        k -= min(n, k)
+        if k == 0:
+            break
+    return _joined(pieces, coders)
+
+
+def _joined(pieces: list, coders: dict) -> dict[str, np.ndarray]:
     if len(pieces) == 1:
         return {c: pieces[0][c] for c in coders}
     return {c: np.concatenate([p[c] for p in pieces]) for c in coders}

@@ -25,6 +25,8 @@ content that are neither (a time window cutting records out of the middle of its
 when event time is out of order). While ``reordered`` stays the same, the window between two
 views only lost records at the front and gained records at the end: the later view's records are
 the earlier view's minus its first ``dropped`` difference, plus the last ``appended`` difference.
+Across cuts, the window is ``front`` records left by cuts, then the appended stream's records
+from position ``start`` on (``start`` only grows): what two views share is that stream range.
 Compaction and adoption change the chunk layout (``reshaped``), never the content or order.
 """
 from __future__ import annotations
@@ -40,7 +42,7 @@ from modelmon.config import Window
 TIME_WINDOW_MAX_RECORDS = 1_000_000
 # The drift refresh merges trailing chunks up to this many records: the chunk count stays about
 # 2 * window / CHUNK_RECORDS + log2(CHUNK_RECORDS), and a refresh copies at most this many records.
-CHUNK_RECORDS = 65536
+CHUNK_RECORDS = 16384
 
 Chunk = dict[str, np.ndarray]
 
@@ -55,6 +57,8 @@ class WindowView:
     reshaped: int  # the window's layout-change count then (for adopt)
     appended: int  # records ever appended, then (the drift tally)
     reordered: int  # content changes other than appends and front drops, then (the drift tally)
+    front: int  # records at the front left by those changes; then the stream from `start` on
+    start: int
 
 
 def concat(chunks: tuple[Chunk, ...]) -> Chunk:
@@ -102,6 +106,8 @@ class SlidingWindow:
         self._appended = 0
         self._dropped = 0
         self._reordered = 0
+        self._front = 0  # records at the front left by non-suffix cuts ...
+        self._start = 0  # ... followed by the appended stream from this position on
         self._reshaped = 0
         self._newest = -np.inf  # newest event time ever appended: O(1) per append (was a scan of every chunk)
 
@@ -119,6 +125,7 @@ class SlidingWindow:
         if n > self.limit:  # only the newest `limit` records of a huge batch can ever be visible
             columns = {k: v[-self.limit:] for k, v in columns.items()}
             self._dropped += n - self.limit  # counted as appended, then dropped from the front
+            self._start += n - self.limit  # right once the trim below has dropped every older record
             n = self.limit
         if self.spec.seconds is not None:
             self._newest = max(self._newest, float(np.max(columns["ts"])))
@@ -130,7 +137,12 @@ class SlidingWindow:
     def _pop_first(self) -> None:
         n = _rows(self._chunks.popleft())
         self._size -= n
+        self._front_drop(n)
+
+    def _front_drop(self, n: int) -> None:
         self._dropped += n
+        self._start += max(n - self._front, 0)
+        self._front = max(self._front - n, 0)
 
     def _keep_first(self, keep: np.ndarray) -> None:
         """Keep the records of the first chunk where `keep` is true (a new dict; arrays untouched)."""
@@ -138,11 +150,14 @@ class SlidingWindow:
         start = int(np.argmax(keep))
         if keep[start:].all():  # a suffix (in-order event time): a view, and a plain front drop
             self._chunks[0] = {k: v[start:] for k, v in first.items()}
-            self._dropped += start
+            self._front_drop(start)
         else:
             self._chunks[0] = {k: v[keep] for k, v in first.items()}
             self._reshaped += 1
             self._reordered += 1
+            n, kept = keep.size, int(keep.sum())  # the chunk is the first n records
+            self._start += max(n - self._front, 0)
+            self._front = kept + max(self._front - n, 0)
         self._size -= int((~keep).sum())
 
     def _trim(self) -> None:
@@ -166,7 +181,7 @@ class SlidingWindow:
             else:
                 self._chunks[0] = {k: v[excess:] for k, v in first.items()}
                 self._size -= excess
-                self._dropped += excess
+                self._front_drop(excess)
 
     def expire(self, now: float) -> None:
         """Drop records older than the window relative to `now` (time windows only)."""
@@ -186,7 +201,7 @@ class SlidingWindow:
     def view(self) -> WindowView:
         """The current records as immutable chunks (take under the lock; use anywhere after)."""
         return WindowView(tuple(self._chunks), self._size, self._dropped, self._reshaped,
-                          self._appended, self._reordered)
+                          self._appended, self._reordered, self._front, self._start)
 
     def adopt(self, view: WindowView, merged: Chunk, first: int = 0) -> bool:
         """Replace the chunks still holding the records of ``view.chunks[first:]`` by `merged`
