@@ -66,7 +66,8 @@ def main() -> None:
     ncoder, ccoder = NumericCoder(prof), CategoricalCoder(cprof)
     nums = rng.normal(size=values.size)
     ncodes, ccodes = ncoder.code(nums), ccoder.code(values)
-    print(f"drift tally, 1M records: numeric cells ({ncoder.cells}) code {best_ms(ncoder.code, nums, repeat=3):.1f} ms,"
+    print(f"drift tally, 1M records: numeric cells ({ncoder.cells}) code"
+          f" {best_ms(ncoder.code, nums, repeat=3):.1f} ms,"
           f" categorical code {best_ms(ccoder.code, values, repeat=3):.1f} ms; bincount of stored codes"
           f" {best_ms(np.bincount, ncodes, None, ncoder.n_codes, repeat=3):.1f} ms numeric"
           f" ({ncodes.dtype}), {best_ms(np.bincount, ccodes, None, ccoder.n_codes, repeat=3):.1f} ms categorical"

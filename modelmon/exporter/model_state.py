@@ -436,7 +436,8 @@ def sample_view(view: WindowView, features: list[str], sample_size: int,
 
 
 def feature_drift(profile: Any, values: np.ndarray) -> dict[str, float]:
-    """Drift of one feature's window against its reference profile."""
+    """Drift of one feature's window against its reference profile, from the raw values: the
+    full recompute that the refresh's drift tally equals exactly (tests and tools use it)."""
     if values.dtype == object and isinstance(profile, drift.CategoricalProfile):
         # One coding pass: codes() maps exactly the None values to -1 (no separate missing scan).
         codes = profile.codes(values)
