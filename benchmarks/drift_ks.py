@@ -3,7 +3,9 @@
 Prints, for a 20000-value reference sample (the profile's default ``sample_max``) against windows
 of 5k / 100k / 1M values shifted into the alert range, the best-of-5 milliseconds of: the former
 statistic (concatenate + two searchsorted), ``ks_statistic``, ``kstwo.sf`` and ``ks_pvalue``'s
-tail; and the categorical re-coding per 1M values, former path vs hash lookup.
+tail; the categorical re-coding per 1M values, former path vs hash lookup; and what the drift
+tally pays per 1M records: coding them (numeric cells, categorical codes) when they arrive, one
+bincount of their stored codes when they leave (re-coding them instead would cost the former).
 
     .venv/bin/python benchmarks/drift_ks.py
 """
@@ -16,6 +18,7 @@ import numpy as np
 from scipy import special, stats
 
 from modelmon.exporter.drift import CategoricalProfile, NumericProfile, ks_pvalue, ks_statistic
+from modelmon.exporter.drift_tally import CategoricalCoder, NumericCoder
 
 
 def best_ms(fn, *args, repeat: int = 5) -> float:
@@ -60,6 +63,15 @@ def main() -> None:
     cprof = CategoricalProfile.from_values(values[:100_000])
     print(f"categorical codes, 1M values: former {best_ms(cprof._codes_by_search, values, repeat=3):.1f} ms,"
           f" hash lookup {best_ms(cprof.codes, values, repeat=3):.1f} ms")
+    ncoder, ccoder = NumericCoder(prof), CategoricalCoder(cprof)
+    nums = rng.normal(size=values.size)
+    ncodes, ccodes = ncoder.code(nums), ccoder.code(values)
+    print(f"drift tally, 1M records: numeric cells ({ncoder.cells}) code"
+          f" {best_ms(ncoder.code, nums, repeat=3):.1f} ms,"
+          f" categorical code {best_ms(ccoder.code, values, repeat=3):.1f} ms; bincount of stored codes"
+          f" {best_ms(np.bincount, ncodes, None, ncoder.n_codes, repeat=3):.1f} ms numeric"
+          f" ({ncodes.dtype}), {best_ms(np.bincount, ccodes, None, ccoder.n_codes, repeat=3):.1f} ms categorical"
+          f" ({ccodes.dtype})")
 
 
 if __name__ == "__main__":

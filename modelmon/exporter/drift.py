@@ -1,13 +1,20 @@
 """Per-feature drift: frozen reference profiles and the statistics that compare a window to them.
 
-A profile is built once, when the reference is loaded; afterwards binning a batch is one
-``np.searchsorted`` and counting it one ``np.bincount``, so the exporter can keep per-window bin
-counts up to date incrementally (add a batch's counts, subtract the evicted records' counts).
+A profile is built once, when the reference is loaded. The exporter does not re-bin its drift
+window at every refresh: ``drift_tally.DriftTally`` keeps per-window counts over a finer partition
+of each numeric feature (the cells: every distinct value of the profile's KS sample and every bin
+edge, and the open intervals between them), adds the counts of the records appended since the
+last refresh and subtracts those of the records dropped since. PSI, Jensen-Shannon and chi-squared
+take bin counts, which are sums of cell counts; the KS statistic needs, at each distinct reference
+value r, the number of current values < r and <= r, which are cumulative cell counts. So every
+statistic is the one ``feature_drift`` computes from the raw window, exactly (same integers).
 
 Statistics take counts aligned with a profile's bins (PSI, Jensen-Shannon, chi-squared) or raw
 values (Kolmogorov-Smirnov, whose p-value is the asymptotic Kolmogorov distribution with Stephens'
-correction: see ``ks_pvalue`` for its measured accuracy against the exact test). They raise ValueError on an empty side; callers gate on
-``min_drift_samples`` first.
+correction: see ``ks_pvalue`` for its measured accuracy against the exact test). They raise
+ValueError on an empty side; callers gate on ``min_drift_samples`` first. KS is exact against the
+reference *sample* (all reference values, or ``sample_max`` of them drawn at random): the window
+side is never sampled.
 """
 from __future__ import annotations
 
@@ -252,13 +259,21 @@ def ks_statistic(ref_sorted_sample: np.ndarray, cur_values: np.ndarray) -> tuple
         raise ValueError("KS test needs values on both sides")
     last = np.flatnonzero(np.append(ref[1:] != ref[:-1], True))  # last index of each distinct value
     distinct = ref[last]
+    cur_below = np.searchsorted(cur, distinct, side="left")  # m * F_cur just below each
+    cur_upto = np.searchsorted(cur, distinct, side="right")  # ... at each
+    return ks_from_counts(last, n, cur_below, cur_upto, m), n, m
+
+
+def ks_from_counts(last: np.ndarray, n: int, cur_below: np.ndarray, cur_upto: np.ndarray, m: int) -> float:
+    """KS D from counts: `last` the last index of each distinct value of the sorted reference
+    sample (size n); `cur_below` / `cur_upto` the number of the m current values below / at most
+    each distinct value. D = k/(n*m) with k an exact integer (the counts are scaled to n*m)."""
     # counts scaled to the common denominator n*m, in integers so D is the exact fraction
     ref_upto = (last + 1) * m  # n*m * F_ref at each distinct value
     ref_below = np.concatenate([[0], ref_upto[:-1]])  # ... just below it
-    cur_below = np.searchsorted(cur, distinct, side="left") * n  # n*m * F_cur just below it
-    cur_upto = np.searchsorted(cur, distinct, side="right") * n  # ... at it
-    k = max(int(np.max(np.abs(ref_below - cur_below))), int(np.max(np.abs(ref_upto - cur_upto))))
-    return k / (n * m), n, m
+    k = max(int(np.max(np.abs(ref_below - np.asarray(cur_below, dtype=np.int64) * n))),
+            int(np.max(np.abs(ref_upto - np.asarray(cur_upto, dtype=np.int64) * n))))
+    return k / (n * m)
 
 
 def ks_pvalue(ref_sorted_sample: np.ndarray, cur_values: np.ndarray) -> float:
@@ -286,7 +301,11 @@ def ks_pvalue(ref_sorted_sample: np.ndarray, cur_values: np.ndarray) -> float:
     Correction and measurements: Stephens (1970), JRSS B 32(1), 115-122; the choice between
     the two forms above was made on the measured grid.
     """
-    d, n, m = ks_statistic(ref_sorted_sample, cur_values)
+    return ks_pvalue_of(*ks_statistic(ref_sorted_sample, cur_values))
+
+
+def ks_pvalue_of(d: float, n: int, m: int) -> float:
+    """The p-value of ``ks_pvalue`` from the statistic D and the two sample sizes."""
     en = n * m / (n + m)
     root = math.sqrt(en)
     z = root * d if n == m else (root + 0.12 + 0.11 / root) * d

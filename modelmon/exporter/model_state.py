@@ -2,9 +2,14 @@
 
 Ingest calls `add_predictions` / `add_labelled` with parsed columns; a refresh turns the
 windows into a snapshot of gauge values (quality, drift) in three steps: `refresh_inputs`
-(under the exporter lock: capture immutable window views), `compute` (without the lock: the
-statistics) and `publish` (under the lock: swap the snapshot in). The collector only reads
-counters and the latest snapshot, so a scrape never computes statistics.
+(under the exporter lock: capture immutable window views, O(chunks)), `compute` (without the
+lock: the statistics) and `publish` (under the lock: swap the snapshot in). The collector only
+reads counters and the latest snapshot, so a scrape never computes statistics.
+
+Drift is incremental: `compute` brings the model's `DriftTally` (compute-side state, touched only
+by the refresh pass) up to date with the drift view, coding only the records appended since the
+last refresh and subtracting those dropped since, then derives every statistic from the counts
+(see drift_tally.py). Quality windows are recomputed from their records at each refresh.
 """
 from __future__ import annotations
 
@@ -17,12 +22,13 @@ import numpy as np
 
 from modelmon.config import ExporterConfig, ModelConfig
 from modelmon.exporter import drift, quality
+from modelmon.exporter.drift_tally import DriftTally, feature_stats
 from modelmon.exporter.histogram import (LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, SCORE_BUCKETS,
                                          Histogram, LabelBudget)
 from modelmon.contract import class_key, class_keys
 from modelmon.exporter.records import PredictionColumns
 from modelmon.exporter.reference import object_array
-from modelmon.exporter.windows import SlidingWindow, WindowView, concat
+from modelmon.exporter.windows import SlidingWindow, WindowView, concat, tail_run
 
 PRED = "__prediction__"  # drift-window column holding the model output
 PREDICTION_REFERENCE_SIZE = 5000  # predictions frozen as output reference when the file has none
@@ -105,6 +111,7 @@ class ModelState:
         self.expired: dict[str, int] = defaultdict(int)
         self.quality_windows: dict[str, SlidingWindow] = {}
         self.drift_window = SlidingWindow(model.drift_window)
+        self.drift_tally = DriftTally()  # compute-side: only `compute` (one refresh at a time) touches it
         self.reference: Reference | None = None
         self.reference_error: str | None = None
         self._collecting: list[dict[str, np.ndarray]] = []  # reference {first: N} or output reference
@@ -310,31 +317,36 @@ class ModelState:
         return RefreshInputs(tuple(quality_views), len(self.drift_window), drift_view, profiles, prediction)
 
     def compute(self, inputs: RefreshInputs) -> tuple[Snapshot, list]:
-        """Step 2, without the lock: the snapshot of `inputs`, and the concatenated windows to hand
-        back to `publish`. Reads only `inputs` and the model's config (immutable)."""
+        """Step 2, without the lock: the snapshot of `inputs`, and the concatenated chunk runs to
+        hand back to `publish`. Reads `inputs`, the model's config (immutable) and updates the
+        drift tally (which only the refresh pass touches)."""
         snap = Snapshot(drift_window_records=inputs.drift_records)
         merged = []
         for version, win, view in inputs.quality:
             snap.window_labeled[version] = view.size
             if view.size:
                 cols = concat(view.chunks)
-                merged.append((win, view, cols))
+                merged.append((win, view, cols, 0))
                 snap.quality[version] = self._quality(cols)
         if inputs.drift is not None:
-            cols = concat(inputs.drift.chunks)
-            merged.append((self.drift_window, inputs.drift, cols))
-            for f, profile in inputs.profiles.items():
-                snap.feature_drift[f] = feature_drift(profile, cols[f])
+            view = inputs.drift
+            tally = self.drift_tally.update(view, inputs.profiles, inputs.prediction, PRED)
+            for f in inputs.profiles:
+                snap.feature_drift[f] = feature_stats(tally.coders[f], tally.counts[f])
             if inputs.prediction is not None:
-                snap.prediction_psi = drift.psi(inputs.prediction.ref_counts, inputs.prediction.counts(cols[PRED]))
+                snap.prediction_psi = drift.psi(inputs.prediction.ref_counts,
+                                                tally.coders[PRED].bins(tally.counts[PRED]))
+            first = tail_run(view)  # only the small trailing chunks: the counts need no concatenation
+            if first is not None:
+                merged.append((self.drift_window, view, concat(view.chunks[first:]), first))
         return snap, merged
 
     def publish(self, inputs: RefreshInputs, result: tuple[Snapshot, list]) -> None:
         """Step 3, under the lock: publish the snapshot and let the windows keep the
-        concatenations (so the next refresh concatenates a few chunks, not thousands)."""
+        concatenations (so the chunk count stays small). O(chunks)."""
         snap, merged = result
-        for win, view, cols in merged:
-            win.adopt(view, cols)
+        for win, view, cols, first in merged:
+            win.adopt(view, cols, first)
         self.snapshot = snap
 
     def _quality(self, cols: dict[str, np.ndarray]) -> dict[str, float]:
@@ -396,19 +408,36 @@ class ModelState:
 
     # ------------------------------------------------------------------ multivariate worker input
 
-    def multivariate_inputs(self, sample_size: int, rng: np.random.Generator):
-        """(reference rows, recent rows) as dicts of aligned columns, or None when not ready."""
+    def multivariate_view(self):
+        """(reference rows, drift window view, profiles), or None when not ready. Under the lock:
+        O(chunks); sample the view with `sample_view` after releasing it."""
         if self.reference is None or len(self.drift_window) < self.cfg.min_drift_samples:
             return None
-        cols = self.drift_window.columns()
-        n = len(self.drift_window)
-        take = np.sort(rng.choice(n, size=min(n, sample_size), replace=False))
-        recent = {f: cols[f][take] for f in self.cfg.features}
-        return self.reference.rows, recent
+        return self.reference.rows, self.drift_window.view(), self.reference.profiles
+
+
+def sample_view(view: WindowView, features: list[str], sample_size: int,
+                rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A uniform sample of `sample_size` of the view's records (all of them if fewer), in window
+    order, gathered chunk by chunk (no concatenation of the window). Needs no lock."""
+    n = view.size
+    take = np.sort(rng.choice(n, size=min(n, sample_size), replace=False))
+    sizes = [len(next(iter(c.values()))) for c in view.chunks]
+    bounds = np.searchsorted(take, np.cumsum([0, *sizes]))
+    start = 0
+    parts: dict[str, list] = {f: [] for f in features}
+    for c, size, lo, hi in zip(view.chunks, sizes, bounds[:-1], bounds[1:]):
+        if hi > lo:
+            local = take[lo:hi] - start
+            for f in features:
+                parts[f].append(c[f][local])
+        start += size
+    return {f: np.concatenate(p) if p else view.chunks[0][f][:0] for f, p in parts.items()}
 
 
 def feature_drift(profile: Any, values: np.ndarray) -> dict[str, float]:
-    """Drift of one feature's window against its reference profile."""
+    """Drift of one feature's window against its reference profile, from the raw values: the
+    full recompute that the refresh's drift tally equals exactly (tests and tools use it)."""
     if values.dtype == object and isinstance(profile, drift.CategoricalProfile):
         # One coding pass: codes() maps exactly the None values to -1 (no separate missing scan).
         codes = profile.codes(values)

@@ -24,7 +24,7 @@ from modelmon.exporter import multivariate
 from modelmon.exporter.columnar import ColumnarParser
 from modelmon.exporter.histogram import LATENCY_BUCKETS, Histogram
 from modelmon.exporter.joiner import LabelJoiner, Pending
-from modelmon.exporter.model_state import ModelState
+from modelmon.exporter.model_state import ModelState, sample_view
 from modelmon.exporter.records import ParsedBatch, PredictionColumns, RecordParser, Reject, RejectLog
 from modelmon.exporter.reference import ReferenceDataError, load_reference
 from modelmon.exporter.reference_store import ReferenceStore
@@ -38,7 +38,7 @@ LOCK_HOLD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 INGEST_SOURCES = ("file", "http")
 # A batch of at least twice this many lines is ingested in slabs of about this size; pyarrow reads
 # the next slab on a second thread (without the GIL) while the current one is checked and applied.
-SLAB_LINES = 100000000
+SLAB_LINES = 4000
 LOCK_OPERATIONS = ("ingest", "refresh", "checkpoint", "exposition")
 
 
@@ -330,7 +330,9 @@ class Exporter:
         publish the snapshot under it; ingest and /metrics go on meanwhile. An ingest during
         the compute leaves the model dirty, so the next pass recomputes it. One refresh pass at
         a time (`_refreshing`, always taken before the exporter lock): the refresher thread and
-        a forced refresh never compute the same model at once, and snapshots publish in order.
+        a forced refresh never compute the same model at once, and snapshots publish in order;
+        that is also what lets each model's drift tally (updated by the compute with the records
+        appended and dropped since the last pass) go without a lock of its own.
         """
         with self._refreshing:
             for name, state in self.states.items():
@@ -368,13 +370,13 @@ class Exporter:
                     self._model_failed(name, "multivariate")
 
     def _multivariate_one(self, state: ModelState, size: int, rng: np.random.Generator, seed: int) -> None:
-        with self.lock:
-            inputs = state.multivariate_inputs(size, rng)
-            profiles = state.reference.profiles if inputs else None
-        if inputs is None:
+        with self.lock:  # O(chunks): the sample is gathered from the view after the lock
+            captured = state.multivariate_view()
+        if captured is None:
             return
-        ref_rows, recent_rows = inputs
+        ref_rows, view, profiles = captured
         cfg = state.cfg
+        recent_rows = sample_view(view, cfg.features, size, rng)
         ref = multivariate.encode(ref_rows, cfg.numeric_features, cfg.categorical_features, profiles)
         cur = multivariate.encode(recent_rows, cfg.numeric_features, cfg.categorical_features, profiles)
         mask = multivariate.categorical_mask(cfg.numeric_features, cfg.categorical_features)
