@@ -34,6 +34,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from modelmon.config import parse_config  # noqa: E402
+from modelmon.exporter import gc_tuning  # noqa: E402
 from modelmon.exporter.checkpoint import Checkpointer  # noqa: E402
 from modelmon.exporter.collector import ExporterCollector  # noqa: E402
 from modelmon.exporter.pipeline import Exporter  # noqa: E402
@@ -213,6 +214,7 @@ def main() -> int:
     args = ap.parse_args()
     total = 300_000 if args.quick else args.records
     file_total = 300_000 if args.quick else args.file_records
+    gc_tuning.tune()  # as `modelmon serve` does once its references are loaded
     # First, on a fresh heap: the real file path, and orjson on the very same lines.
     file_rate, file_parse_rate, paths = file_path_rate(20_000, file_total)
     gc.collect()

@@ -91,42 +91,33 @@ class ColumnarParser:
 
     # ------------------------------------------------------------------ entry point
 
-    def prepare(self, lines: Sequence[bytes]) -> "_Prepared":
-        """The first step of `parse_lines`: the pyarrow read of the whole batch. It runs without the
-        GIL for the most part, so the exporter runs it on a second thread for the next slab of a
-        large batch while the current one is applied."""
+    def parse_lines(self, lines: Sequence[bytes]) -> ParsedBatch:
+        """Parse `lines` (one JSON record each, no line breaks inside) into a ParsedBatch equal to
+        `RecordParser.parse_lines(lines)`."""
         try:
             usable = bool(self.fast_models) and len(lines) >= MIN_BLOCK and all(map(bytes.strip, lines))
         except TypeError:  # not bytes
             usable = False
         if not usable:  # few lines, or a blank one (pyarrow skips it, which would shift rows against lines)
-            return _Prepared(lines, False, None, [], lines, None, None)
+            self._count(0, len(lines))
+            return self.parser.parse_lines(lines)
         index = np.arange(len(lines))
         slow: list[int] = []
         joined = b"\n".join(lines)
-        lines_fast = lines
         if any(first in joined for first in LENIENT_FIRST):  # one memchr each: most batches stop here
             suspect = np.fromiter((any(t in line for t in LENIENT) for line in lines), dtype=bool, count=len(lines))
-            if suspect.any():
-                # pyarrow reads NaN/Infinity literals and a byte-order mark, which JSON (and orjson) refuse
-                slow.extend(np.flatnonzero(suspect).tolist())
-                index = np.flatnonzero(~suspect)
-                lines_fast = [lines[i] for i in index]
-                joined = None
-        table = self._read(lines_fast, self.types, joined) if len(lines_fast) >= MIN_BLOCK else None
-        return _Prepared(lines, True, index, slow, lines_fast, joined, table)
-
-    def parse_lines(self, lines: Sequence[bytes], prepared: "_Prepared | None" = None) -> ParsedBatch:
-        """Parse `lines` (one JSON record each, no line breaks inside) into a ParsedBatch equal to
-        `RecordParser.parse_lines(lines)`. `prepared`: `prepare(lines)`, when it ran already."""
-        p = prepared if prepared is not None else self.prepare(lines)
-        if not p.usable:
-            self._count(0, len(lines))
-            return self.parser.parse_lines(lines)
+        else:
+            suspect = None
+        if suspect is not None and suspect.any():
+            # pyarrow reads NaN/Infinity literals and a byte-order mark, which JSON (and orjson) refuse
+            slow.extend(np.flatnonzero(suspect).tolist())
+            index = np.flatnonzero(~suspect)
+            lines_fast = [lines[i] for i in index]
+            joined = None
+        else:
+            lines_fast = lines
         pieces: list[_Piece] = []
-        slow = list(p.slow)
-        self._parse_range(p.lines_fast, p.index, 0, len(p.lines_fast), pieces, slow, retry=True, joined=p.joined,
-                          table=p.table)
+        self._parse_range(lines_fast, index, 0, len(lines_fast), pieces, slow, retry=True, joined=joined)
         self._count(len(lines) - len(slow), len(slow))
         return self._assemble(lines, pieces, slow)
 
@@ -136,14 +127,13 @@ class ColumnarParser:
             self.stats["slow"] += slow
 
     def _parse_range(self, lines: Sequence[bytes], index: np.ndarray, start: int, stop: int, pieces: list,
-                     slow: list[int], retry: bool, joined: bytes | None = None, table: pa.Table | None = None) -> None:
+                     slow: list[int], retry: bool, joined: bytes | None = None) -> None:
         """Parse lines[start:stop] (whose batch positions are index[start:stop]) on the fast path,
         splitting in halves where pyarrow cannot read them."""
         if stop - start < MIN_BLOCK:
             slow.extend(index[start:stop].tolist())
             return
-        if table is None:
-            table = self._read(lines[start:stop], self.types, joined)
+        table = self._read(lines[start:stop], self.types, joined)
         if table is None and retry:  # the log may have changed a field's type: look again
             types = self._sample_types(lines, start, stop)
             if types != self.types:
@@ -256,17 +246,6 @@ class ColumnarParser:
         batch.predictions, batch.labels = predictions, labels
         batch.accepted = sum(len(c) for c in predictions.values()) + sum(len(c.ids) for c in labels.values())
         return batch
-
-
-@dataclass
-class _Prepared:
-    lines: Sequence[bytes]
-    usable: bool  # False: the whole batch goes per line
-    index: np.ndarray | None  # batch position of each line of lines_fast
-    slow: list[int]  # positions already known to go per line
-    lines_fast: Sequence[bytes]
-    joined: bytes | None
-    table: pa.Table | None  # pyarrow's read of lines_fast, None when it failed (or too few lines)
 
 
 @dataclass

@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from modelmon.exporter.columnar import ColumnarParser
 from modelmon.exporter.histogram import LATENCY_BUCKETS, Histogram
 from modelmon.exporter.joiner import LabelJoiner, Pending
 from modelmon.exporter.model_state import ModelState, sample_view
-from modelmon.exporter.records import ParsedBatch, PredictionColumns, RecordParser, Reject, RejectLog
+from modelmon.exporter.records import ParsedBatch, PredictionColumns, RecordParser, Reject
 from modelmon.exporter.reference import ReferenceDataError, load_reference
 from modelmon.exporter.reference_store import ReferenceStore
 
@@ -36,9 +35,6 @@ INGEST_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 LOCK_HOLD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                      5.0, 10.0)  # 0.01: the longest hold the performance target allows
 INGEST_SOURCES = ("file", "http")
-# A batch of at least twice this many lines is ingested in slabs of about this size; pyarrow reads
-# the next slab on a second thread (without the GIL) while the current one is checked and applied.
-SLAB_LINES = 4000
 LOCK_OPERATIONS = ("ingest", "refresh", "checkpoint", "exposition")
 
 
@@ -84,7 +80,6 @@ class Exporter:
         self.ingest_seconds = {s: Histogram(INGEST_DURATION_BUCKETS) for s in INGEST_SOURCES}  # by source
         self.lock_hold = {op: Histogram(LOCK_HOLD_BUCKETS) for op in LOCK_OPERATIONS}  # by operation
         self._refreshing = threading.Lock()  # one refresh pass at a time; taken before `lock`, never inside it
-        self._pool: ThreadPoolExecutor | None = None  # the read thread of `_ingest_slabs`, started on first use
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -138,35 +133,7 @@ class Exporter:
     # ------------------------------------------------------------------ ingest
 
     def ingest_lines(self, lines: Sequence[bytes], source: str) -> IngestResult:
-        if len(lines) >= 2 * SLAB_LINES:
-            return self._ingest_slabs(lines, source)
         return self._ingest(self.columnar.parse_lines, lines, source)
-
-    def _ingest_slabs(self, lines: Sequence[bytes], source: str) -> IngestResult:
-        """`_ingest` slab by slab, in order, with pyarrow reading slab k+1 on the read thread while
-        slab k is checked and applied: one call's result; each slab timed as one ingest call."""
-        n_slabs = max(2, round(len(lines) / SLAB_LINES))
-        bounds = np.linspace(0, len(lines), n_slabs + 1).astype(int).tolist()
-        slabs = [lines[a:b] for a, b in zip(bounds, bounds[1:])]
-        pool = self._read_pool()
-        rejects, accepted = RejectLog(), 0
-        ahead = pool.submit(self.columnar.prepare, slabs[0])
-        for k, (slab, start) in enumerate(zip(slabs, bounds)):
-            started = self.timer()
-            prepared = ahead.result()
-            if k + 1 < len(slabs):
-                ahead = pool.submit(self.columnar.prepare, slabs[k + 1])
-            batch = self.columnar.parse_lines(slab, prepared)
-            self._apply_timed(batch, source, started)
-            accepted += batch.accepted
-            rejects.merge(batch.rejects, offset=start)
-        return IngestResult(accepted, len(rejects), rejects.listed())
-
-    def _read_pool(self) -> ThreadPoolExecutor:
-        with self.lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelmon-read")
-            return self._pool
 
     def ingest_objects(self, objs: Sequence, source: str) -> IngestResult:
         return self._ingest(self.parser.parse_objects, objs, source)
@@ -402,8 +369,6 @@ class Exporter:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=5)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
 
     # ------------------------------------------------------------------ readiness
 
