@@ -57,6 +57,9 @@ def assert_same(expected, got) -> None:
         assert np.array_equal(g.positions, e.positions)
         assert np.array_equal(g.ts, e.ts)
         assert g.ids == e.ids and g.versions == e.versions
+        if g.label_present is not None:  # the fast path's masks say what the lists say
+            assert g.label_present.tolist() == [v is not None for v in g.labels]
+            assert g.id_present.tolist() == [v is not None for v in g.ids]
         assert np.array_equal(g.status_ok, e.status_ok)
         assert np.array_equal(g.latency_s, e.latency_s, equal_nan=True)
         assert np.array_equal(g.scores, e.scores, equal_nan=True)

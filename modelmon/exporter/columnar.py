@@ -91,11 +91,13 @@ class ColumnarParser:
 
     # ------------------------------------------------------------------ entry point
 
-    def parse_lines(self, lines: Sequence[bytes]) -> ParsedBatch:
+    def parse_lines(self, lines: Sequence[bytes], blank_free: bool = False) -> ParsedBatch:
         """Parse `lines` (one JSON record each, no line breaks inside) into a ParsedBatch equal to
-        `RecordParser.parse_lines(lines)`."""
+        `RecordParser.parse_lines(lines)`. `blank_free`: the caller vouches that no line is empty or
+        only whitespace (the log follower and POST /ingest drop those), which saves a pass."""
         try:
-            usable = bool(self.fast_models) and len(lines) >= MIN_BLOCK and all(map(bytes.strip, lines))
+            usable = bool(self.fast_models) and len(lines) >= MIN_BLOCK and (
+                blank_free or all(map(bytes.strip, lines)))
         except TypeError:  # not bytes
             usable = False
         if not usable:  # few lines, or a blank one (pyarrow skips it, which would shift rows against lines)
@@ -340,37 +342,67 @@ class _Block:
         return ts, bad
 
     def _class_values(self, name: str, rows: np.ndarray, regression: bool) -> tuple[list, np.ndarray]:
-        """(raw values as the per-line parser sees them, None for null; mask of rows to send per line).
+        """(values, None for null; mask of rows to send per line). Regression values as floats; classes
+        as the per-line parser reads them or as their class key (1 -> "1"), which the state reads alike.
 
         Numbers come in a float64 column (a batch mixes regression outputs and integer classes): a
-        class is then the int it spells, and only integral values below 2**53 (exact in a double)
-        are taken; the rest go per line, which keeps or refuses them as it always did."""
+        class is then the key of the int it spells, and only integral values below 2**53 (exact in a
+        double) are taken; the rest go per line, which keeps or refuses them as it always did."""
+        values, bad = self._class_block(name, regression)
+        return values[rows].tolist(), bad[rows]
+
+    def _class_block(self, name: str, regression: bool) -> tuple[np.ndarray, np.ndarray]:
+        key = f"class:{name}:{regression}"
+        if key not in self._cache:
+            self._cache[key] = self._class_column(name, regression)
+        return self._cache[key]
+
+    def _class_column(self, name: str, regression: bool) -> tuple[np.ndarray, np.ndarray]:
+        """`_class_values` for every row of the block, as (object array, mask)."""
         col_type = self.table.schema.field(name).type
+        present = self.present(name)
         if col_type == pa.float64():
-            values, nonfinite = self.floats(name)
-            v, present = values[rows], self.present(name)[rows]
+            v, nonfinite = self.floats(name)
             if regression:
-                return np.where(present, v, None).tolist(), nonfinite[rows]
+                out = v.astype(object)
+                out[~present] = None
+                return out, nonfinite
             exact = present & (np.floor(v) == v) & (np.abs(v) < 2.0 ** 53)
-            out = np.where(exact, v, 0).astype(np.int64).astype(object)
-            out[~present] = None
-            return out.tolist(), present & ~exact
-        if regression:
-            return [], np.ones(rows.size, dtype=bool)  # a string or boolean regression value: per line
+            out = np.empty(self.n, dtype=object)  # None where absent
+            if exact.any():  # a class as its key, made once per distinct value
+                distinct, inverse = np.unique(v[exact], return_inverse=True)
+                out[exact] = np.array([str(int(d)) for d in distinct.tolist()], dtype=object)[inverse]
+            return out, present & ~exact
+        if regression:  # a string or boolean regression value: per line
+            return np.empty(self.n, dtype=object), np.ones(self.n, dtype=bool)
         if col_type == pa.string():
-            values = self.strings(name)[rows]
-            lengths = pc.utf8_length(self.column(name).take(pa.array(rows))).fill_null(0).to_numpy(
-                zero_copy_only=False)
-            return values.tolist(), lengths > self.parser.max_value_length
-        return self.column(name).take(pa.array(rows)).to_pylist(), np.zeros(rows.size, dtype=bool)  # booleans
+            return self.strings(name), self._too_long(name)
+        out = np.empty(self.n, dtype=object)  # booleans
+        out[:] = self.column(name).to_pylist()
+        return out, np.zeros(self.n, dtype=bool)
 
     def _ids(self, rows: np.ndarray) -> tuple[list, np.ndarray]:
-        col_type = self.table.schema.field("id").type
-        arr = self.column("id").take(pa.array(rows))
-        if col_type == pa.int64():
-            return [None if v is None else str(v) for v in arr.to_pylist()], np.zeros(rows.size, dtype=bool)
-        too_long = pc.utf8_length(arr).fill_null(0).to_numpy(zero_copy_only=False) > MAX_ID_LENGTH
-        return arr.to_pylist(), too_long
+        ids, bad = self._id_block()
+        return ids[rows].tolist(), bad[rows]
+
+    def _id_block(self) -> tuple[np.ndarray, np.ndarray]:
+        if "ids" not in self._cache:
+            arr = self.column("id")
+            if self.table.schema.field("id").type == pa.int64():
+                ids = np.array([None if v is None else str(v) for v in arr.to_pylist()] or [], dtype=object)
+                self._cache["ids"] = (ids, np.zeros(self.n, dtype=bool))
+            else:
+                too_long = pc.utf8_length(arr).fill_null(0).to_numpy(zero_copy_only=False) > MAX_ID_LENGTH
+                self._cache["ids"] = (arr.to_numpy(zero_copy_only=False), too_long)
+        return self._cache["ids"]
+
+    def _too_long(self, name: str) -> np.ndarray:
+        """Rows whose string in column `name` is longer than a label value may be."""
+        key = "long:" + name
+        if key not in self._cache:
+            lengths = pc.utf8_length(self.column(name)).fill_null(0).to_numpy(zero_copy_only=False)
+            self._cache[key] = lengths > self.parser.max_value_length
+        return self._cache[key]
 
     # ------------------------------------------------------------------ prediction records
 
@@ -384,22 +416,15 @@ class _Block:
         bad |= ~(ok | (status == "error"))
         bad |= ok & ~self.present("prediction")[rows]
         regression = m.task == "regression"
-        _, bad_pred = self._class_values("prediction", rows, regression)
-        bad |= bad_pred
-        _, bad_label = self._class_values("label", rows, regression)
-        bad |= bad_label
+        bad |= self._class_block("prediction", regression)[1][rows]
+        bad |= self._class_block("label", regression)[1][rows]
         latency, nonfinite = self.floats("latency_ms")
         bad |= nonfinite[rows] | (latency[rows] < 0)
         score, nonfinite = self.floats("score")
         if m.task == "binary":
             bad |= nonfinite[rows] | (score[rows] < 0) | (score[rows] > 1)
-        _, bad_id = self._ids(rows)
-        bad |= bad_id
-        versions = self.strings("version")[rows]
-        lengths = pc.utf8_length(self.column("version").take(pa.array(rows))).fill_null(0).to_numpy(
-            zero_copy_only=False)
-        bad |= lengths > self.parser.max_value_length
-        del versions
+        bad |= self._id_block()[1][rows]
+        bad |= self._too_long("version")[rows]
         feats = self.features()
         for f in m.numeric_features:
             _, nonfinite = self.floats("features." + f, feats[f])
@@ -434,7 +459,8 @@ class _Block:
         return PredictionColumns(ts=ts, ids=ids, versions=versions, status_ok=status_ok,
                                  latency_s=latency[rows] / 1000.0, predictions=preds, scores=scores,
                                  score_maps=[], labels=labels, features=features,
-                                 positions=np.arange(rows.size))
+                                 positions=np.arange(rows.size), label_present=self.present("label")[rows],
+                                 id_present=self.present("id")[rows])
 
     # ------------------------------------------------------------------ late labels
 
@@ -443,10 +469,8 @@ class _Block:
             return np.zeros(0, dtype=bool)
         _, bad = self._timestamps(rows, required=False)
         bad |= ~self.present("id")[rows]
-        _, bad_id = self._ids(rows)
-        bad |= bad_id
-        _, bad_label = self._class_values("label", rows, m.task == "regression")
-        bad |= bad_label
+        bad |= self._id_block()[1][rows]
+        bad |= self._class_block("label", m.task == "regression")[1][rows]
         return ~bad
 
     def labels(self, m, rows: np.ndarray) -> LabelColumns:

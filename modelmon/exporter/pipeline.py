@@ -132,8 +132,9 @@ class Exporter:
 
     # ------------------------------------------------------------------ ingest
 
-    def ingest_lines(self, lines: Sequence[bytes], source: str) -> IngestResult:
-        return self._ingest(self.columnar.parse_lines, lines, source)
+    def ingest_lines(self, lines: Sequence[bytes], source: str, blank_free: bool = False) -> IngestResult:
+        """Ingest log lines (no line breaks inside); `blank_free`: none is empty or only whitespace."""
+        return self._ingest(lambda items: self.columnar.parse_lines(items, blank_free), lines, source)
 
     def ingest_objects(self, objs: Sequence, source: str) -> IngestResult:
         return self._ingest(self.parser.parse_objects, objs, source)
@@ -211,8 +212,11 @@ class Exporter:
     def _labels_of(self, state: ModelState, cols: PredictionColumns, versions: list[str]) -> None:
         """Inline labels go straight to quality; unlabelled predictions with an id wait for one."""
         n = len(cols)
-        labelled = cols.status_ok & np.fromiter((x is not None for x in cols.labels), dtype=bool, count=n)
-        with_id = np.fromiter((x is not None for x in cols.ids), dtype=bool, count=n)
+        has_label = cols.label_present if cols.label_present is not None else \
+            np.fromiter((x is not None for x in cols.labels), dtype=bool, count=n)
+        with_id = cols.id_present if cols.id_present is not None else \
+            np.fromiter((x is not None for x in cols.ids), dtype=bool, count=n)
+        labelled = cols.status_ok & has_label
         lab_idx = np.flatnonzero(labelled).tolist()
         wait = np.flatnonzero(cols.status_ok & ~labelled & with_id)
         if lab_idx:

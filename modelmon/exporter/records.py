@@ -124,6 +124,9 @@ class PredictionColumns:
     labels: list[Any]  # inline labels (None when absent)
     features: dict[str, np.ndarray]  # numeric: float64 with NaN; categorical: object with None
     positions: np.ndarray | None = None  # index of each record's line in the parsed batch
+    # Where `labels` / `ids` are not None, when the parser knows it without a pass over them (columnar)
+    label_present: np.ndarray | None = None
+    id_present: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ts)

@@ -197,7 +197,7 @@ def create_app(exporter: Exporter, ingest_token: str | None = None,
                 tally.add(exporter.ingest_objects(batch, "http"), offset, len(batch))
         else:
             for batch in iter_batches(body):
-                tally.add(exporter.ingest_lines(batch, "http"), tally.received, len(batch))
+                tally.add(exporter.ingest_lines(batch, "http", blank_free=True), tally.received, len(batch))
         return tally.response()
 
     @app.errorhandler(RequestEntityTooLarge)

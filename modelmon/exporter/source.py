@@ -50,7 +50,7 @@ class FileSource:
         """Read what is there, ingest it, commit the offset. Returns the number of lines read."""
         lines = self.follower.poll()
         if lines:
-            self.exporter.ingest_lines(lines, "file")
+            self.exporter.ingest_lines(lines, "file", blank_free=True)  # the follower drops blank lines
         # Only after the batch is in state: a restart re-reads nothing ingested. A poll that moved
         # past blank or oversized lines, or switched files, commits too; an idle one writes nothing.
         # The checkpoint follows only a saved offset, so that the two always agree.
