@@ -106,6 +106,8 @@ class ModelConfig:
     min_labeled: int = 100  # quality alerts need at least this many labelled predictions
     drift_min_features: int = 1  # feature-drift alert fires when this many features drift
     min_drift_samples: int = 200  # drift gauges are exported once the window holds this many
+    # The version other versions are compared with; None: the served version with the most traffic
+    baseline_version: str | None = None
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -308,7 +310,7 @@ def _validate_thresholds(v: _Validator, raw: Any, path: str, task: str | None) -
 def _validate_model(v: _Validator, raw: Any, path: str, base_dir: Path) -> ModelConfig | None:
     allowed = {"name", "task", "positive_class", "classes", "features", "reference", "quality_window",
                "drift_window", "thresholds", "slo", "team", "min_labeled", "drift_min_features",
-               "min_drift_samples"}
+               "min_drift_samples", "baseline_version"}
     if not isinstance(raw, dict):
         v.err(path, f"expected a mapping, got {type(raw).__name__}")
         return None
@@ -383,6 +385,14 @@ def _validate_model(v: _Validator, raw: Any, path: str, base_dir: Path) -> Model
         n = v.number(raw[key], f"{path}.{key}", lo=lo, integer=True)
         return int(n) if n is not None else default
 
+    baseline = raw.get("baseline_version")
+    if baseline is not None:
+        if isinstance(baseline, bool) or not isinstance(baseline, (str, int, float)) or str(baseline) == "":
+            v.err(f"{path}.baseline_version", f"expected a version string, got {baseline!r}")
+            baseline = None
+        else:
+            baseline = str(baseline)
+
     if name is None or task is None:
         return None
     return ModelConfig(
@@ -393,6 +403,7 @@ def _validate_model(v: _Validator, raw: Any, path: str, base_dir: Path) -> Model
         min_labeled=_int("min_labeled", 100, 1),
         drift_min_features=_int("drift_min_features", 1, 1),
         min_drift_samples=_int("min_drift_samples", 200, 10),
+        baseline_version=baseline,
     )
 
 

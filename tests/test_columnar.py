@@ -63,6 +63,8 @@ def assert_same(expected, got) -> None:
         assert np.array_equal(g.status_ok, e.status_ok)
         assert np.array_equal(g.latency_s, e.latency_s, equal_nan=True)
         assert np.array_equal(g.scores, e.scores, equal_nan=True)
+        no = np.zeros(len(e), dtype=bool)
+        assert np.array_equal(g.shadow if g.shadow is not None else no, e.shadow if e.shadow is not None else no)
         assert _same_values(g.predictions, e.predictions) and _same_values(g.labels, e.labels)
         assert (g.score_maps or [None] * len(g)) == (e.score_maps or [None] * len(e))
         assert sorted(g.features) == sorted(e.features)

@@ -70,13 +70,27 @@ def records(task: str, n: int, seed: int) -> list[dict]:
     return out
 
 
+def shadows(task: str, served: list[dict]) -> list[dict]:
+    """A shadow version answering the same requests, differently on every third one."""
+    out = []
+    for i, rec in enumerate(served):
+        pred = rec["prediction"]
+        if i % 3 == 0:
+            pred = {"binary": lambda p: 1 - p, "multiclass": lambda p: CLASSES[(CLASSES.index(p) + 1) % 3],
+                    "regression": lambda p: p + 1.0}[task](pred)
+        out.append({**rec, "version": "v2", "shadow": True, "prediction": pred})
+    return out
+
+
 @pytest.fixture(scope="module")
 def populated() -> tuple[Exporter, str]:
-    """One exporter watching a model of every task, after traffic, refresh, multivariate pass and
-    one bad line: every family of the contract has samples."""
+    """One exporter watching a model of every task, after traffic (with a shadow version), refresh,
+    multivariate pass and one bad line: every family of the contract has samples."""
     ex = Exporter(config_of(*(model(task) for task in TASKS)))
     for i, task in enumerate(TASKS):
-        ex.ingest_lines(lines(records(task, 600, seed=10 + i)), "file")
+        served = records(task, 600, seed=10 + i)
+        ex.ingest_lines(lines(served), "file")
+        ex.ingest_lines(lines(shadows(task, served[300:])), "file")
     ex.ingest_lines([b"{not json", b'{"model": "nope", "ts": 1}'], "http")
     ex.refresh(force=True)
     ex.run_multivariate()

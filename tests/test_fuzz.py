@@ -15,7 +15,7 @@ from tests.exporter_helpers import binary_records, make_config
 CONFIG = make_config()
 VALID, LATE = binary_records(30, seed=21, inline_share=0.5)
 KEYS = ["ts", "id", "model", "version", "features", "prediction", "score", "latency_ms", "status", "label",
-        "scores"]
+        "scores", "shadow"]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -49,11 +49,17 @@ class ExporterCollector(Collector):
         last = family("modelmon_last_record_timestamp_seconds")
         info = family("modelmon_model_info")
         score = family("modelmon_prediction_score")
+        shadow = family("modelmon_shadow_predictions_total")
+        shadow_latency = family("modelmon_shadow_latency_seconds")
         for name, s in ex.states.items():
             for (version, status), n in sorted(s.predictions_total.items()):
                 preds.add_metric([name, version, status], n)
             for version, h in sorted(s.latency.items()):
                 latency.add_metric([name, version], h.buckets(), h.sum)
+            for (version, status), n in sorted(s.shadow_total.items()):
+                shadow.add_metric([name, version, status], n)
+            for version, h in sorted(s.shadow_latency.items()):
+                shadow_latency.add_metric([name, version], h.buckets(), h.sum)
             if s.last_ts is not None:
                 last.add_metric([name], s.last_ts)
             versions = sorted(s.versions.known) or ["unknown"]
@@ -61,7 +67,7 @@ class ExporterCollector(Collector):
                 info.add_metric([name, version, s.cfg.task, s.cfg.team], 1)
             if s.cfg.task != "regression":
                 score.add_metric([name], s.score_hist.buckets(), s.score_hist.sum)
-        yield from (preds, latency, last, info, score)
+        yield from (preds, latency, shadow, shadow_latency, last, info, score)
 
     # ------------------------------------------------------------------ quality
 
@@ -92,6 +98,35 @@ class ExporterCollector(Collector):
                         gauges[key].add_metric([name, version], value)
         yield from (labels, unmatched, expired, delay, confusion, windowed)
         yield from gauges.values()
+        yield from self._versions(ex)
+
+    def _versions(self, ex: Exporter) -> Iterator[Metric]:
+        pairs = family("modelmon_version_pairs_total")
+        agreements = family("modelmon_version_agreements_total")
+        difference = family("modelmon_version_abs_difference_total")
+        delta = family("modelmon_version_quality_delta")
+        pvalue = family("modelmon_version_quality_pvalue")
+        samples = family("modelmon_version_comparison_samples")
+        baseline = family("modelmon_version_baseline_info")
+        for name, s in ex.states.items():
+            for (version, base), n in sorted(s.version_pairs.items()):
+                pairs.add_metric([name, version, base], n)
+                if s.cfg.task == "regression":
+                    difference.add_metric([name, version, base], s.version_abs_difference.get((version, base), 0.0))
+                else:
+                    agreements.add_metric([name, version, base], s.version_agreements.get((version, base), 0))
+            snap = s.snapshot
+            if snap.baseline is not None:
+                source = "config" if s.cfg.baseline_version is not None else "traffic"
+                baseline.add_metric([name, snap.baseline, source], 1)
+            for (version, quantity, pairing), c in sorted(snap.comparisons.items()):
+                if c.samples:
+                    samples.add_metric([name, version, snap.baseline, pairing], c.samples)
+                if _finite(c.delta):
+                    delta.add_metric([name, version, snap.baseline, quantity, pairing], c.delta)
+                if _finite(c.pvalue):
+                    pvalue.add_metric([name, version, snap.baseline, quantity, pairing], c.pvalue)
+        yield from (pairs, agreements, difference, delta, pvalue, samples, baseline)
 
     # ------------------------------------------------------------------ drift
 

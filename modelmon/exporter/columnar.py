@@ -172,7 +172,8 @@ class ColumnarParser:
             schema = self._schemas[types] = pa.schema([
                 ("model", pa.string()), ("ts", types.ts), ("id", types.id), ("version", pa.string()),
                 ("status", pa.string()), ("prediction", types.prediction), ("label", types.label),
-                ("score", pa.float64()), ("latency_ms", pa.float64()), ("features", self.features_type)])
+                ("score", pa.float64()), ("latency_ms", pa.float64()), ("shadow", pa.bool_()),
+                ("features", self.features_type)])
         return schema
 
     def _sample_types(self, lines: Sequence[bytes], start: int, stop: int) -> _Types:
@@ -456,9 +457,12 @@ class _Block:
                 table[:len(values)] = values
                 self._cache[key] = table[encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
             features[f] = np.ascontiguousarray(self._cache[key][rows])
+        shadow = None
+        if self.present("shadow")[rows].any():  # null is absent is false
+            shadow = self.column("shadow").fill_null(False).to_numpy(zero_copy_only=False)[rows]
         return PredictionColumns(ts=ts, ids=ids, versions=versions, status_ok=status_ok,
                                  latency_s=latency[rows] / 1000.0, predictions=preds, scores=scores,
-                                 score_maps=[], labels=labels, features=features,
+                                 score_maps=[], labels=labels, features=features, shadow=shadow,
                                  positions=np.arange(rows.size), label_present=self.present("label")[rows],
                                  id_present=self.present("id")[rows])
 
@@ -522,6 +526,8 @@ def _concat_predictions(parts: list[tuple[np.ndarray, PredictionColumns]]) -> Pr
         scores=_join_arrays([c.scores for c in cs], order), score_maps=score_maps,
         labels=_join_lists([c.labels for c in cs], order),
         features={f: np.ascontiguousarray(_join_arrays([c.features[f] for c in cs], order)) for f in names},
+        shadow=_join_arrays([c.shadow if c.shadow is not None else np.zeros(len(c), dtype=bool) for c in cs], order)
+        if any(c.shadow is not None for c in cs) else None,
         positions=positions)
 
 

@@ -22,9 +22,11 @@ import numpy as np
 
 from modelmon.config import ExporterConfig, ModelConfig
 from modelmon.exporter import drift, quality
+from modelmon.exporter.comparison import Comparison
+from modelmon.exporter.versions import PAIRED_WINDOW, PairedOutcomes, RequestBook, Traffic, compare as compare_versions
 from modelmon.exporter.drift_tally import DriftTally, feature_stats
 from modelmon.exporter.histogram import (LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, SCORE_BUCKETS,
-                                         Histogram, LabelBudget)
+                                         Histogram, LabelBudget, shorten as shorten_value)
 from modelmon.contract import class_key, class_keys
 from modelmon.exporter.records import PredictionColumns
 from modelmon.exporter.reference import object_array
@@ -43,6 +45,8 @@ class Snapshot:
     feature_drift: dict[str, dict[str, float]] = field(default_factory=dict)  # feature -> metric -> value
     prediction_psi: float | None = None
     drift_window_records: int = 0
+    baseline: str | None = None  # the version the others were compared with
+    comparisons: dict[tuple[str, str, str], Comparison] = field(default_factory=dict)  # (version, quantity, pairing)
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class RefreshInputs:
     drift: WindowView | None  # None: no drift this time (no reference, or too few records)
     profiles: dict[str, Any] | None
     prediction: Any  # the output reference profile, or None
+    baseline: str | None = None
+    paired: dict[str, np.ndarray] = field(default_factory=dict)  # candidate -> (n, 2) paired outcomes
 
 
 class Reference:
@@ -99,8 +105,18 @@ class ModelState:
                                    idle_seconds=exp.label_idle_seconds, clock=clock)
         self.shortened: dict[str, int] = defaultdict(int)  # label -> values cut to max_label_value_length
         self.positive = class_key(model.positive_class)
-        self.predictions_total: dict[tuple[str, str], int] = defaultdict(int)
+        self.predictions_total: dict[tuple[str, str], int] = defaultdict(int)  # served: (version, status)
         self.latency: dict[str, Histogram] = {}
+        self.shadow_total: dict[tuple[str, str], int] = defaultdict(int)  # shadow: (version, status)
+        self.shadow_latency: dict[str, Histogram] = {}
+        # Versions side by side (versions.py): served traffic per version, requests by id, pairs.
+        self.traffic = Traffic(model.quality_window)
+        self.predicted = RequestBook()
+        self.outcomes = RequestBook()
+        self.paired = PairedOutcomes(model.quality_window.count or PAIRED_WINDOW)
+        self.version_pairs: dict[tuple[str, str], int] = defaultdict(int)  # (version, baseline)
+        self.version_agreements: dict[tuple[str, str], int] = defaultdict(int)
+        self.version_abs_difference: dict[tuple[str, str], float] = defaultdict(float)
         self.latency_bounds = LATENCY_BUCKETS
         self.labels_total: dict[str, int] = defaultdict(int)
         self.label_delay = Histogram(LABEL_DELAY_BUCKETS)
@@ -125,27 +141,42 @@ class ModelState:
     # ------------------------------------------------------------------ ingest
 
     def add_predictions(self, cols: PredictionColumns, latency_bounds: tuple[float, ...]) -> list[str]:
-        """Count a batch of predictions and slide the drift window; returns the folded versions."""
+        """Count a batch of predictions and slide the drift window; returns the folded versions.
+
+        Shadow predictions (predicted, not served) are counted in their own series and stay out of
+        the served ones (traffic, errors, latency: the SLO), the drift window, the score histogram
+        and a reference frozen from traffic; they are evaluated like any other once labelled."""
         n = len(cols)
         versions = self.versions.fold_many(cols.versions)
         ok = cols.status_ok
+        shadow = cols.shadow if cols.shadow is not None and cols.shadow.any() else None
         distinct = set(versions)
         vers = np.asarray(versions, dtype=object) if len(distinct) > 1 else None
+        served: dict[str, int] = {}
+        roles = [(None, self.predictions_total, self.latency)] if shadow is None else [
+            (~shadow, self.predictions_total, self.latency), (shadow, self.shadow_total, self.shadow_latency)]
         for v in distinct:
-            mask = ok if vers is None else ok & (vers == v)
-            total = n if vers is None else int((vers == v).sum())
-            good = int(mask.sum())
-            self.predictions_total[(v, "ok")] += good
-            if total > good:
-                self.predictions_total[(v, "error")] += total - good
-            hist = self.latency.get(v)
-            if hist is None:
-                hist = self.latency[v] = Histogram(latency_bounds)
-            hist.observe(cols.latency_s if vers is None else cols.latency_s[vers == v])
+            in_version = None if vers is None else vers == v
+            for role, totals, latencies in roles:
+                sel = in_version if role is None else (role if in_version is None else role & in_version)
+                total = n if sel is None else int(sel.sum())
+                if not total:
+                    continue
+                good = int(ok.sum()) if sel is None else int((ok & sel).sum())
+                if totals is self.predictions_total:
+                    served[v] = total
+                totals[(v, "ok")] += good
+                if total > good:
+                    totals[(v, "error")] += total - good
+                hist = latencies.get(v)
+                if hist is None:
+                    hist = latencies[v] = Histogram(latency_bounds)
+                hist.observe(cols.latency_s if sel is None else cols.latency_s[sel])
         newest = float(np.max(cols.ts))
         self.last_ts = newest if self.last_ts is None else max(self.last_ts, newest)
+        self.traffic.add(served, self.last_ts)
 
-        okidx = np.flatnonzero(ok)
+        okidx = np.flatnonzero(ok if shadow is None else ok & ~shadow)
         if okidx.size == 0:
             self.dirty = True
             return versions
@@ -314,20 +345,26 @@ class ModelState:
             profiles = self.reference.profiles
             prediction = self.reference.prediction
         self.dirty = False
-        return RefreshInputs(tuple(quality_views), len(self.drift_window), drift_view, profiles, prediction)
+        baseline = self.baseline()
+        return RefreshInputs(tuple(quality_views), len(self.drift_window), drift_view, profiles, prediction,
+                             baseline, self.paired.snapshot(baseline))
 
     def compute(self, inputs: RefreshInputs) -> tuple[Snapshot, list]:
         """Step 2, without the lock: the snapshot of `inputs`, and the concatenated chunk runs to
         hand back to `publish`. Reads `inputs`, the model's config (immutable) and updates the
         drift tally (which only the refresh pass touches)."""
-        snap = Snapshot(drift_window_records=inputs.drift_records)
+        snap = Snapshot(drift_window_records=inputs.drift_records, baseline=inputs.baseline)
         merged = []
+        outcomes = {}
         for version, win, view in inputs.quality:
             snap.window_labeled[version] = view.size
             if view.size:
                 cols = concat(view.chunks)
                 merged.append((win, view, cols, 0))
                 snap.quality[version] = self._quality(cols)
+                outcomes[version] = self._outcomes(cols["y_true"], cols["y_pred"])
+        if inputs.baseline is not None:
+            snap.comparisons = compare_versions(self.cfg.task, inputs.baseline, inputs.paired, outcomes)
         if inputs.drift is not None:
             view = inputs.drift
             tally = self.drift_tally.update(view, inputs.profiles, inputs.prediction, PRED)
@@ -348,6 +385,46 @@ class ModelState:
         for win, view, cols, first in merged:
             win.adopt(view, cols, first)
         self.snapshot = snap
+
+    def _outcomes(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+        """Per labelled prediction: right or wrong (classification), absolute error (regression)."""
+        if self.cfg.task == "regression":
+            return np.abs(np.asarray(y_pred, dtype=np.float64) - np.asarray(y_true, dtype=np.float64))
+        return (np.asarray(y_true) == np.asarray(y_pred)).astype(np.float64)
+
+    # ------------------------------------------------------------------ versions side by side
+
+    def baseline(self) -> str | None:
+        """`baseline_version` from the config, else the served version with the most traffic."""
+        if self.cfg.baseline_version is not None:
+            return shorten_value(self.cfg.baseline_version, self.exp.max_label_value_length)
+        return self.traffic.leader()
+
+    def pair_predictions(self, ids: list, versions: list[str], preds: list) -> None:
+        """Pair predictions with the baseline's on the same request (agreement, before labels)."""
+        baseline = self.baseline()
+        regression = self.cfg.task == "regression"
+        for version, rids, values in _by_version(ids, versions, preds):
+            values = [float(v) for v in values] if regression else class_keys(values)
+            for cand, cand_value, base_value in self.predicted.add(version, rids, values, baseline):
+                key = (cand, baseline)
+                self.version_pairs[key] += 1
+                if regression:
+                    self.version_abs_difference[key] += abs(cand_value - base_value)
+                else:
+                    self.version_agreements[key] += cand_value == base_value
+
+    def pair_outcomes(self, ids: list, versions: list[str], preds: list, labels: list) -> None:
+        """Pair labelled outcomes with the baseline's on the same request (the paired comparison)."""
+        baseline = self.baseline()
+        if self.cfg.task == "regression":
+            values = np.abs(np.asarray(preds, dtype=np.float64) - np.asarray(labels, dtype=np.float64))
+        else:
+            values = object_array(class_keys(preds)) == object_array(class_keys(labels))
+        for version, rids, outcomes in _by_version(ids, versions, values.astype(np.float64).tolist()):
+            for cand, cand_value, base_value in self.outcomes.add(version, rids, outcomes, baseline):
+                self.paired.add(cand, baseline, base_value, cand_value)
+        self.dirty = True
 
     def _quality(self, cols: dict[str, np.ndarray]) -> dict[str, float]:
         task = self.cfg.task
@@ -394,10 +471,18 @@ class ModelState:
         """Give back the budget slots of versions and classes idle past `exporter.label_idle`, with
         their series: a burst of junk values must not hold the budget, or /metrics, for good."""
         for version in self.versions.free_idle():
-            for key in [k for k in self.predictions_total if k[0] == version]:
-                del self.predictions_total[key]
-            for store in (self.latency, self.labels_total, self.quality_windows):
+            for totals in (self.predictions_total, self.shadow_total):
+                for key in [k for k in totals if k[0] == version]:
+                    del totals[key]
+            for store in (self.latency, self.shadow_latency, self.labels_total, self.quality_windows):
                 store.pop(version, None)
+            for store in (self.version_pairs, self.version_agreements, self.version_abs_difference):
+                for key in [k for k in store if version in k]:
+                    del store[key]
+            self.traffic.forget(version)
+            self.paired.forget(version)
+            self.predicted.forget(version)
+            self.outcomes.forget(version)
             for key in [k for k in self.confusion if k[0] == version]:
                 del self.confusion[key]
             self.dirty = True
@@ -433,6 +518,24 @@ def sample_view(view: WindowView, features: list[str], sample_size: int,
                 parts[f].append(c[f][local])
         start += size
     return {f: np.concatenate(p) if p else view.chunks[0][f][:0] for f, p in parts.items()}
+
+
+def _by_version(ids: list, versions: list[str], values: list):
+    """(version, ids, values) of the rows with an id, one group per version in first-seen order."""
+    if len(set(versions)) == 1:  # the common case, without a pass per row
+        if None in ids:
+            keep = [i for i, rid in enumerate(ids) if rid is not None]
+            ids, values = [ids[i] for i in keep], [values[i] for i in keep]
+        return [(versions[0], ids, values)] if ids else []
+    groups: dict[str, tuple[list, list]] = {}
+    for rid, version, value in zip(ids, versions, values):
+        if rid is not None:
+            group = groups.get(version)
+            if group is None:
+                group = groups[version] = ([], [])
+            group[0].append(rid)
+            group[1].append(value)
+    return [(v, rids, vals) for v, (rids, vals) in groups.items()]
 
 
 def feature_drift(profile: Any, values: np.ndarray) -> dict[str, float]:

@@ -179,6 +179,10 @@ class Exporter:
             try:
                 versions = state.add_predictions(cols, self.latency_bounds)
                 self._labels_of(state, cols, versions)
+                ok = cols.status_ok if cols.id_present is None else cols.status_ok & cols.id_present
+                ok = np.flatnonzero(ok).tolist()  # versions side by side: pair by request id
+                state.pair_predictions([cols.ids[i] for i in ok], [versions[i] for i in ok],
+                                       [cols.predictions[i] for i in ok])
             except Exception:  # noqa: BLE001 - one model's failure must not touch the others
                 failed += len(cols)
                 self._model_failed(model, "ingest")
@@ -221,9 +225,11 @@ class Exporter:
         wait = np.flatnonzero(cols.status_ok & ~labelled & with_id)
         if lab_idx:
             idx = np.asarray(lab_idx)
-            state.add_labelled([versions[i] for i in lab_idx], [cols.predictions[i] for i in lab_idx],
-                               [cols.labels[i] for i in lab_idx], self._scores(state, cols, lab_idx),
+            lab_versions, lab_preds = [versions[i] for i in lab_idx], [cols.predictions[i] for i in lab_idx]
+            lab_labels = [cols.labels[i] for i in lab_idx]
+            state.add_labelled(lab_versions, lab_preds, lab_labels, self._scores(state, cols, lab_idx),
                                cols.ts[idx], None)
+            state.pair_outcomes([cols.ids[i] for i in lab_idx], lab_versions, lab_preds, lab_labels)
         if not wait.size:
             return
         name = state.cfg.name
@@ -249,19 +255,25 @@ class Exporter:
         return np.full(len(idx), np.nan)
 
     def _join(self, state: ModelState, lab) -> None:
+        """Late labels: each applies to every prediction of its request (served and shadow versions)."""
         found = self.joiner.take_many(state.cfg.name, lab.ids)
-        hits = [i for i, p in enumerate(found) if p is not None]
-        state.labels_unmatched += len(found) - len(hits)
-        if not hits:
+        rows = [i for i, ps in enumerate(found) for _ in ps]
+        state.labels_unmatched += sum(1 for ps in found if not ps)
+        if not rows:
             return
-        pending = [found[i] for i in hits]  # Pending tuples: transpose them into columns at once
+        pending = [p for ps in found for p in ps]  # Pending tuples: transpose them into columns at once
         _, versions, pred_ts, preds, scores = map(list, zip(*pending))
-        labels = [lab.labels[i] for i in hits]
+        labels = [lab.labels[i] for i in rows]
         pred_ts = np.asarray(pred_ts, dtype=np.float64)
-        delays = lab.ts[hits] - pred_ts  # NaN when the label record has no ts: not observed
+        delays = lab.ts[rows] - pred_ts  # NaN when the label record has no ts: not observed
+        if len(rows) > len(set(rows)):  # a request with several versions: one label, one delay
+            first = np.ones(len(rows), dtype=bool)
+            first[1:] = np.asarray(rows[1:]) != np.asarray(rows[:-1])
+            delays[~first] = np.nan
         if state.cfg.task != "multiclass":
             scores = np.asarray([np.nan if s is None else s for s in scores], dtype=np.float64)
         state.add_labelled(versions, preds, labels, scores, pred_ts, delays)
+        state.pair_outcomes([lab.ids[i] for i in rows], versions, preds, labels)
 
     def _save_frozen(self, model, features, prediction) -> None:
         try:

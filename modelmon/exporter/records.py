@@ -123,6 +123,7 @@ class PredictionColumns:
     score_maps: list[dict | None]  # multiclass `scores`
     labels: list[Any]  # inline labels (None when absent)
     features: dict[str, np.ndarray]  # numeric: float64 with NaN; categorical: object with None
+    shadow: np.ndarray | None = None  # bool: predicted but not served (None: no shadow record)
     positions: np.ndarray | None = None  # index of each record's line in the parsed batch
     # Where `labels` / `ids` are not None, when the parser knows it without a pass over them (columnar)
     label_present: np.ndarray | None = None
@@ -419,6 +420,13 @@ class RecordParser:
             feats = [f if type(f) is dict else {} for f in feats]
         features = self._features(m, feats, c)
 
+        shadow_raw = [o.get("shadow") for o in objs]
+        shadow = None
+        if not _types(shadow_raw) <= {NONE}:
+            c.flag(_mask(shadow_raw, lambda v: v is not None and type(v) is not bool), "bad_type",
+                   "'shadow' must be true or false")
+            shadow = np.fromiter((v is True for v in shadow_raw), dtype=bool, count=n)
+
         ids = [o.get("id") for o in objs]
         versions = [o.get("version") for o in objs]
         if not _types(ids) <= {str, NONE}:
@@ -446,9 +454,11 @@ class RecordParser:
             features = {k: v[keep] for k, v in features.items()}
             ids, versions, preds, labels = pick(ids), pick(versions), pick(preds), pick(labels)
             score_maps = pick(score_maps) if score_maps else score_maps
+            shadow = shadow[keep] if shadow is not None else None
         return PredictionColumns(ts=ts, ids=ids, versions=versions, status_ok=status_ok,
                                  latency_s=latency / 1000.0, predictions=preds, scores=scores,
-                                 score_maps=score_maps, labels=labels, features=features, positions=kept_positions)
+                                 score_maps=score_maps, labels=labels, features=features, shadow=shadow,
+                                 positions=kept_positions)
 
     @staticmethod
     def _features(m: ModelConfig, feats: list[dict], c: _Checks) -> dict[str, np.ndarray]:
