@@ -23,7 +23,9 @@ MAY_BE_EMPTY = ("modelmon_records_rejected_total", "modelmon_labels_unmatched_to
                 "modelmon_cardinality_overflow_total", "modelmon_refresh_errors_total",
                 "modelmon_state_write_errors_total", "predicted=\"<positive>\"", "actual=\"<positive>\"",
                 "status=\"error\"}[5m]))",  # no error in the last 5 minutes is a fine answer
-                "modelmon_checkpoint_last_success_timestamp_seconds")  # the e2e exporter runs without one
+                "modelmon_checkpoint_last_success_timestamp_seconds",  # the e2e exporter runs without one
+                # version comparison: only while a second (canary or shadow) version has predictions
+                "modelmon_version_", "modelmon_shadow_")
 
 
 def runbook_queries() -> list[str]:

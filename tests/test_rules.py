@@ -11,7 +11,7 @@ from conftest import ROOT
 from modelmon.alerting.alerts import threshold_alert_name
 from modelmon.alerting.generate import artefacts
 from modelmon.alerting.options import RuleOptions
-from modelmon.alerting.policy import load_policy
+from modelmon.alerting.policy import Rollout, load_policy, parse_policy
 from modelmon.alerting.render import HEADER
 from modelmon.alerting.rules import alerts_of, rule_files
 from modelmon.config import load_config, parse_config
@@ -282,3 +282,110 @@ def test_flapping_prone_alerts_have_hysteresis_and_test_clocks_drop_it():
             assert a.keep_firing_for, a.name
     quick = alerts_of(full_config(), RuleOptions(for_override="1m"))
     assert not any(a.keep_firing_for for a in quick)
+
+
+# ---------------------------------------------------------------- version comparison (rollout)
+
+
+def _policy_data() -> dict:
+    return yaml.safe_load((ROOT / "modelmon" / "alerting" / "policy.yml").read_text())
+
+
+def test_rollout_policy_is_data():
+    policy = load_policy()
+    assert policy.rollout == Rollout(alpha=0.01, min_samples=200, windows=("1h", "1d"))
+    worse, better = policy.alert("ModelmonVersionWorse"), policy.alert("ModelmonVersionBetter")
+    assert (worse.severity, worse.pending, worse.keep_firing_for) == ("warning", "15m", "30m")
+    assert (better.severity, better.pending, better.keep_firing_for) == ("info", "15m", "30m")
+
+
+@pytest.mark.parametrize("rollout, message", [
+    ({"alpha": 0, "min_samples": 200, "windows": ["1h"]}, "rollout.alpha: expected a number between 0 and 1"),
+    ({"alpha": 1, "min_samples": 200, "windows": ["1h"]}, "rollout.alpha"),
+    ({"alpha": "0.01", "min_samples": 200, "windows": ["1h"]}, "rollout.alpha.*got '0.01'"),
+    ({"alpha": True, "min_samples": 200, "windows": ["1h"]}, "rollout.alpha"),
+    ({"min_samples": 200, "windows": ["1h"]}, "rollout.alpha.*got None"),
+    ({"alpha": 0.01, "min_samples": 0, "windows": ["1h"]}, "rollout.min_samples: expected a whole number >= 1"),
+    ({"alpha": 0.01, "min_samples": 2.5, "windows": ["1h"]}, "rollout.min_samples"),
+    ({"alpha": 0.01, "min_samples": True, "windows": ["1h"]}, "rollout.min_samples"),
+    ({"alpha": 0.01, "min_samples": 200, "windows": []}, "rollout.windows: expected a non-empty list"),
+    ({"alpha": 0.01, "min_samples": 200, "windows": "1h"}, "rollout.windows: expected a non-empty list"),
+    ({"alpha": 0.01, "min_samples": 200, "windows": ["soon"]}, r"rollout.windows\[0\]: expected a duration"),
+    ({"alpha": 0.01, "min_samples": 200, "windows": ["1h", 3600]}, r"rollout.windows\[1\]: expected a positive"),
+    ({"alpha": 0.01, "min_samples": 200, "windows": ["0s"]}, r"rollout.windows\[0\]: expected a positive"),
+    ({"alpha": 0.01, "min_samples": 200, "windows": ["1h", "60m"]}, "rollout.windows: the same window is listed twice"),
+    ({"alpha": 0.01, "min_samples": 200, "windows": ["1h"], "for": "15m"}, r"rollout: unknown key\(s\) \['for'\]"),
+    (None, "rollout: expected a mapping, got None"),
+])
+def test_bad_rollout_policy_is_a_clear_error(rollout, message):
+    data = _policy_data()
+    data["rollout"] = rollout
+    with pytest.raises(ValueError, match=f"^policy.yml: {message}"):
+        parse_policy(data)
+
+
+def test_rollout_windows_are_sorted_and_written_as_promql_reads_them():
+    data = _policy_data()
+    data["rollout"]["windows"] = ["1d", "360m", "1.5h"]
+    assert parse_policy(data).rollout.windows == ("90m", "360m", "1d")
+
+
+def _comparison_rules(config, policy=None) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+    docs = rule_files(config, policy=policy)
+    alerts, records = {}, {}
+    for m in config.models:
+        rules = [r for g in docs[f"model-{m.name}.yml"]["groups"] for r in g["rules"]]
+        alerts[m.name] = [r for r in rules if r.get("alert", "").startswith("ModelmonVersion")]
+        records[m.name] = [r for r in rules if "shadow" in r.get("record", "")]
+    return alerts, records
+
+
+def test_version_alerts_for_every_model_on_its_task_quantity():
+    config = full_config()
+    alerts, _ = _comparison_rules(config)
+    for m in config.models:
+        got = {r["alert"]: r for r in alerts[m.name]}
+        assert set(got) == {"ModelmonVersionWorse", "ModelmonVersionBetter"}, m.name
+        quantity, worse_op = ("accuracy", "<") if m.is_classification else ("mae", ">")
+        better_op = ">" if worse_op == "<" else "<"
+        for name, op in (("ModelmonVersionWorse", worse_op), ("ModelmonVersionBetter", better_op)):
+            r = got[name]
+            assert r["expr"].startswith(
+                f'modelmon_version_quality_delta{{model="{m.name}", quantity="{quantity}"}} {op} 0\n'), r["expr"]
+            assert f'modelmon_version_quality_pvalue{{model="{m.name}", quantity="{quantity}"}} < 0.01' in r["expr"]
+            assert f'modelmon_version_comparison_samples{{model="{m.name}"}} >= 200' in r["expr"]
+            assert "on (model, version, baseline, quantity, pairing)" in r["expr"]
+            assert r["labels"]["family"] == "versions" and r["labels"]["team"] == m.team
+            assert r["annotations"]["dashboard_url"] == f"http://localhost:3000/d/modelmon-rollout?var-model={m.name}"
+            assert (r["for"], r["keep_firing_for"]) == ("15m", "30m")
+        assert got["ModelmonVersionWorse"]["labels"]["severity"] == "warning"
+        assert got["ModelmonVersionBetter"]["labels"]["severity"] == "info"
+
+
+def test_version_alerts_follow_the_policy():
+    data = _policy_data()
+    data["rollout"].update(alpha=0.05, min_samples=1000)
+    data["alerts"]["ModelmonVersionWorse"] = {"severity": "critical", "for": "1h"}
+    data["alerts"]["ModelmonVersionBetter"]["severity"] = "warning"
+    config = full_config()
+    alerts, _ = _comparison_rules(config, parse_policy(data))
+    for rules in alerts.values():
+        got = {r["alert"]: r for r in rules}
+        worse, better = got["ModelmonVersionWorse"], got["ModelmonVersionBetter"]
+        assert "< 0.05\n" in worse["expr"] and worse["expr"].endswith(">= 1000")
+        assert (worse["labels"]["severity"], worse["for"], "keep_firing_for" in worse) == ("critical", "1h", False)
+        assert better["labels"]["severity"] == "warning"
+
+
+def test_comparison_recording_rules_per_task_and_window():
+    config = full_config()
+    data = _policy_data()
+    data["rollout"]["windows"] = ["6h", "1h", "7d"]
+    _, records = _comparison_rules(config, parse_policy(data))
+    for m in config.models:
+        kind = "agreement_ratio" if m.is_classification else "prediction_difference"
+        assert [r["record"] for r in records[m.name]] == [
+            f"model_version:modelmon_shadow_{kind}:{w}" for w in ("1h", "6h", "7d")]
+        for r, w in zip(records[m.name], ("1h", "6h", "7d")):
+            pairs = f'sum by (model, version, baseline) (increase(modelmon_version_pairs_total{{model="{m.name}"}}[{w}]))'
+            assert r["expr"].endswith(f"/\n({pairs} > 0)"), r["expr"]

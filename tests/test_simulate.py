@@ -35,6 +35,7 @@ SCHEMA = {  # prediction log schema v1 (DESIGN.md), as strict as the simulator p
                 "id": {"type": "string", "minLength": 1},
                 "model": {"enum": ["credit", "segment", "eta"]},
                 "version": {"type": "string"},
+                "shadow": {"type": "boolean"},  # predicted on live traffic but not served (issue 10)
                 "features": {"type": "object", "additionalProperties": {"type": ["number", "string", "null"]}},
                 "prediction": {"type": ["number", "string"]},
                 "score": {"type": "number", "minimum": 0, "maximum": 1},

@@ -23,6 +23,7 @@ from modelmon.promql import number, seconds, selector
 DASHBOARD_DRIFT = contract.DRIFT_UID
 DASHBOARD_SERVICE = contract.SERVICE_UID
 DASHBOARD_SELF = contract.SELF_UID
+DASHBOARD_ROLLOUT = "modelmon-rollout"  # the rollout dashboard (issue 10): versions against their baseline
 
 # Families: the unit of inhibition (a critical alert silences warning and info of its family).
 QUALITY, DRIFT, LATENCY, AVAILABILITY, TRAFFIC, LABELS, CARDINALITY, VERSIONS, EXPORTER, INPUT = (
@@ -107,6 +108,7 @@ class ModelAlerts:
         alerts.extend(self.latency())
         alerts.extend(self.error_budget())
         alerts.extend(self.traffic())
+        alerts.extend(self.versions())
         return alerts
 
     def _alert(self, name: str, expr: str, *, severity: str | None = None, policy_key: str | None = None,
@@ -299,6 +301,57 @@ class ModelAlerts:
                 description=(f"Model {_MODEL} served {_INTEGER} versions at once over the last "
                              f"{w} (canary or A/B test): compare them on the model dashboard.")),
         ]
+
+    # ---------------------------------------------------------------- version comparison
+
+    def versions(self) -> list[Alert]:
+        """A version significantly worse (ticket) or better (info) than the model's baseline.
+
+        Built for every model: the exporter's comparison gauges only exist while a second
+        version (served or shadow) has predictions to compare, so until then nothing matches.
+        One alert per (version, baseline, pairing), from the task's quality quantity:
+        accuracy (higher is better) or MAE (lower is better)."""
+        r = self.policy.rollout
+        quantity = "accuracy" if self.m.is_classification else "mae"
+        title = "accuracy" if self.m.is_classification else "MAE"
+        delta = selector(rec.VERSION_DELTA, **self.sel, quantity=quantity)
+        pvalue = selector(rec.VERSION_PVALUE, **self.sel, quantity=quantity)
+        samples = selector(rec.VERSION_SAMPLES, **self.sel)
+        higher_is_better = quantity == "accuracy"
+        # Accuracy deltas are differences of proportions (-4.2%); MAE deltas are in the target's unit.
+        shown = "{{ $value | humanizePercentage }}" if higher_is_better else '{{ $value | printf "%+.3g" }}'
+        out = []
+        for name, better in (("ModelmonVersionWorse", False), ("ModelmonVersionBetter", True)):
+            op = ">" if better == higher_is_better else "<"
+            # The delta is the alert's value; the test's p-value and samples guard it.
+            expr = (f"{delta} {op} 0\n"
+                    f"and on (model, version, baseline, quantity, pairing)\n"
+                    f"{pvalue} < {number(r.alpha)}\n"
+                    f"and on (model, version, baseline, pairing)\n"
+                    f"{samples} >= {r.min_samples}")
+            word = "better" if better else "worse"
+            description = (
+                f"Version {_VERSION} of model {_MODEL} is {word} than baseline {{{{ $labels.baseline }}}} "
+                f"on {title} ({{{{ $labels.pairing }}}}): delta {shown} (candidate minus baseline), "
+                f"p = {_lookup(rec.VERSION_PVALUE, 'quantity', 'pairing', fmt='%.2g')} "
+                f"over {_lookup(rec.VERSION_SAMPLES, 'pairing', fmt='%.0f')} samples "
+                f"(significant below {number(r.alpha)}, with at least {r.min_samples} samples). "
+                + ("Stop the rollout or roll this version back." if not better
+                   else "It can be promoted once the rollout has run its planned course."))
+            out.append(self._alert(
+                name, expr, family=VERSIONS, dashboard=DASHBOARD_ROLLOUT, description=description,
+                summary=(f"A model version is significantly {word} than its baseline")))
+        return out
+
+
+def _lookup(metric: str, *labels: str, fmt: str) -> str:
+    """Go template reading ``metric`` for the alert's model, version, baseline and ``labels``
+    (the first series when several exporter replicas report it), printed with ``fmt``."""
+    names = ("model", "version", "baseline", *labels)
+    matchers = ", ".join(f"{n}=%q" for n in names)
+    args = " ".join(f"$labels.{n}" for n in names)
+    return (f'{{{{ with printf "{metric}{{{matchers}}}" {args} | query }}}}'
+            f'{{{{ . | first | value | printf "{fmt}" }}}}{{{{ end }}}}')
 
 
 def exporter_alerts(policy: Policy, options: RuleOptions) -> list[Alert]:

@@ -1,6 +1,7 @@
 """The alerting policy that is the same for every model (policy.yml), as typed objects."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
@@ -8,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 
-from modelmon.config import load_yaml, parse_duration
+from modelmon.config import format_duration, load_yaml, parse_duration
 
 POLICY_FILE = Path(__file__).with_name("policy.yml")
 SEVERITIES = ("critical", "warning", "info")
@@ -41,6 +42,15 @@ class AlertPolicy:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """Version comparison (shadow, canary, A/B): when a difference to the baseline counts."""
+
+    alpha: float  # two-sided p-value below which a delta is significant
+    min_samples: int  # pairs (paired) or labelled records of the smaller window (unpaired)
+    windows: tuple[str, ...]  # agreement / prediction-difference recording rules, shortest first
+
+
+@dataclass(frozen=True)
 class Policy:
     burn_reference_days: int
     burn_windows: tuple[BurnWindow, ...]
@@ -53,6 +63,7 @@ class Policy:
     state_write_window: str
     refresh_error_window: str
     alerts: dict[str, AlertPolicy]
+    rollout: Rollout
 
     def alert(self, key: str) -> AlertPolicy:
         try:
@@ -73,6 +84,41 @@ def _duration(value: Any, where: str) -> str:
     except ValueError as e:
         raise ValueError(f"{POLICY_FILE.name}: {where}: {e}") from None
     return str(value)
+
+
+def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise ValueError(f"{POLICY_FILE.name}: {key}: expected a mapping, got {value!r}")
+    return value
+
+
+def parse_rollout(data: dict[str, Any]) -> Rollout:
+    """The `rollout:` section, every value checked: a typo must not silently loosen a test."""
+    where = f"{POLICY_FILE.name}: rollout"
+    unknown = set(data) - {"alpha", "min_samples", "windows"}
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; expected alpha, min_samples, windows")
+    alpha = data.get("alpha")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"{where}.alpha: expected a number between 0 and 1 (exclusive), got {alpha!r}")
+    samples = data.get("min_samples")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"{where}.min_samples: expected a whole number >= 1, got {samples!r}")
+    windows = data.get("windows")
+    if not isinstance(windows, list) or not windows:
+        raise ValueError(f"{where}.windows: expected a non-empty list of durations such as [1h, 1d], "
+                         f"got {windows!r}")
+    names = []
+    for i, w in enumerate(windows):
+        # A window names a recording rule (`...:1h`), so it is written with its unit: '1h', not 3600.
+        if not isinstance(w, str) or parse_duration(_duration(w, f"rollout.windows[{i}]")) <= 0:
+            raise ValueError(f"{where}.windows[{i}]: expected a positive duration such as 1h, got {w!r}")
+        # As written ('7d' stays '7d'); '1.5h', which PromQL cannot read, becomes '90m'.
+        names.append(w if re.fullmatch(r"\d+(ms|s|m|h|d|w)", w) else format_duration(parse_duration(w)))
+    if len({parse_duration(w) for w in names}) != len(names):
+        raise ValueError(f"{where}.windows: the same window is listed twice in {names}")
+    return Rollout(alpha=float(alpha), min_samples=samples, windows=tuple(sorted(names, key=parse_duration)))
 
 
 def parse_policy(data: dict[str, Any]) -> Policy:
@@ -112,6 +158,7 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         state_write_window=_duration(guards["state_write_window"], "guards.state_write_window"),
         refresh_error_window=_duration(guards["refresh_error_window"], "guards.refresh_error_window"),
         alerts=alerts,
+        rollout=parse_rollout(_section(data, "rollout")),
     )
 
 

@@ -44,6 +44,27 @@ def confusion_ratio(kind: str, window: str) -> str:
     return f"model_version:modelmon_confusion:{kind}_rate{window}"
 
 
+# Version comparison (shadow, canary, A/B): counters of predictions paired by request id with the
+# baseline version's, and the gauges of the exporter's significance test per (version, baseline).
+VERSION_PAIRS = "modelmon_version_pairs_total"
+VERSION_AGREEMENTS = "modelmon_version_agreements_total"
+VERSION_ABS_DIFFERENCE = "modelmon_version_abs_difference_total"
+VERSION_DELTA = "modelmon_version_quality_delta"
+VERSION_PVALUE = "modelmon_version_quality_pvalue"
+VERSION_SAMPLES = "modelmon_version_comparison_samples"
+COMPARISON_LABELS = "model, version, baseline"
+
+
+def shadow_agreement_ratio(window: str) -> str:
+    """Share of paired predictions on which a version predicts the baseline's class."""
+    return f"model_version:modelmon_shadow_agreement_ratio:{window}"
+
+
+def shadow_prediction_difference(window: str) -> str:
+    """Mean absolute difference between a version's and the baseline's paired predictions."""
+    return f"model_version:modelmon_shadow_prediction_difference:{window}"
+
+
 RECORDS_RATE = "job:modelmon_records:rate{window}"
 REJECTED_RATIO = "job:modelmon_records_rejected:ratio_rate{window}"
 
@@ -104,7 +125,29 @@ def model_recording_rules(m: ModelConfig, policy: Policy, rate_window: str) -> l
     if m.is_classification:
         for w in _windows(rate_window, QUALITY_WINDOW):
             rules.extend(_confusion_rules(m, w))
+    rules.extend(_comparison_rules(m, policy))
     return rules
+
+
+def _comparison_rules(m: ModelConfig, policy: Policy) -> list[dict[str, str]]:
+    """Agreement (classification) or mean absolute prediction difference (regression) of each
+    version with its baseline over every `rollout.windows` window, from counters summed over
+    exporter replicas: a ratio of sums adds up where a per-process gauge would not. No pair in
+    the window reads as no data, not as 0% agreement."""
+    out = []
+    for w in policy.rollout.windows:
+        pairs = f"sum by ({COMPARISON_LABELS}) ({rate(selector(VERSION_PAIRS, model=m.name), w, 'increase')})"
+        if m.is_classification:
+            agreed = rate(selector(VERSION_AGREEMENTS, model=m.name), w, "increase")
+            # Agreements may not exist yet while pairs do (no agreement at all): read 0, not nothing.
+            out.append(_record(shadow_agreement_ratio(w),
+                               f"(\n  sum by ({COMPARISON_LABELS}) ({agreed})\n  or\n  {pairs} * 0\n)\n/\n"
+                               f"({pairs} > 0)"))
+        else:
+            diff = rate(selector(VERSION_ABS_DIFFERENCE, model=m.name), w, "increase")
+            out.append(_record(shadow_prediction_difference(w),
+                               f"sum by ({COMPARISON_LABELS}) ({diff})\n/\n({pairs} > 0)"))
+    return out
 
 
 def _confusion_rules(m: ModelConfig, window: str) -> list[dict[str, str]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from modelmon.config import parse_duration
-from modelmon.simulate.scenarios import SCENARIOS, Timeline, parse_schedule
+from modelmon.simulate.scenarios import CANDIDATES, SCENARIOS, Timeline, parse_schedule
 
 if TYPE_CHECKING:
     from modelmon.simulate.simulator import Simulator
@@ -87,6 +87,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     traffic.add_argument("--drift-features", type=_names, metavar="F,G",
                          help="features covariate_drift shifts (default per model: credit income,country; "
                               "segment monthly_spend,plan; eta distance_km,city)")
+    traffic.add_argument("--candidate", choices=CANDIDATES, default="better",
+                         help="shadow and canary scenarios: the candidate version is 'better' (retrained after the "
+                              "concept changed; the served version is stale) or 'worse' (a shallow tree); "
+                              "shadow_better, shadow_worse, canary_better, canary_worse fix it (default: better)")
+    traffic.add_argument("--canary-share", metavar="P", type=_share, default=0.2,
+                         help="canary scenarios: share of requests served by the candidate version (0.2)")
     traffic.add_argument("--missing-rate", metavar="P", type=_share, default=0.005, help="share of missing numeric values (0.005)")
     traffic.add_argument("--error-rate", metavar="P", type=_share, default=0.001, help="baseline share of failed requests (0.001)")
 
@@ -144,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
             args.models or tuple(DEMO_MODELS), args.seed, target_models=args.target_models,
             drift_features=args.drift_features, label_rate=args.label_rate, label_delay=args.label_delay,
             inline_labels=args.inline_labels, late_label_rate=args.late_label_rate,
-            late_label_delay=args.late_label_delay, missing_rate=args.missing_rate, error_rate=args.error_rate)
+            late_label_delay=args.late_label_delay, missing_rate=args.missing_rate, error_rate=args.error_rate,
+            candidate=args.candidate, canary_share=args.canary_share)
     except ValueError as e:
         print(f"modelmon simulate: {e}", file=sys.stderr)
         return 2

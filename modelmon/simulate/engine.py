@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -59,7 +59,9 @@ class RecordStream:
 
     def __init__(self, models: Mapping[str, FittedModel], *, targets: frozenset[str],
                  drifted: Mapping[str, frozenset[str]], labels: LabelPolicy, rng: np.random.Generator,
-                 run_tag: str, missing_rate: float, error_rate: float):
+                 run_tag: str, missing_rate: float, error_rate: float,
+                 candidates: Callable[[str, str], FittedModel] | None = None, candidate: str = "better",
+                 canary_share: float = 0.2):
         self.models = list(models.values())
         self.targets = targets
         self.drifted = drifted
@@ -68,6 +70,9 @@ class RecordStream:
         self.run_tag = run_tag
         self.missing_rate = missing_rate
         self.error_rate = error_rate
+        self.candidates = candidates  # (model, "better"/"worse") -> the candidate version, for rollouts
+        self.candidate = candidate  # the candidate of the plain shadow and canary scenarios
+        self.canary_share = canary_share
         self._heap: list[tuple[int, int, dict]] = []  # (due ms, tie-breaker, label record)
         self._seq = itertools.count()
         self._next_id = 0
@@ -75,20 +80,23 @@ class RecordStream:
     def emit(self, scenario_name: str, times_ms: np.ndarray) -> list[dict]:
         """Records for one slot per time (each slot goes to a random model), preceded by every
         pending label that is due by then."""
-        scen = scenario(scenario_name)
+        scen = scenario(scenario_name).resolved(self.candidate)
         owner = self.rng.integers(len(self.models), size=len(times_ms))
         bodies: list[dict | None] = [None] * len(times_ms)
+        shadows: dict[int, dict] = {}  # slot -> the shadow prediction of the same request
         later: dict[int, tuple[int, Any]] = {}  # slot -> (delay ms, label) for a later label record
         for j, fitted in enumerate(self.models):
             slots = np.flatnonzero(owner == j).tolist()
             effective = scen if fitted.spec.name in self.targets else STABLE
             if not slots or not effective.traffic:
                 continue
-            model_bodies, pending = self._model_records(fitted, effective, len(slots))
+            model_bodies, pending, model_shadows = self._model_records(fitted, effective, len(slots))
             for k, slot in enumerate(slots):
                 bodies[slot] = model_bodies[k]
             for k, item in pending.items():
                 later[slots[k]] = item
+            for k, item in model_shadows.items():
+                shadows[slots[k]] = item
         stamps = format_ts(times_ms)
         later_slots = sorted(later)
         due_ms = [int(times_ms[i]) + later[i][0] for i in later_slots]
@@ -101,6 +109,8 @@ class RecordStream:
             rid = f"req-{self.run_tag}-{self._next_id:07d}"
             self._next_id += 1
             out.append({"ts": stamps[i], "id": rid, **body})
+            if i in shadows:
+                out.append({"ts": stamps[i], "id": rid, **shadows[i]})
             if i in due:
                 due_at, stamp = due[i]
                 label = {"ts": stamp, "id": rid, "model": body["model"], "label": later[i][1]}
@@ -119,8 +129,9 @@ class RecordStream:
             out.append(heapq.heappop(heap)[2])
 
     def _model_records(self, fitted: FittedModel, scen: Scenario, n: int
-                       ) -> tuple[list[dict], dict[int, tuple[int, Any]]]:
-        """n request bodies (no ts/id yet) for one model, and the later labels by position."""
+                       ) -> tuple[list[dict], dict[int, tuple[int, Any]], dict[int, dict]]:
+        """n request bodies (no ts/id yet) for one model, the later labels by position and, in the
+        shadow scenarios, the candidate's shadow bodies by position."""
         spec, rng = fitted.spec, self.rng
         drifted = self.drifted[spec.name] if scen.covariate_drift else frozenset()
         cols = spec.sample(rng, n, drifted)
@@ -129,7 +140,7 @@ class RecordStream:
         predicted, proba = fitted.predict(spec.matrix(seen))
 
         failed = rng.random(n) < (self.error_rate if scen.error_rate is None else scen.error_rate)
-        latency = rng.lognormal(np.log(spec.latency_ms), LATENCY_SIGMA, n)
+        latency = rng.lognormal(np.log(fitted.latency_ms), LATENCY_SIGMA, n)
         slow = rng.random(n) < scen.slow_share
         latency[slow] = rng.lognormal(np.log(SLOW_MEDIAN_MS), SLOW_SIGMA, int(slow.sum()))
         policy = self.labels
@@ -146,21 +157,50 @@ class RecordStream:
         outputs = self._outputs(fitted, predicted, proba)
         label_values = self._label_values(fitted, truth)
 
+        # Rollouts draw from the traffic stream only here, so the other scenarios' bytes stay put.
+        routed = np.zeros(n, dtype=bool)  # canary: served by the candidate
+        shadowed = False
+        if scen.rollout is not None:
+            if self.candidates is None:
+                raise ValueError(f"scenario {scen.name!r} needs candidate versions")
+            candidate = self.candidates(spec.name, scen.candidate)
+            c_predicted, c_proba = candidate.predict(spec.matrix(seen))
+            c_outputs = self._outputs(candidate, c_predicted, c_proba)
+            c_latency_ms = np.round(rng.lognormal(np.log(candidate.latency_ms), LATENCY_SIGMA, n), 2).tolist()
+            c_head = {"model": spec.name, "version": candidate.version}
+            if scen.rollout == "canary":
+                routed = rng.random(n) < self.canary_share
+            else:
+                shadowed = True
+                c_failed = rng.random(n) < self.error_rate
+                c_head["shadow"] = True
+
         bodies: list[dict] = []
         later: dict[int, tuple[int, Any]] = {}
-        head = {"model": spec.name, "version": spec.version}
+        shadows: dict[int, dict] = {}
+        head = {"model": spec.name, "version": fitted.version}
         for i in range(n):
-            if failed[i]:
-                bodies.append({**head, "features": features[i], "latency_ms": latency_ms[i], "status": "error"})
+            if routed[i]:
+                bodies.append(self._body(c_head, features[i], c_outputs[i], c_latency_ms[i], failed[i]))
+            else:
+                bodies.append(self._body(head, features[i], outputs[i], latency_ms[i], failed[i]))
+            if shadowed:
+                shadows[i] = self._body(c_head, features[i], c_outputs[i], c_latency_ms[i], c_failed[i])
+            if failed[i] or not labelled[i]:
                 continue
-            body = {**head, "features": features[i], **outputs[i], "latency_ms": latency_ms[i], "status": "ok"}
-            if labelled[i]:
-                if inline:
-                    body["label"] = label_values[i]
-                else:
-                    later[i] = (delays_ms[i], label_values[i])
-            bodies.append(body)
-        return bodies, later
+            if inline:  # a shadow prediction is evaluated too: it carries the request's label
+                bodies[i]["label"] = label_values[i]
+                if i in shadows and shadows[i]["status"] == "ok":
+                    shadows[i]["label"] = label_values[i]
+            else:  # one label record per request id, for the served and the shadow prediction
+                later[i] = (delays_ms[i], label_values[i])
+        return bodies, later, shadows
+
+    @staticmethod
+    def _body(head: dict, features: dict, outputs: dict, latency_ms: float, failed: bool) -> dict:
+        if failed:
+            return {**head, "features": features, "latency_ms": latency_ms, "status": "error"}
+        return {**head, "features": features, **outputs, "latency_ms": latency_ms, "status": "ok"}
 
     @staticmethod
     def _outputs(fitted: FittedModel, predicted: np.ndarray, proba: np.ndarray | None) -> list[dict]:

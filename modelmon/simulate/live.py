@@ -23,6 +23,7 @@ def run_live(sim: Simulator, timeline: Timeline, out: IO[bytes], rate: float, *,
              sleep: Callable[[float], None] = time.sleep, stop: Callable[[], bool] = lambda: False) -> int:
     """Write until the (non-looping) timeline or ``duration`` seconds end, ``stop()`` says so,
     or Ctrl-C. Returns the number of lines written. Labels not yet due at the end are dropped."""
+    sim.prepare(name for name, _ in timeline.phases)  # train candidate versions before the clock starts
     t0 = clock()
     start_ms = round(t0 * 1000)
     stream = sim.stream(start_ms / 1000)

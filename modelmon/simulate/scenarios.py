@@ -18,6 +18,20 @@ class Scenario:
     error_rate: float | None = None  # None: the healthy baseline
     traffic: bool = True  # False: the model receives no requests at all
     late_labels: bool = False  # labels come much later, and fewer of them
+    # Versions: a second, candidate version of the model next to the served one. "shadow": every
+    # request is also predicted by the candidate, logged with "shadow": true under the same id;
+    # "canary": a share of requests is served by the candidate instead.
+    rollout: str | None = None
+    candidate: str | None = None  # "better" or "worse"; None: the simulator's --candidate
+
+    def resolved(self, default_candidate: str) -> "Scenario":
+        """A rollout scenario with its candidate fixed (shadow -> shadow_better, ...)."""
+        if self.rollout is None or self.candidate is not None:
+            return self
+        return scenario(f"{self.rollout}_{default_candidate}")
+
+
+CANDIDATES = ("better", "worse")
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -33,6 +47,20 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              traffic=False),
     Scenario("late_labels", "labels arrive much later as separate records, and some never arrive",
              late_labels=True),
+    Scenario("shadow", "every request is also predicted by a candidate version (--candidate), logged with "
+             "shadow: true under the same id", rollout="shadow"),
+    Scenario("shadow_better", "shadow with a candidate retrained on a changed concept: the served version is "
+             "stale (as in concept_drift), the shadow clearly better", rollout="shadow", candidate="better",
+             concept_drift=True),
+    Scenario("shadow_worse", "shadow with a weak candidate (a shallow decision tree): clearly worse than the "
+             "served version", rollout="shadow", candidate="worse"),
+    Scenario("canary", "a share of requests (--canary-share) is served by a candidate version (--candidate)",
+             rollout="canary"),
+    Scenario("canary_better", "canary with a candidate retrained on a changed concept: the old version is stale "
+             "(as in concept_drift), the canary clearly better", rollout="canary", candidate="better",
+             concept_drift=True),
+    Scenario("canary_worse", "canary with a weak candidate (a shallow decision tree): clearly worse than the "
+             "old version", rollout="canary", candidate="worse"),
 )}
 
 

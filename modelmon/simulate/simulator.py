@@ -14,7 +14,7 @@ from modelmon.simulate.delays import DelayDistribution
 from modelmon.simulate.demo_models import DEMO_MODELS
 from modelmon.simulate.engine import LabelPolicy, RecordStream
 from modelmon.simulate.output import config_yaml, encode_lines, reference_csv, relative_reference
-from modelmon.simulate.scenarios import Timeline, parse_schedule
+from modelmon.simulate.scenarios import CANDIDATES, Timeline, parse_schedule, scenario
 from modelmon.simulate.spec import FittedModel, ModelSpec
 from modelmon.simulate.wide import wide_model
 
@@ -55,6 +55,9 @@ class Simulator:
     ``Simulator.wide_model(...)``. Scenarios apply to ``target_models`` (default: all); the other
     models stay stable. ``drift_features`` picks the features covariate_drift shifts (default: a
     pair per model); a targeted model owning none of them keeps its features unchanged.
+    The rollout scenarios (shadow, canary) add a candidate version of each targeted model, trained
+    when first needed: ``candidate`` ("better" or "worse") for the plain ``shadow`` and ``canary``,
+    ``canary_share`` the share of requests a canary serves.
     """
 
     wide_model = staticmethod(wide_model)
@@ -64,7 +67,8 @@ class Simulator:
                  label_rate: float = 0.9, label_delay: str | DelayDistribution = "exp:30s",
                  inline_labels: bool = False, late_label_rate: float = 0.6,
                  late_label_delay: str | DelayDistribution = "lognormal:15m",
-                 missing_rate: float = MISSING_RATE, error_rate: float = ERROR_RATE):
+                 missing_rate: float = MISSING_RATE, error_rate: float = ERROR_RATE,
+                 candidate: str = "better", canary_share: float = 0.2):
         self.seed = int(seed)
         self.specs: dict[str, ModelSpec] = {}
         for m in models:
@@ -88,6 +92,13 @@ class Simulator:
             raise ValueError("missing_rate and error_rate must be in [0, 1)")
         self.missing_rate = missing_rate
         self.error_rate = error_rate
+        if candidate not in CANDIDATES:
+            raise ValueError(f"candidate must be one of {', '.join(CANDIDATES)}, got {candidate!r}")
+        if not 0 <= canary_share <= 1:
+            raise ValueError(f"canary share must be between 0 and 1, got {canary_share}")
+        self.default_candidate = candidate
+        self.canary_share = canary_share
+        self._candidates: dict[tuple[str, str], FittedModel] = {}
         self.fitted = {name: FittedModel(spec, _rng(self.seed, "train", name), missing_rate)
                        for name, spec in self.specs.items()}
 
@@ -112,6 +123,28 @@ class Simulator:
             raise ValueError(f"drift feature(s) {', '.join(sorted(unknown))} belong to no target model")
         return {name: frozenset(wanted & set(s.feature_names)) for name, s in self.specs.items()}
 
+    # ------------------------------------------------------------------ candidate versions
+
+    def candidate(self, model: str, kind: str) -> FittedModel:
+        """The candidate version of ``model`` ("better" or "worse"), trained on first use from its
+        own random stream, so it does not depend on when or beside what it is first needed."""
+        key = (model, kind)
+        if key not in self._candidates:
+            from modelmon.simulate.candidates import train_candidate
+
+            self._candidates[key] = train_candidate(self._spec(model), kind, _rng(self.seed, "candidate", kind, model),
+                                                    self.missing_rate)
+        return self._candidates[key]
+
+    def prepare(self, scenarios: Iterable[str]) -> None:
+        """Train the candidate versions these scenarios need now (live mode: before the clock runs)."""
+        for name in scenarios:
+            scen = scenario(name).resolved(self.default_candidate)
+            if scen.rollout is not None:
+                for model in self.specs:
+                    if model in self.targets:
+                        self.candidate(model, scen.candidate)
+
     # ------------------------------------------------------------------ records
 
     def stream(self, start: float) -> RecordStream:
@@ -120,7 +153,8 @@ class Simulator:
         tag = hashlib.blake2b(f"{self.seed}:{round(start * 1000)}".encode(), digest_size=3).hexdigest()
         return RecordStream(self.fitted, targets=self.targets, drifted=self.drifted, labels=self.labels,
                             rng=_rng(self.seed, "traffic"), run_tag=tag, missing_rate=self.missing_rate,
-                            error_rate=self.error_rate)
+                            error_rate=self.error_rate, candidates=self.candidate,
+                            candidate=self.default_candidate, canary_share=self.canary_share)
 
     def _timeline(self, n: int | None = None, scenario: str = "stable", *, rate: float = DEFAULT_RATE,
                  schedule: Schedule | None = None) -> Timeline:
@@ -144,6 +178,7 @@ class Simulator:
         traffic_stop. Labels due after the last slot follow at the end unless ``flush_labels``
         is False."""
         timeline = self._timeline(n, scenario, rate=rate, schedule=schedule)
+        self.prepare(name for name, _ in timeline.phases)
         total = timeline.total or 0
         t0 = time.time() - total / rate if start is None else parse_start(start)
         start_ms = round(t0 * 1000)

@@ -125,14 +125,19 @@ def _one_thread() -> threadpool_limits:
 
 
 class FittedModel:
-    """A spec plus its estimator, trained on the stable distribution."""
+    """A spec plus its estimator, trained on the stable distribution (the served version), or, for
+    a candidate version, with another estimator, row count or the changed concept."""
 
-    def __init__(self, spec: ModelSpec, rng: np.random.Generator, missing_rate: float):
+    def __init__(self, spec: ModelSpec, rng: np.random.Generator, missing_rate: float, *,
+                 estimator: Any = None, concept_drift: bool = False, train_rows: int | None = None,
+                 version: str | None = None, latency_ms: float | None = None):
         self.spec = spec
-        cols = spec.sample(rng, spec.train_rows)
-        y = spec.truth(rng, cols, False)
+        self.version = spec.version if version is None else version
+        self.latency_ms = spec.latency_ms if latency_ms is None else latency_ms
+        cols = spec.sample(rng, spec.train_rows if train_rows is None else train_rows)
+        y = spec.truth(rng, cols, concept_drift)
         X = spec.matrix(with_missing(spec, rng, cols, missing_rate))
-        self.estimator = spec.make_estimator(spec)
+        self.estimator = spec.make_estimator(spec) if estimator is None else estimator
         with _one_thread():
             self.estimator.fit(X, y)
 
@@ -144,4 +149,6 @@ class FittedModel:
                 return self.estimator.predict(X), None
             proba = np.zeros((len(X), len(self.spec.classes)))
             proba[:, self.estimator.classes_.astype(int)] = self.estimator.predict_proba(X)
+        if len(self.spec.classes) == 2:  # positive from 0.5 on: a tree leaf can score exactly 0.5
+            return (proba[:, 1] >= 0.5).astype(np.int64), proba
         return proba.argmax(axis=1), proba
