@@ -64,11 +64,12 @@ LOG = FIXTURES / "replay.jsonl"
 GOLDEN = FIXTURES / "metrics.golden.prom"
 UPDATE = os.environ.get("MODELMON_UPDATE_GOLDEN") == "1"
 
-# The replay: 60 s of demo traffic at 50 records/s through five scenarios, labels delayed by the
-# simulator's default (about 30 s); the last label is stamped at START + 275 s.
+# The replay: 70 s of demo traffic at 50 records/s through six scenarios (the last one logs a worse
+# shadow version next to every served prediction, so the version-comparison families have samples),
+# labels delayed by the simulator's default (about 30 s).
 SEED = 0
 START = "2026-11-23T10:00:00Z"  # = 1795428000
-SCHEDULE = "stable:30,covariate_drift:10,concept_drift:5,latency_regression:8,error_burst:7"
+SCHEDULE = "stable:30,covariate_drift:10,concept_drift:5,latency_regression:8,error_burst:7,shadow_worse:10"
 RATE = 50.0
 CLOCK = 1_795_428_300.0  # START + 300 s: the exporter's wall clock, fixed, after every record
 CHUNK = 500  # lines per ingest call, as the log follower reads them in batches
