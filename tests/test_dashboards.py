@@ -27,14 +27,21 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = load_config(ROOT / "modelmon.yaml")
 DASHBOARDS = {d["uid"]: d for d in dashboards(CONFIG)}
 MODEL_UIDS = {task: f"modelmon-model-{task}" for task in TASKS}
-EXPECTED_UIDS = {"modelmon-overview", *MODEL_UIDS.values(), "modelmon-drift", "modelmon-service", "modelmon-self"}
+EXPECTED_UIDS = {"modelmon-overview", *MODEL_UIDS.values(), "modelmon-rollout", "modelmon-drift", "modelmon-service",
+                 "modelmon-self"}
 MODELS = [m.name for m in CONFIG.models]
 CURRENT_PANEL_TYPES = {"row", "timeseries", "stat", "table", "bargauge", "heatmap"}
 
 # The metric contract (modelmon.contract; test_contract checks it against what the exporter
 # exports). Histograms also expose _bucket/_count/_sum.
-HISTOGRAMS = {s.name for s in SERIES if s.type == "histogram"}
-METRICS = {s.name for s in SERIES}
+# Issue 10's exporter series (notes: the shared design), read by the rollout dashboard; they join
+# modelmon.contract with the exporter work, after which this set changes nothing and can go.
+ISSUE10_SERIES = {"modelmon_shadow_predictions_total", "modelmon_version_pairs_total",
+                  "modelmon_version_agreements_total", "modelmon_version_abs_difference_total",
+                  "modelmon_version_quality_delta", "modelmon_version_quality_pvalue",
+                  "modelmon_version_comparison_samples", "modelmon_version_baseline_info"}
+HISTOGRAMS = {s.name for s in SERIES if s.type == "histogram"} | {"modelmon_shadow_latency_seconds"}
+METRICS = {s.name for s in SERIES} | ISSUE10_SERIES
 
 
 def provisioned_datasource_uids() -> set[str]:
@@ -554,8 +561,8 @@ def test_a_regression_models_detail_has_no_classification_panel():
 def test_a_config_gets_the_model_details_of_its_tasks():
     config = config_with("regression")
     generated = [d["uid"] for d in dashboards(config)]
-    assert generated == ["modelmon-overview", "modelmon-model-regression", "modelmon-drift", "modelmon-service",
-                         "modelmon-self"] == list(base.uids(config))
+    assert generated == ["modelmon-overview", "modelmon-model-regression", "modelmon-rollout", "modelmon-drift",
+                         "modelmon-service", "modelmon-self"] == list(base.uids(config))
     both = config_with("binary", "regression")
     assert [d["uid"] for d in dashboards(both)][1:3] == ["modelmon-model-binary", "modelmon-model-regression"]
     overview = {d["uid"]: d for d in dashboards(both)}["modelmon-overview"]
@@ -669,3 +676,149 @@ def test_versions_side_by_side_cover_the_selected_range():
             assert re.search(r"\b(increase|avg_over_time)\(", t["expr"]), t["expr"]
         columns = versions["transformations"][1]["options"]["renameByName"].values()
         assert ("Accuracy (average)" if task in CLASSIFICATION else "MAE (average)") in columns
+
+
+# ---------------------------------------------------------------------------- rollout (issue 10)
+
+
+ROLLOUT = DASHBOARDS["modelmon-rollout"]
+CLASSIFIERS = sorted(m.name for m in CONFIG.models if m.task in CLASSIFICATION)
+REGRESSORS = sorted(m.name for m in CONFIG.models if m.task not in CLASSIFICATION)
+
+
+def exprs_of(dash, title):
+    return [t["expr"] for t in panel(dash, title)["targets"]]
+
+
+def test_rollout_dashboard_identity_variables_and_files():
+    assert ROLLOUT["title"] == "modelmon · rollout" and "rollout" in ROLLOUT["tags"]
+    assert base.ROLLOUT_UID == "modelmon-rollout" and "modelmon-rollout" in base.UIDS
+    names = [v["name"] for v in ROLLOUT["templating"]["list"]]
+    assert names == ["datasource", "model"]
+    model = ROLLOUT["templating"]["list"][1]
+    assert model["query"] == 'label_values(modelmon_model_info{job="modelmon"}, model)' and not model["multi"]
+    assert dashboard_models(ROLLOUT, MODELS) == MODELS  # every model, whatever its task
+    assert "grafana/dashboards/modelmon-rollout.json" in artefacts(CONFIG)
+    assert json.loads((ROOT / "grafana/dashboards/modelmon-rollout.json").read_text()) == ROLLOUT
+    assert [title for title, _ in rows(ROLLOUT)] == [
+        "Traffic by version · $model", "Quality by version · $model", "Comparison with the baseline · $model",
+        "Agreement with the baseline · $model", "Latency and errors by version · $model"]
+    # Every metric of the design's rollout dashboard is read.
+    assert ISSUE10_SERIES | {"modelmon_shadow_latency_seconds", "modelmon_predictions_total",
+                             "modelmon_prediction_latency_seconds", "modelmon_accuracy_ratio", "modelmon_f1_ratio",
+                             "modelmon_mae", "modelmon_rmse"} <= metrics_in(ROLLOUT)
+    for _, expr in iter_panel_queries(ROLLOUT):
+        assert 'model="$model"' in expr, expr
+
+
+def test_rollout_panels_of_absent_series_say_so():
+    """Shadow series, pairs and comparisons exist only once a second version runs: those panels
+    are empty until then and say so; the baseline and the served panels must have data."""
+    shadow_or_compared = re.compile(r"modelmon_(shadow_|version_(?!baseline_info))")
+    for p in content_panels(ROLLOUT):
+        reads_new = any(shadow_or_compared.search(t["expr"]) for t in p["targets"])
+        empty_until = p.get("modelmon", {}).get("emptyUntil")
+        assert bool(empty_until) == reads_new, p["title"]
+        if empty_until:
+            assert f"Expected empty until {empty_until}." in p["description"]
+    baseline = panel(ROLLOUT, "Current baseline")
+    assert exprs_of(ROLLOUT, "Current baseline") == ['modelmon_version_baseline_info{job="modelmon", model="$model"}']
+    assert baseline["targets"][0]["instant"] and "source" in baseline["description"]
+
+
+def test_rollout_quality_panels_are_per_task():
+    """One dashboard for every task (the alerts link one uid): the task's panels name their models,
+    so the end-to-end test expects data for those models only, and say so in words."""
+    for title, metric, models in [("Accuracy by version", "modelmon_accuracy_ratio", CLASSIFIERS),
+                                  ("F1 by version", "modelmon_f1_ratio", CLASSIFIERS),
+                                  ("Accuracy and F1 over the selected range", "modelmon_accuracy_ratio", CLASSIFIERS),
+                                  ("MAE by version", "modelmon_mae", REGRESSORS),
+                                  ("RMSE by version", "modelmon_rmse", REGRESSORS),
+                                  ("MAE and RMSE over the selected range", "modelmon_mae", REGRESSORS)]:
+        p = panel(ROLLOUT, title)
+        assert p["modelmon"]["models"] == models and metric in p["targets"][0]["expr"], title
+        assert ("Classification models only" if models == CLASSIFIERS else "Regression models only") in p[
+            "description"]
+        for other in MODELS:
+            assert (title in panels_allowed_empty(ROLLOUT, other)) == (other not in models), (title, other)
+    accuracy = overrides_by(panel(ROLLOUT, "Accuracy by version"), "byRegexp")
+    (steps,) = [s for r, s in accuracy.items() if re.match(r, "credit v1")]
+    t = CONFIG.model("credit").thresholds["accuracy"]
+    assert_steps_match(steps, t.warning, t.critical, t.direction)
+    # A config without regression models has no regression panel (and vice versa).
+    only_regression = {d["uid"]: d for d in dashboards(config_with("regression"))}["modelmon-rollout"]
+    titles = {p["title"] for p in content_panels(only_regression)}
+    assert {"MAE by version", "Mean absolute difference from the baseline"} <= titles
+    assert not titles & {"Accuracy by version", "F1 by version", "Agreement with the baseline"}
+    assert "modelmon_version_agreements_total" not in render(only_regression)
+
+
+def test_rollout_agreement_and_difference_from_the_counters():
+    sel = '{job="modelmon", model="$model"}'
+    by = "sum by (model, version, baseline)"
+    for title, numerator, window, fn, instant in [
+            ("Agreement with the baseline", "modelmon_version_agreements_total", "$__rate_interval", "rate", False),
+            ("Agreement over the selected range", "modelmon_version_agreements_total", "$__range", "increase", True),
+            ("Mean absolute difference from the baseline", "modelmon_version_abs_difference_total",
+             "$__rate_interval", "rate", False),
+            ("Mean absolute difference over the selected range", "modelmon_version_abs_difference_total",
+             "$__range", "increase", True)]:
+        (target,) = panel(ROLLOUT, title)["targets"]
+        assert target["expr"] == (f"{by} ({fn}({numerator}{sel}[{window}])) / "
+                                  f"{by} ({fn}(modelmon_version_pairs_total{sel}[{window}]))"), title
+        assert target["instant"] is instant, title
+
+
+def test_rollout_comparison_table_colours_at_the_alerts_levels():
+    from modelmon.alerting.policy import load_policy
+
+    rollout = load_policy().rollout
+    p = panel(ROLLOUT, "Quality delta against the baseline")
+    exprs = exprs_of(ROLLOUT, "Quality delta against the baseline")
+    assert [e.split(" (")[0] for e in exprs] == ["avg by", "max by", "min by"]
+    for expr, metric in zip(exprs, ("modelmon_version_quality_delta", "modelmon_version_quality_pvalue",
+                                    "modelmon_version_comparison_samples")):
+        assert metric in expr
+    assert "group_left (quantity)" in exprs[2]  # samples carry the quantity of their delta to merge
+    assert all(t["instant"] and t["format"] == "table" for t in p["targets"])
+    columns = p["transformations"][1]["options"]["renameByName"]
+    assert columns == {"Value #A": "delta", "Value #B": "p-value", "Value #C": "samples"}
+    assert set(p["transformations"][1]["options"]["indexByName"]) >= {"version", "baseline", "quantity", "pairing"}
+    by_name = {o["matcher"]["options"]: {prop["id"]: prop["value"] for prop in o["properties"]}
+               for o in p["fieldConfig"]["overrides"]}
+    pvalue_steps = by_name["p-value"]["thresholds"]["steps"]
+    assert pvalue_steps[0] == {"color": "orange", "value": None} and pvalue_steps[1]["value"] == rollout.alpha
+    assert by_name["samples"]["thresholds"]["steps"][1]["value"] == rollout.min_samples
+    assert by_name["p-value"]["custom.cellOptions"] == {"type": "color-background"}
+    assert f"alpha = {rollout.alpha:g}" in p["description"]
+    assert f"min_samples = {rollout.min_samples}" in p["description"]
+
+
+def test_rollout_latency_and_errors_served_and_shadow():
+    for title, histogram in [("p99 latency by version, served", "modelmon_prediction_latency_seconds_bucket"),
+                             ("p99 latency by version, shadow", "modelmon_shadow_latency_seconds_bucket")]:
+        (expr,) = exprs_of(ROLLOUT, title)
+        assert expr.startswith("histogram_quantile(0.99, sum by (model, version, le) (rate(") and histogram in expr
+        slo = overrides_by(panel(ROLLOUT, title), "byRegexp")
+        (steps,) = [s for r, s in slo.items() if re.match(r, "credit v1")]
+        assert steps[-1] == {"color": "red", "value": CONFIG.model("credit").slo.latency_p99_seconds}
+    for title, counter in [("Error ratio by version, served", "modelmon_predictions_total"),
+                           ("Error ratio by version, shadow", "modelmon_shadow_predictions_total")]:
+        (expr,) = exprs_of(ROLLOUT, title)
+        assert f'{counter}{{job="modelmon", model="$model", status="error"}}' in expr and " or " in expr
+        assert set(re.findall(r"modelmon_[a-z_]+", expr)) == {counter}
+    for title in ("Served versions over the selected range", "Shadow versions over the selected range"):
+        for t in panel(ROLLOUT, title)["targets"]:
+            assert t["instant"] and "[$__range]" in t["expr"] and "$__rate_interval" not in t["expr"]
+    share = exprs_of(ROLLOUT, "Served traffic share by version")[0]
+    assert "modelmon_shadow" not in share and "group_left" in share
+
+
+def test_model_details_link_the_rollout_dashboard_with_the_model():
+    for uid in MODEL_UIDS.values():
+        dash = DASHBOARDS[uid]
+        (link,) = [link for link in dash["links"] if link["type"] == "link"]
+        assert link["url"] == "/d/modelmon-rollout" and link["includeVars"] and link["keepTime"]
+        for title in ("Traffic share by version", "Versions side by side over the selected time range"):
+            urls = [x["url"] for x in panel(dash, title)["links"]]
+            assert "/d/modelmon-rollout?var-model=${model}&${__url_time_range}" in urls, (uid, title)

@@ -23,7 +23,7 @@ PASSWORD = "basic-auth-Pa55word-secret"
 SECRETS = (ADMIN_TOKEN, EDITOR_TOKEN, VIEWER_TOKEN, PASSWORD)
 # The demo config has a model of every task, so every model-detail dashboard exists.
 UIDS = {"modelmon-overview", "modelmon-model-binary", "modelmon-model-multiclass", "modelmon-model-regression",
-        "modelmon-drift", "modelmon-service", "modelmon-self"}
+        "modelmon-rollout", "modelmon-drift", "modelmon-service", "modelmon-self"}
 
 
 @pytest.fixture
@@ -107,8 +107,10 @@ def test_changed_threshold_updates_only_affected_dashboards(grafana, capsys, tmp
     run = push(capsys, grafana.url, config=str(changed))
     assert run.rc == 0, run.err
     actions = dashboard_lines(run.out)
-    # MAE thresholds appear on the overview (eta's quality stat) and the regression model detail only.
+    # MAE thresholds appear on the overview (eta's quality stat), the regression model detail and the
+    # rollout dashboard's MAE by version only.
     assert actions == {"modelmon-overview": "updated", "modelmon-model-regression": "updated",
+                       "modelmon-rollout": "updated",
                        "modelmon-model-binary": "unchanged", "modelmon-model-multiclass": "unchanged",
                        "modelmon-drift": "unchanged", "modelmon-service": "unchanged", "modelmon-self": "unchanged"}
     assert grafana.state.dashboards["modelmon-model-regression"]["dashboard"]["version"] == 2

@@ -25,7 +25,11 @@ DATASOURCE_VARIABLE = "datasource"
 DATASOURCE = "${%s}" % DATASOURCE_VARIABLE
 
 
-UIDS = (OVERVIEW_UID, *(model_uid(t) for t in TASKS), DRIFT_UID, SERVICE_UID, SELF_UID)
+# The rollout dashboard (issue 10): versions of a model against its baseline; the
+# ModelmonVersionWorse/Better alerts link it (alerting.alerts.DASHBOARD_ROLLOUT).
+ROLLOUT_UID = "modelmon-rollout"
+
+UIDS = (OVERVIEW_UID, *(model_uid(t) for t in TASKS), ROLLOUT_UID, DRIFT_UID, SERVICE_UID, SELF_UID)
 
 
 def tasks_of(config: Config) -> list[str]:
@@ -36,8 +40,8 @@ def tasks_of(config: Config) -> list[str]:
 
 def uids(config: Config) -> tuple[str, ...]:
     """The uids of the dashboards generated for ``config``, in generation order."""
-    models = tuple(model_uid(t) for t in tasks_of(config))
-    return (OVERVIEW_UID, *models, DRIFT_UID, SERVICE_UID, SELF_UID)
+    models = tuple(model_uid(t) for t in tasks_of(config))  # the model details, then the rollout
+    return (OVERVIEW_UID, *models, ROLLOUT_UID, DRIFT_UID, SERVICE_UID, SELF_UID)
 
 
 def factory(config: Config) -> PanelFactory:
@@ -129,8 +133,12 @@ def alert_annotation(config: Config, expr: str) -> dict[str, Any]:
 def build_dashboard(config: Config, *, uid: str, title: str, description: str, kind: str,
                     sections: list[tuple[str, list[Cell]]], variables: list[dict[str, Any]],
                     annotation_expr: str, time_from: str = "now-1h", tags: tuple[str, ...] = (),
-                    models: list[str] | None = None) -> dict[str, Any]:
+                    models: list[str] | None = None,
+                    links: tuple[core.DashboardLink, ...] = ()) -> dict[str, Any]:
     """A dashboard whose variables start with the datasource variable.
+
+    ``links``: dashboard links after the "modelmon" dropdown of every dashboard (e.g. the model
+    detail's link to the rollout dashboard for the selected model).
 
     ``models``: the models the ``$model`` variable offers (a model-detail dashboard only has its
     task's), kept under the custom key ``modelmon`` for the end-to-end test (Grafana keeps it)."""
@@ -140,7 +148,7 @@ def build_dashboard(config: Config, *, uid: str, title: str, description: str, k
         templating=core.Templating(list=[datasource_variable(config), *variables]),
         annotations=core.Annotations(list=[alert_annotation(config, annotation_expr)]),
         links=[core.DashboardLink(title="modelmon", tags=[TAG], asDropdown=False, includeVars=True,
-                                  keepTime=True, type="dashboards")],
+                                  keepTime=True, type="dashboards"), *links],
         time=core.Time(time_from, "now"), refresh="30s", timezone="browser",
         graphTooltip=core.GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR, editable=True,
     ).auto_panel_ids()

@@ -9,13 +9,15 @@ from modelmon.promql import match, rate, selector
 PREDICTIONS = "modelmon_predictions_total"
 
 
-def error_ratio(by: str, *matchers: str, window: str = "$__rate_interval", fn: str = "rate", **labels: str) -> str:
+def error_ratio(by: str, *matchers: str, window: str = "$__rate_interval", fn: str = "rate",
+                metric: str = PREDICTIONS, **labels: str) -> str:
     """Share of predictions with status="error", 0 (not empty) while no error was ever seen.
 
-    ``matchers`` (built with ``match``) come first in the selector, then ``labels``."""
+    ``matchers`` (built with ``match``) come first in the selector, then ``labels``. ``metric``:
+    the served predictions, or another counter with a ``status`` label (shadow predictions)."""
     chosen = [*matchers, *(match(k, v) for k, v in labels.items())]
-    errors = f"sum by ({by}) ({rate(selector(PREDICTIONS, *chosen, match('status', 'error')), window, fn)})"
-    total = f"sum by ({by}) ({rate(selector(PREDICTIONS, *chosen), window, fn)})"
+    errors = f"sum by ({by}) ({rate(selector(metric, *chosen, match('status', 'error')), window, fn)})"
+    total = f"sum by ({by}) ({rate(selector(metric, *chosen), window, fn)})"
     return f"({errors} or {total} * 0) / {total}"
 
 

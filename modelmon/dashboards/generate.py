@@ -8,17 +8,17 @@ import json
 from typing import Any
 
 from modelmon.config import Config
-from modelmon.dashboards import drift, model_detail, overview, self_monitoring, service
+from modelmon.dashboards import drift, model_detail, overview, rollout, self_monitoring, service
 from modelmon.dashboards.provisioning import provisioning_files
 from modelmon.generation import GenerationContext
 
 DASHBOARD_DIR = "grafana/dashboards"
-BUILDERS = (overview.build, model_detail.build, drift.build, service.build, self_monitoring.build)
+BUILDERS = (overview.build, model_detail.build, rollout.build, drift.build, service.build, self_monitoring.build)
 
 
 def dashboards(source: Config | GenerationContext) -> list[dict[str, Any]]:
     """Every dashboard, from the generation context (or a Config with the default policy): the
-    overview, one model detail per task the config has, drift, service and modelmon itself."""
+    overview, one model detail per task the config has, rollout, drift, service and modelmon itself."""
     ctx = GenerationContext.of(source)
     out: list[dict[str, Any]] = []
     for build in BUILDERS:

@@ -21,9 +21,12 @@ from typing import Any
 from modelmon.config import Config, ModelConfig
 from modelmon.contract import CLASSIFICATION
 from modelmon.dashboards import thresholds as th
-from modelmon.dashboards.base import build_dashboard, factory, model_uid, model_variable, tasks_of, version_variable
+from grafanalib import core
+
+from modelmon.dashboards.base import (ROLLOUT_UID, build_dashboard, factory, model_uid, model_variable, tasks_of,
+                                      version_variable)
 from modelmon.dashboards.catalog import BY_KEY, QUALITY, Quantity, threshold
-from modelmon.dashboards.panels import Cell, PanelFactory, Query
+from modelmon.dashboards.panels import Cell, PanelFactory, Query, dashboard_link
 from modelmon.dashboards.expressions import error_ratio
 from modelmon.generation import GenerationContext
 from modelmon.promql import Regex, rate, selector
@@ -108,6 +111,22 @@ def headline(task: str) -> Quantity:
     return BY_KEY["accuracy"] if task in CLASSIFICATION else BY_KEY["mae"]
 
 
+# The rollout dashboard for the selected model: from the dashboard's links and the versions panels.
+ROLLOUT_TITLE = "Rollout: versions against the baseline"
+
+
+def rollout_link() -> dict[str, Any]:
+    return dashboard_link(ROLLOUT_TITLE, ROLLOUT_UID, model="${model}")
+
+
+def rollout_dashboard_link() -> core.DashboardLink:
+    """The dashboard link (top bar), carrying the variables (model, datasource) and the time range."""
+    return core.DashboardLink(
+        title=ROLLOUT_TITLE, type="link", uri=f"/d/{ROLLOUT_UID}", icon="dashboard", includeVars=True,
+        keepTime=True, asDropdown=False,
+        tooltip="Shadow, canary and A/B versions of this model against its baseline: significance, agreement")
+
+
 def _versions_row(config: Config, f: PanelFactory, task: str) -> list[Cell]:
     all_traffic = f.sel("modelmon_predictions_total", model=M)
     traffic = f.sel("modelmon_predictions_total", model=M, version=V)
@@ -124,7 +143,7 @@ def _versions_row(config: Config, f: PanelFactory, task: str) -> list[Cell]:
             "Each version's share of the model's predictions: the canary or A/B split as actually served.",
             [Query(f"sum by (model, version) ({rate(traffic, RATE)}) / ignoring (version) group_left "
                    f"sum by (model) ({rate(all_traffic, RATE)})", legend=BY_VERSION)],
-            unit="percentunit", stack=True, w=10, h=8),
+            unit="percentunit", stack=True, w=10, h=8, links=[rollout_link()]),
         f.table(
             "Versions side by side over the selected time range",
             f"Per version, over the whole dashboard time range ($__range, e.g. the last 6 hours; pick another "
@@ -149,7 +168,7 @@ def _versions_row(config: Config, f: PanelFactory, task: str) -> list[Cell]:
             ],
             overrides=[{"matcher": {"id": "byName", "options": name},
                         "properties": [{"id": "unit", "value": unit}]} for name, unit in units.items()],
-            sort_by="predictions", w=14, h=8),
+            sort_by="predictions", w=14, h=8, links=[rollout_link()]),
     ]
 
 
@@ -176,7 +195,8 @@ def build_task(ctx: GenerationContext, task: str) -> dict[str, Any]:
                     f", labels{', confusion matrix' if task in CLASSIFICATION else ''} and canaries. "
                     f"One dashboard per task, so every panel applies to the selected model.",
         sections=sections, variables=[model_variable(config, task), version_variable(config)],
-        annotation_expr=selector("ALERTS", alertstate="firing", model=M), time_from="now-6h", models=names)
+        annotation_expr=selector("ALERTS", alertstate="firing", model=M), time_from="now-6h", models=names,
+        links=(rollout_dashboard_link(),))
 
 
 def build(ctx: GenerationContext) -> list[dict[str, Any]]:
