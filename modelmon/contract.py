@@ -35,6 +35,7 @@ MODEL_UID = "modelmon-model"  # the prefix: one model-detail dashboard per task 
 DRIFT_UID = "modelmon-drift"
 SERVICE_UID = "modelmon-service"
 SELF_UID = "modelmon-self"
+ROLLOUT_UID = "modelmon-rollout"  # versions of a model against its baseline; the version alerts link it
 
 
 def model_uid(task: str) -> str:

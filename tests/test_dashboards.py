@@ -34,14 +34,13 @@ CURRENT_PANEL_TYPES = {"row", "timeseries", "stat", "table", "bargauge", "heatma
 
 # The metric contract (modelmon.contract; test_contract checks it against what the exporter
 # exports). Histograms also expose _bucket/_count/_sum.
-# Issue 10's exporter series (notes: the shared design), read by the rollout dashboard; they join
-# modelmon.contract with the exporter work, after which this set changes nothing and can go.
+# The series of versions side by side (issue 10), read by the rollout dashboard.
 ISSUE10_SERIES = {"modelmon_shadow_predictions_total", "modelmon_version_pairs_total",
                   "modelmon_version_agreements_total", "modelmon_version_abs_difference_total",
                   "modelmon_version_quality_delta", "modelmon_version_quality_pvalue",
                   "modelmon_version_comparison_samples", "modelmon_version_baseline_info"}
-HISTOGRAMS = {s.name for s in SERIES if s.type == "histogram"} | {"modelmon_shadow_latency_seconds"}
-METRICS = {s.name for s in SERIES} | ISSUE10_SERIES
+HISTOGRAMS = {s.name for s in SERIES if s.type == "histogram"}
+METRICS = {s.name for s in SERIES}
 
 
 def provisioned_datasource_uids() -> set[str]:

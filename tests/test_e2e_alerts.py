@@ -112,6 +112,45 @@ def test_traffic_stop_alerts_no_predictions(live_stack):
     live_stack.traffic.scenarios["segment"] = "stable"
 
 
+def test_a_worse_canary_opens_a_ticket_naming_it(live_stack):
+    """A canary on 20% of eta's requests, clearly worse (MAE 2.6 -> 3.6): a ticket naming the canary
+    and its baseline, linking the rollout dashboard; a comparison on other requests is unpaired."""
+    alert = run_fault(live_stack, "eta", "canary_worse", "ModelmonVersionWorse", timeout=180)
+    labels = alert["labels"]
+    assert labels["severity"] == "warning" and labels["quantity"] == "mae" and labels["pairing"] == "unpaired"
+    baseline = live_stack.query('modelmon_version_baseline_info{model="eta"}')
+    assert [b["metric"]["version"] for b in baseline] == [labels["baseline"]] != [labels["version"]]
+    assert "modelmon-rollout" in alert["annotations"].get("dashboard_url", ""), alert["annotations"]
+    live_stack.traffic.scenarios["eta"] = "stable"
+
+
+def test_a_better_shadow_is_an_info_signal_and_never_counts_as_service_traffic(live_stack):
+    """A shadow version of credit, clearly better than the (drifted) served one: ModelmonVersionBetter
+    fires (info: in Prometheus, sent nowhere), no ticket says it is worse, and the served traffic series
+    the SLO is built on stays at the served rate (25/s), not twice it."""
+    start = time.time()
+    live_stack.traffic.scenarios["credit"] = "shadow_better"
+    deadline = start + 180
+    while "credit" not in firing_models(live_stack, "ModelmonVersionBetter"):
+        assert time.time() < deadline, "ModelmonVersionBetter never fired for the better shadow"
+        live_stack.check_alive()
+        time.sleep(1)
+    TIMINGS["shadow_better on credit -> ModelmonVersionBetter (firing in Prometheus)"] = time.time() - start
+    better = live_stack.query('ALERTS{alertname="ModelmonVersionBetter",alertstate="firing",model="credit"}')
+    assert {b["metric"]["pairing"] for b in better} >= {"paired"}  # the shadow answered the same requests
+    assert not [a for a in live_stack.receiver_alerts() if a["labels"]["alertname"] in
+                ("ModelmonVersionWorse", "ModelmonVersionBetter") and a["labels"].get("model") == "credit"]
+    shadow = live_stack.query('sum(rate(modelmon_shadow_predictions_total{model="credit"}[30s]))')
+    served = live_stack.query('model:modelmon_predictions:rate30s{model="credit"}')
+    assert float(shadow[0]["value"][1]) > 10  # the shadow runs on every request...
+    assert 15 < float(served[0]["value"][1]) < 35  # ...and the served rate stays the one of 25 requests/s
+    versions = {r["metric"]["version"] for r in live_stack.query('modelmon_predictions_total{model="credit"}')}
+    assert not any(v.startswith("v4") for v in versions), versions  # no shadow version among served ones
+    agreement = live_stack.query('model_version:modelmon_shadow_agreement_ratio:1h{model="credit"}')
+    assert agreement and 0 < float(agreement[0]["value"][1]) < 1
+    live_stack.traffic.scenarios["credit"] = "stable"
+
+
 def test_report_time_to_notification():
     assert TIMINGS, "no scenario ran"
     for what, seconds in TIMINGS.items():

@@ -15,7 +15,7 @@ from modelmon.alerting import recording as rec
 from modelmon.alerting.options import RuleOptions
 from modelmon.alerting.policy import Policy
 from modelmon.config import AlertingConfig, ModelConfig, Threshold, format_duration, parse_duration
-from modelmon.contract import EXPORTER_JOB, QUANTITIES
+from modelmon.contract import EXPORTER_JOB, QUANTITIES, ROLLOUT_UID
 from modelmon.generation import burns
 from modelmon.promql import number, seconds, selector
 
@@ -23,7 +23,6 @@ from modelmon.promql import number, seconds, selector
 DASHBOARD_DRIFT = contract.DRIFT_UID
 DASHBOARD_SERVICE = contract.SERVICE_UID
 DASHBOARD_SELF = contract.SELF_UID
-DASHBOARD_ROLLOUT = "modelmon-rollout"  # the rollout dashboard (issue 10): versions against their baseline
 
 # Families: the unit of inhibition (a critical alert silences warning and info of its family).
 QUALITY, DRIFT, LATENCY, AVAILABILITY, TRAFFIC, LABELS, CARDINALITY, VERSIONS, EXPORTER, INPUT = (
@@ -339,7 +338,7 @@ class ModelAlerts:
                 + ("Stop the rollout or roll this version back." if not better
                    else "It can be promoted once the rollout has run its planned course."))
             out.append(self._alert(
-                name, expr, family=VERSIONS, dashboard=DASHBOARD_ROLLOUT, description=description,
+                name, expr, family=VERSIONS, dashboard=ROLLOUT_UID, description=description,
                 summary=(f"A model version is significantly {word} than its baseline")))
         return out
 

@@ -13,7 +13,7 @@ from typing import Any
 from grafanalib import core
 
 from modelmon.config import Config
-from modelmon.contract import DRIFT_UID, OVERVIEW_UID, SELF_UID, SERVICE_UID, TASKS, model_uid
+from modelmon.contract import DRIFT_UID, OVERVIEW_UID, ROLLOUT_UID, SELF_UID, SERVICE_UID, TASKS, model_uid
 from modelmon.dashboards.grafana import dashboard_to_dict, datasource_ref
 from modelmon.dashboards.panels import Cell, PanelFactory, layout
 from modelmon.promql import selector
@@ -24,10 +24,6 @@ TAG = "modelmon"
 DATASOURCE_VARIABLE = "datasource"
 DATASOURCE = "${%s}" % DATASOURCE_VARIABLE
 
-
-# The rollout dashboard (issue 10): versions of a model against its baseline; the
-# ModelmonVersionWorse/Better alerts link it (alerting.alerts.DASHBOARD_ROLLOUT).
-ROLLOUT_UID = "modelmon-rollout"
 
 UIDS = (OVERVIEW_UID, *(model_uid(t) for t in TASKS), ROLLOUT_UID, DRIFT_UID, SERVICE_UID, SELF_UID)
 
