@@ -86,13 +86,13 @@ QUALITY_KIND, FEATURE_DRIFT, PREDICTION_DRIFT, MULTIVARIATE_DRIFT = (
 KIND_LABELS = {
     QUALITY_KIND: ("model", "version"),
     FEATURE_DRIFT: ("model", "feature"),
-    PREDICTION_DRIFT: ("model",),
+    PREDICTION_DRIFT: ("model", "version"),  # each version's outputs, served and shadow
     MULTIVARIATE_DRIFT: ("model",),
 }
 _KIND_SCOPE = {
     QUALITY_KIND: "over the quality window",
     FEATURE_DRIFT: "per feature, drift window against the reference",
-    PREDICTION_DRIFT: "drift window against the reference",
+    PREDICTION_DRIFT: "per version (shadow included), its last drift-window's worth of outputs against the reference",
     MULTIVARIATE_DRIFT: "drift window against the reference, refitted by a background worker",
 }
 _TASK_SCOPE = {ALL_TASKS: "every model", CLASSIFICATION: "binary and multiclass models"}
@@ -268,7 +268,7 @@ SERIES: tuple[Series, ...] = (
     Series("modelmon_shadow_latency_seconds", "histogram", "Latency of shadow predictions reported in the log.",
            _MV, "latency of shadow predictions; buckets as the served latency"),
     Series("modelmon_prediction_score", "histogram",
-           "Distribution of the positive-class score (binary) or top-class probability (multiclass).", ("model",),
+           "Distribution of the positive-class score (binary) or top-class probability (multiclass).", _MV,
            "binary: positive-class score; multiclass: top-class probability (0.05 buckets)", tasks=CLASSIFICATION),
     Series("modelmon_labels_total", "counter", "Ground-truth labels joined to predictions.", _MV,
            "labels joined to predictions (inline or late)"),

@@ -182,7 +182,7 @@ def test_the_collector_never_hides_a_computed_quantity(populated):
         state = ex.states[NAMES[task]]
         computed = {k for values in state.snapshot.quality.values() for k in values}
         computed |= {k for values in state.snapshot.feature_drift.values() for k in values}
-        if state.snapshot.prediction_psi is not None:
+        if state.snapshot.prediction_psi:
             computed.add("prediction_psi")
         computed |= {k for k in state.multivariate if k in QUANTITIES}
         assert computed == {q.key for q in quantities_for(task)}, task

@@ -277,13 +277,13 @@ def test_file_reference_and_prediction_drift(tmp_path, with_score):
     ex.ingest_lines(lines(stable), "file")
     assert state.reference.prediction is not None
     ex.refresh(force=True)
-    calm = value(scrape(ex), "modelmon_prediction_psi", model="bin")
+    calm = value(scrape(ex), "modelmon_prediction_psi", model="bin", version="v1")
     shifted, _ = binary_records(1000, seed=32, start=T0 + 10_000, inline_share=1.0, shift=1.5)
     ex.ingest_lines(lines(shifted), "file")
     ex.refresh(force=True)
     text = scrape(ex)
     assert calm < 0.1
-    assert value(text, "modelmon_prediction_psi", model="bin") > 0.25
+    assert value(text, "modelmon_prediction_psi", model="bin", version="v1") > 0.25
     assert value(text, "modelmon_feature_psi", model="bin", feature="x1") > 0.25
 
 

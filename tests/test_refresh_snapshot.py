@@ -45,9 +45,13 @@ def old_refresh(state: ModelState) -> Snapshot:
         cols = state.drift_window.columns()
         for f, profile in state.reference.profiles.items():
             snap.feature_drift[f] = feature_drift(profile, cols[f])
-        if state.reference.prediction is not None:
-            snap.prediction_psi = drift.psi(state.reference.prediction.ref_counts,
-                                            state.reference.prediction.counts(cols[PRED]))
+    if state.reference is not None and state.reference.prediction is not None:
+        for version, win in state.output_windows.items():  # each version's outputs
+            if state.cfg.drift_window.is_time and state.last_ts is not None:
+                win.expire(state.last_ts)
+            if len(win) >= state.cfg.min_drift_samples:
+                snap.prediction_psi[version] = drift.psi(state.reference.prediction.ref_counts,
+                                                         state.reference.prediction.counts(win.columns()[PRED]))
     return snap
 
 

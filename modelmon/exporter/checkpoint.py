@@ -141,6 +141,7 @@ class ModelCapture:
     quality: tuple[WindowView, ...]  # aligned with entry["quality"]
     drift: WindowView
     collecting: tuple[dict[str, np.ndarray], ...]  # chunks of a reference being collected
+    outputs: tuple[WindowView, ...] = ()  # aligned with entry["outputs"]: each version's output window
 
 
 @dataclass(frozen=True)
@@ -169,9 +170,10 @@ def _capture_model(state: ModelState) -> ModelCapture:
     entry = {"fingerprint": fingerprint(state.cfg), "last_ts": state.last_ts,
              "versions": list(state.versions.known), "classes": list(state.classes.known),
              "seen": {"versions": dict(state.versions.last_seen), "classes": dict(state.classes.last_seen)},
-             "quality": sorted(state.quality_windows)}
+             "quality": sorted(state.quality_windows), "outputs": sorted(state.output_windows)}
     quality = tuple(state.quality_windows[v].view() for v in entry["quality"])
-    return ModelCapture(entry, quality, state.drift_window.view(), state.collecting_chunks())
+    outputs = tuple(state.output_windows[v].view() for v in entry["outputs"])
+    return ModelCapture(entry, quality, state.drift_window.view(), state.collecting_chunks(), outputs)
 
 
 def _archive(captured: Capture) -> bytes:
@@ -199,6 +201,8 @@ def _save_model(zf: zipfile.ZipFile, prefix: str, model: ModelCapture) -> dict[s
     for i, view in enumerate(model.quality):
         _put_columns(zf, f"{prefix}/quality/{i}", concat(view.chunks))
     _put_columns(zf, f"{prefix}/drift", concat(model.drift.chunks))
+    for i, view in enumerate(model.outputs):
+        _put_columns(zf, f"{prefix}/outputs/{i}", concat(view.chunks))
     if model.collecting:
         _put_columns(zf, f"{prefix}/collecting", concat(model.collecting))
         entry["collecting"] = True
@@ -306,6 +310,11 @@ def _load_model(zf: zipfile.ZipFile, prefix: str, entry: dict):
     collecting = _get_columns(zf, f"{prefix}/collecting") if entry.get("collecting") else None
     if collecting is not None:
         _expect(collecting, window_keys, f"{prefix} reference being collected")
+    # Output windows per version (absent from checkpoints written before versions had their own).
+    outputs = {str(v): _get_columns(zf, f"{prefix}/outputs/{i}") for i, v in enumerate(entry.get("outputs", []))}
+    for version, cols in outputs.items():
+        _expect(cols, {"ts", PRED}, f"{prefix} output window {version!r}")
+    entry = {**entry, "output_columns": outputs}
     return entry, quality, drift_cols, collecting
 
 
@@ -331,6 +340,9 @@ def _apply_model(state: ModelState, entry: dict, quality: dict, drift_cols: dict
             win.append(cols)  # trims to the configured window, which may have shrunk
     if drift_cols and len(drift_cols["ts"]):
         state.drift_window.append(drift_cols)
+    for version, cols in entry.get("output_columns", {}).items():
+        if (version in state.versions.known or version == OTHER) and cols and len(cols["ts"]):
+            state.output_window(version).append(cols)
     if collecting and len(collecting["ts"]):
         state.resume_collecting(collecting)
     state.dirty = True

@@ -66,7 +66,8 @@ class ExporterCollector(Collector):
             for version in versions:
                 info.add_metric([name, version, s.cfg.task, s.cfg.team], 1)
             if s.cfg.task != "regression":
-                score.add_metric([name], s.score_hist.buckets(), s.score_hist.sum)
+                for version, h in sorted(s.score_hist.items()):
+                    score.add_metric([name, version], h.buckets(), h.sum)
         yield from (preds, latency, shadow, shadow_latency, last, info, score)
 
     # ------------------------------------------------------------------ quality
@@ -144,8 +145,9 @@ class ExporterCollector(Collector):
                 for key, value in values.items():
                     if _finite(value):
                         gauges[key].add_metric([name, feature], value)
-            if _finite(snap.prediction_psi):
-                pred_psi.add_metric([name], snap.prediction_psi)
+            for version, value in sorted(snap.prediction_psi.items()):
+                if _finite(value):
+                    pred_psi.add_metric([name, version], value)
             mv = s.multivariate
             if _finite(mv.get("drift_classifier_auc")):
                 auc.add_metric([name], mv["drift_classifier_auc"])

@@ -43,7 +43,7 @@ class Snapshot:
     quality: dict[str, dict[str, float]] = field(default_factory=dict)  # version -> metric -> value
     window_labeled: dict[str, int] = field(default_factory=dict)
     feature_drift: dict[str, dict[str, float]] = field(default_factory=dict)  # feature -> metric -> value
-    prediction_psi: float | None = None
+    prediction_psi: dict[str, float] = field(default_factory=dict)  # version -> PSI of its outputs
     drift_window_records: int = 0
     baseline: str | None = None  # the version the others were compared with
     comparisons: dict[tuple[str, str, str], Comparison] = field(default_factory=dict)  # (version, quantity, pairing)
@@ -60,6 +60,8 @@ class RefreshInputs:
     prediction: Any  # the output reference profile, or None
     baseline: str | None = None
     paired: dict[str, np.ndarray] = field(default_factory=dict)  # candidate -> (n, 2) paired outcomes
+    outputs: tuple[tuple[str, SlidingWindow, WindowView], ...] = ()  # (version, its output window, view)
+    output_profile: Any = None  # the output reference the versions' outputs are compared with
 
 
 class Reference:
@@ -121,7 +123,10 @@ class ModelState:
         self.labels_total: dict[str, int] = defaultdict(int)
         self.label_delay = Histogram(LABEL_DELAY_BUCKETS)
         self.confusion: dict[tuple[str, str, str], int] = defaultdict(int)
-        self.score_hist = Histogram(SCORE_BUCKETS)
+        self.score_hist: dict[str, Histogram] = {}  # version -> scores of its predictions (served and shadow)
+        # Version -> its outputs over the drift window, and their drift tally (prediction drift per version)
+        self.output_windows: dict[str, SlidingWindow] = {}
+        self.output_tallies: dict[str, DriftTally] = {}
         self.last_ts: float | None = None
         self.labels_unmatched = 0
         self.expired: dict[str, int] = defaultdict(int)
@@ -176,23 +181,45 @@ class ModelState:
         self.last_ts = newest if self.last_ts is None else max(self.last_ts, newest)
         self.traffic.add(served, self.last_ts)
 
-        okidx = np.flatnonzero(ok if shadow is None else ok & ~shadow)
-        if okidx.size == 0:
+        okall = np.flatnonzero(ok)
+        if okall.size == 0:
             self.dirty = True
             return versions
-        preds = [cols.predictions[i] for i in okidx]
-        out = self._output_values(cols, okidx, preds)
-        if self.cfg.task == "binary":
-            self.score_hist.observe(cols.scores[okidx])
-        elif self.cfg.task == "multiclass":
-            self.score_hist.observe(self._top_probability(cols, okidx))
-        window_cols = {"ts": cols.ts[okidx], PRED: out}
+        # Every version's outputs (served and shadow): its score histogram and prediction drift.
+        out_all = self._output_values(cols, okall, [cols.predictions[i] for i in okall])
+        top = cols.scores[okall] if self.cfg.task == "binary" else (
+            self._top_probability(cols, okall) if self.cfg.task == "multiclass" else None)
+        ok_versions = None if vers is None else vers[okall]
+        for v in distinct:
+            sel = slice(None) if ok_versions is None else ok_versions == v
+            if ok_versions is not None and not sel.any():
+                continue
+            self.output_window(v).append({"ts": cols.ts[okall][sel], PRED: out_all[sel]})
+            if top is not None:
+                hist = self.score_hist.get(v)
+                if hist is None:
+                    hist = self.score_hist[v] = Histogram(SCORE_BUCKETS)
+                hist.observe(top[sel])
+        # The drift window (and a reference frozen from traffic) describe the service: served only.
+        served_ok = np.ones(okall.size, dtype=bool) if shadow is None else ~shadow[okall]
+        if not served_ok.any():
+            self.dirty = True
+            return versions
+        okidx = okall[served_ok]
+        window_cols = {"ts": cols.ts[okidx], PRED: out_all[served_ok]}
         for f, values in cols.features.items():
             window_cols[f] = values[okidx]
         self.drift_window.append(window_cols)
         self._feed_reference(window_cols)
         self.dirty = True
         return versions
+
+    def output_window(self, version: str) -> SlidingWindow:
+        """The outputs of one version (served or shadow), for its prediction drift."""
+        win = self.output_windows.get(version)
+        if win is None:
+            win = self.output_windows[version] = SlidingWindow(self.cfg.drift_window)
+        return win
 
     def _output_values(self, cols: PredictionColumns, okidx: np.ndarray, preds: list) -> np.ndarray:
         """The model output whose distribution prediction drift compares."""
@@ -344,10 +371,18 @@ class ModelState:
             # later (an output reference frozen from traffic), so it is captured as it is now.
             profiles = self.reference.profiles
             prediction = self.reference.prediction
+        outputs = []
+        if self.reference is not None and self.reference.prediction is not None:
+            for version, win in self.output_windows.items():
+                if self.cfg.drift_window.is_time and self.last_ts is not None:
+                    win.expire(self.last_ts)
+                if len(win) >= self.cfg.min_drift_samples:
+                    outputs.append((version, win, win.view()))
         self.dirty = False
         baseline = self.baseline()
         return RefreshInputs(tuple(quality_views), len(self.drift_window), drift_view, profiles, prediction,
-                             baseline, self.paired.snapshot(baseline))
+                             baseline, self.paired.snapshot(baseline), tuple(outputs),
+                             self.reference.prediction if self.reference is not None else None)
 
     def compute(self, inputs: RefreshInputs) -> tuple[Snapshot, list]:
         """Step 2, without the lock: the snapshot of `inputs`, and the concatenated chunk runs to
@@ -367,15 +402,22 @@ class ModelState:
             snap.comparisons = compare_versions(self.cfg.task, inputs.baseline, inputs.paired, outcomes)
         if inputs.drift is not None:
             view = inputs.drift
-            tally = self.drift_tally.update(view, inputs.profiles, inputs.prediction, PRED)
+            tally = self.drift_tally.update(view, inputs.profiles, None, PRED)  # outputs: per version, below
             for f in inputs.profiles:
                 snap.feature_drift[f] = feature_stats(tally.coders[f], tally.counts[f])
-            if inputs.prediction is not None:
-                snap.prediction_psi = drift.psi(inputs.prediction.ref_counts,
-                                                tally.coders[PRED].bins(tally.counts[PRED]))
             first = tail_run(view)  # only the small trailing chunks: the counts need no concatenation
             if first is not None:
                 merged.append((self.drift_window, view, concat(view.chunks[first:]), first))
+        for version, win, view in inputs.outputs:
+            out = self.output_tallies.get(version)
+            if out is None:
+                out = self.output_tallies[version] = DriftTally()
+            counted = out.update(view, {}, inputs.output_profile, PRED)
+            snap.prediction_psi[version] = drift.psi(inputs.output_profile.ref_counts,
+                                                     counted.coders[PRED].bins(counted.counts[PRED]))
+            first = tail_run(view)
+            if first is not None:
+                merged.append((win, view, concat(view.chunks[first:]), first))
         return snap, merged
 
     def publish(self, inputs: RefreshInputs, result: tuple[Snapshot, list]) -> None:
@@ -474,7 +516,8 @@ class ModelState:
             for totals in (self.predictions_total, self.shadow_total):
                 for key in [k for k in totals if k[0] == version]:
                     del totals[key]
-            for store in (self.latency, self.shadow_latency, self.labels_total, self.quality_windows):
+            for store in (self.latency, self.shadow_latency, self.labels_total, self.quality_windows,
+                          self.score_hist, self.output_windows, self.output_tallies):
                 store.pop(version, None)
             for store in (self.version_pairs, self.version_agreements, self.version_abs_difference):
                 for key in [k for k in store if version in k]:
