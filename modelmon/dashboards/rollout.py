@@ -230,48 +230,38 @@ def _agreement_row(config: Config, f: PanelFactory) -> list[Cell]:
     ]
     classifiers, regressors = _models(config, True), _models(config, False)
     if classifiers:
-        agreements = f.sel(AGREEMENTS, model=M)
-
-        def agreement(window: str, fn: str) -> str:
-            return (f"sum by (model, version, baseline) ({rate(agreements, window, fn)}) / "
-                    f"sum by (model, version, baseline) ({rate(pairs, window, fn)})")
-
-        cells += [
-            f.timeseries(
-                "Agreement with the baseline",
-                f"Share of paired requests on which a version predicted the same class as the baseline, per "
-                f"rate interval. Disagreement is where the versions' quality can differ. {CLASSIFIERS_ONLY}",
-                [Query(agreement(RATE, "rate"), legend=VS_BASELINE)],
-                unit="percentunit", w=12, h=8, empty_until=WHEN_PAIRED, models=_names(classifiers)),
-            f.bargauge(
-                "Agreement over the selected range",
-                f"Agreement with the baseline over the dashboard's whole time range ($__range): agreements "
-                f"over pairs. {CLASSIFIERS_ONLY}",
-                [Query(agreement(RANGE, "increase"), legend=VS_BASELINE, instant=True)],
-                unit="percentunit", w=4, h=8, empty_until=WHEN_PAIRED, models=_names(classifiers)),
-        ]
+        cells += _per_pair(
+            f, f.sel(AGREEMENTS, model=M), pairs, _names(classifiers), unit="percentunit", min_value=0,
+            title=("Agreement with the baseline", "Agreement over the selected range"),
+            description=(f"Share of paired requests on which a version predicted the same class as the baseline, per "
+                         f"rate interval. Disagreement is where the versions' quality can differ. {CLASSIFIERS_ONLY}",
+                         f"Agreement with the baseline over the dashboard's whole time range ($__range): agreements "
+                         f"over pairs. {CLASSIFIERS_ONLY}"))
     if regressors:
-        difference = f.sel(ABS_DIFFERENCE, model=M)
-
-        def mean_difference(window: str, fn: str) -> str:
-            return (f"sum by (model, version, baseline) ({rate(difference, window, fn)}) / "
-                    f"sum by (model, version, baseline) ({rate(pairs, window, fn)})")
-
-        cells += [
-            f.timeseries(
-                "Mean absolute difference from the baseline",
-                f"Mean of |prediction - baseline prediction| over paired requests, per rate interval, in the "
-                f"target's unit. {REGRESSION_ONLY}",
-                [Query(mean_difference(RATE, "rate"), legend=VS_BASELINE)],
-                unit="short", w=12, h=8, empty_until=WHEN_PAIRED, models=_names(regressors)),
-            f.bargauge(
-                "Mean absolute difference over the selected range",
-                f"Mean absolute difference from the baseline's prediction over the dashboard's whole time "
-                f"range ($__range). {REGRESSION_ONLY}",
-                [Query(mean_difference(RANGE, "increase"), legend=VS_BASELINE, instant=True)],
-                unit="short", min_value=None, w=4, h=8, empty_until=WHEN_PAIRED, models=_names(regressors)),
-        ]
+        cells += _per_pair(
+            f, f.sel(ABS_DIFFERENCE, model=M), pairs, _names(regressors), unit="short", min_value=None,
+            title=("Mean absolute difference from the baseline", "Mean absolute difference over the selected range"),
+            description=(f"Mean of |prediction - baseline prediction| over paired requests, per rate interval, in the "
+                         f"target's unit. {REGRESSION_ONLY}",
+                         f"Mean absolute difference from the baseline's prediction over the dashboard's whole time "
+                         f"range ($__range). {REGRESSION_ONLY}"))
     return cells
+
+
+def _per_pair(f: PanelFactory, counter: str, pairs: str, models: list[str], *, unit: str, min_value: float | None,
+              title: tuple[str, str], description: tuple[str, str]) -> list[Cell]:
+    """A counter per paired request (agreements, absolute differences): over each rate interval and
+    over the selected range."""
+    def per_pair(window: str, fn: str) -> str:
+        return (f"sum by (model, version, baseline) ({rate(counter, window, fn)}) / "
+                f"sum by (model, version, baseline) ({rate(pairs, window, fn)})")
+
+    return [
+        f.timeseries(title[0], description[0], [Query(per_pair(RATE, "rate"), legend=VS_BASELINE)],
+                     unit=unit, w=12, h=8, empty_until=WHEN_PAIRED, models=models),
+        f.bargauge(title[1], description[1], [Query(per_pair(RANGE, "increase"), legend=VS_BASELINE, instant=True)],
+                   unit=unit, min_value=min_value, w=4, h=8, empty_until=WHEN_PAIRED, models=models),
+    ]
 
 
 def _latency_errors_row(config: Config, f: PanelFactory) -> list[Cell]:
