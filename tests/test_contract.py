@@ -89,8 +89,9 @@ def populated() -> tuple[Exporter, str]:
     ex = Exporter(config_of(*(model(task) for task in TASKS)))
     for i, task in enumerate(TASKS):
         served = records(task, 600, seed=10 + i)
-        ex.ingest_lines(lines(served), "file")
-        ex.ingest_lines(lines(shadows(task, served[300:])), "file")
+        ex.ingest_lines(lines(served[:300]), "file")
+        # The shadow is logged next to each served prediction, as a shadow deployment writes it.
+        ex.ingest_lines(lines([r for pair in zip(served[300:], shadows(task, served[300:])) for r in pair]), "file")
     ex.ingest_lines([b"{not json", b'{"model": "nope", "ts": 1}'], "http")
     ex.refresh(force=True)
     ex.run_multivariate()

@@ -442,8 +442,17 @@ class ModelState:
             return shorten_value(self.cfg.baseline_version, self.exp.max_label_value_length)
         return self.traffic.leader()
 
+    @property
+    def pairing(self) -> bool:
+        """Whether requests are recorded for pairing: once the model has a second version. Recording
+        every request of a single-version model cost ingest a tenth of its speed for nothing; the
+        price is that the first batch of a new version finds no earlier baseline requests."""
+        return len(self.versions.known) > 1
+
     def pair_predictions(self, ids: list, versions: list[str], preds: list) -> None:
         """Pair predictions with the baseline's on the same request (agreement, before labels)."""
+        if not self.pairing:
+            return
         baseline = self.baseline()
         regression = self.cfg.task == "regression"
         for version, rids, values in _by_version(ids, versions, preds):
@@ -458,6 +467,8 @@ class ModelState:
 
     def pair_outcomes(self, ids: list, versions: list[str], preds: list, labels: list) -> None:
         """Pair labelled outcomes with the baseline's on the same request (the paired comparison)."""
+        if not self.pairing:
+            return
         baseline = self.baseline()
         if self.cfg.task == "regression":
             values = np.abs(np.asarray(preds, dtype=np.float64) - np.asarray(labels, dtype=np.float64))

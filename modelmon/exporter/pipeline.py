@@ -179,10 +179,11 @@ class Exporter:
             try:
                 versions = state.add_predictions(cols, self.latency_bounds)
                 self._labels_of(state, cols, versions)
-                ok = cols.status_ok if cols.id_present is None else cols.status_ok & cols.id_present
-                ok = np.flatnonzero(ok).tolist()  # versions side by side: pair by request id
-                state.pair_predictions([cols.ids[i] for i in ok], [versions[i] for i in ok],
-                                       [cols.predictions[i] for i in ok])
+                if state.pairing:  # versions side by side: pair by request id
+                    ok = cols.status_ok if cols.id_present is None else cols.status_ok & cols.id_present
+                    ok = np.flatnonzero(ok).tolist()
+                    state.pair_predictions([cols.ids[i] for i in ok], [versions[i] for i in ok],
+                                           [cols.predictions[i] for i in ok])
             except Exception:  # noqa: BLE001 - one model's failure must not touch the others
                 failed += len(cols)
                 self._model_failed(model, "ingest")

@@ -13,7 +13,8 @@ an A/B arm -- is compared with it:
   Welch's t-test): the gauges `modelmon_version_quality_delta` / `_pvalue` / `_comparison_samples`.
 
 A request is paired while it is among the last `REQUESTS_KEPT` (to twice that) requests of each
-version: a shadow's prediction is logged next to the served one.
+version (a shadow's prediction is logged next to the served one), from the moment the model has
+a second version: the first batch of a new version finds no earlier requests of the others.
 """
 from __future__ import annotations
 
@@ -81,8 +82,8 @@ class RequestBook:
     Per version, two generations of plain dicts (id -> value): a batch is recorded with one
     `dict.update` at C speed, and when the newer generation holds `max_requests` ids it becomes the
     older one (the oldest is dropped), so a lookup sees between `max_requests` and twice that many
-    of the latest requests. Every version is recorded, a single one too, so a shadow logged after
-    its served predictions (a replay, a batch job) still finds them.
+    of the latest requests. Requests are recorded once the model has a second version
+    (`ModelState.pairing`); from then on every version is, so either side of a pair may come first.
     """
 
     def __init__(self, max_requests: int = REQUESTS_KEPT):
