@@ -315,6 +315,12 @@ SERIES: tuple[Series, ...] = (
            "Labelled requests behind a version comparison: pairs, or the smaller of both quality windows.",
            ("model", "version", "baseline", "pairing"),
            "pairs (paired) or the smaller of the two labelled windows (unpaired) behind the test"),
+    Series("modelmon_version_feature_drift", "gauge",
+           "Per-feature drift of one served version's inputs against the reference, while several versions serve.",
+           ("model", "version", "feature", "statistic"),
+           "while several versions serve (a canary, an A/B test): each version's own drift window against the "
+           "reference, per feature; `statistic` `psi`, `js_distance`, `ks_pvalue`, `chi2_pvalue`, `missing_ratio` "
+           "(as the model-level gauges); within the version budget"),
     Series("modelmon_version_baseline_info", "gauge",
            "The version other versions are compared with; source is config or traffic.",
            ("model", "version", "source"),

@@ -92,6 +92,10 @@ def populated() -> tuple[Exporter, str]:
         ex.ingest_lines(lines(served[:300]), "file")
         # The shadow is logged next to each served prediction, as a shadow deployment writes it.
         ex.ingest_lines(lines([r for pair in zip(served[300:], shadows(task, served[300:])) for r in pair]), "file")
+        # Then a canary serves a third of the requests: each served version's inputs drift on their own.
+        canary = [{**r, "id": f"canary-{r['id']}", "version": "v3" if k % 3 == 0 else "v1"}
+                  for k, r in enumerate(records(task, 450, seed=20 + i))]
+        ex.ingest_lines(lines(canary), "file")
     ex.ingest_lines([b"{not json", b'{"model": "nope", "ts": 1}'], "http")
     ex.refresh(force=True)
     ex.run_multivariate()

@@ -38,7 +38,8 @@ CURRENT_PANEL_TYPES = {"row", "timeseries", "stat", "table", "bargauge", "heatma
 ISSUE10_SERIES = {"modelmon_shadow_predictions_total", "modelmon_version_pairs_total",
                   "modelmon_version_agreements_total", "modelmon_version_abs_difference_total",
                   "modelmon_version_quality_delta", "modelmon_version_quality_pvalue",
-                  "modelmon_version_comparison_samples", "modelmon_version_baseline_info"}
+                  "modelmon_version_comparison_samples", "modelmon_version_baseline_info",
+                  "modelmon_version_feature_drift"}
 HISTOGRAMS = {s.name for s in SERIES if s.type == "histogram"}
 METRICS = {s.name for s in SERIES}
 
@@ -701,7 +702,8 @@ def test_rollout_dashboard_identity_variables_and_files():
     assert json.loads((ROOT / "grafana/dashboards/modelmon-rollout.json").read_text()) == ROLLOUT
     assert [title for title, _ in rows(ROLLOUT)] == [
         "Traffic by version · $model", "Quality by version · $model", "Comparison with the baseline · $model",
-        "Agreement with the baseline · $model", "Latency and errors by version · $model"]
+        "Agreement with the baseline · $model", "Feature drift by version · $model",
+        "Latency and errors by version · $model"]
     # Every metric of the design's rollout dashboard is read.
     assert ISSUE10_SERIES | {"modelmon_shadow_latency_seconds", "modelmon_predictions_total",
                              "modelmon_prediction_latency_seconds", "modelmon_accuracy_ratio", "modelmon_f1_ratio",

@@ -64,12 +64,12 @@ LOG = FIXTURES / "replay.jsonl"
 GOLDEN = FIXTURES / "metrics.golden.prom"
 UPDATE = os.environ.get("MODELMON_UPDATE_GOLDEN") == "1"
 
-# The replay: 70 s of demo traffic at 50 records/s through six scenarios (the last one logs a worse
-# shadow version next to every served prediction, so the version-comparison families have samples),
-# labels delayed by the simulator's default (about 30 s).
+# The replay: 110 s of demo traffic at 50 records/s through seven scenarios (the last two log a worse
+# shadow version next to every served prediction, then serve a worse canary on a fifth of the
+# requests, so the version families have samples), labels delayed by the simulator's default (about 30 s).
 SEED = 0
 START = "2026-11-23T10:00:00Z"  # = 1795428000
-SCHEDULE = "stable:30,covariate_drift:10,concept_drift:5,latency_regression:8,error_burst:7,shadow_worse:10"
+SCHEDULE = "stable:30,covariate_drift:10,concept_drift:5,latency_regression:8,error_burst:7,shadow_worse:10,canary_worse:40"
 RATE = 50.0
 CLOCK = 1_795_428_300.0  # START + 300 s: the exporter's wall clock, fixed, after every record
 CHUNK = 500  # lines per ingest call, as the log follower reads them in batches

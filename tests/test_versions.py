@@ -11,6 +11,7 @@ from sklearn.metrics import accuracy_score, mean_absolute_error
 from modelmon.config import parse_config
 from modelmon.exporter import comparison
 from modelmon.exporter.checkpoint import Checkpointer
+from modelmon.exporter.model_state import feature_drift
 from modelmon.exporter.pipeline import Exporter
 from tests.exporter_helpers import T0, rfc3339
 from tests.test_exporter import samples, scrape
@@ -201,3 +202,34 @@ def test_pending_predictions_of_every_version_survive_a_checkpoint(tmp_path):
     assert waiting(fresh.joiner) == waiting(ex.joiner)
     ingest(fresh, [late_label(i, 1) for i in range(50)])
     assert fresh.states["m"].labels_total == {"v1": 50, "v2": 50}
+
+
+def test_while_a_canary_serves_each_version_has_its_own_feature_drift():
+    """A canary on a third of the requests, its inputs shifted: per-version feature drift equals the
+    direct computation over each version's own records; shadows never get a window of their own."""
+    rng = np.random.default_rng(5)
+    ex = exporter(reference={"first": 300})
+    ref = [record(i, "v1", 1, x=rng.normal()) for i in range(300)]
+    ingest(ex, ref)
+    xs = {"v1": [], "v2": []}
+    lines = []
+    for i in range(300, 1200):
+        version = "v2" if i % 3 == 0 else "v1"
+        x = rng.normal(1.0 if version == "v2" else 0.0)
+        xs[version].append(x)
+        lines.append(record(i, version, 1, x=x))
+        lines.append(record(i, "v9-shadow", 0, x=x, shadow=True))
+    ingest(ex, lines)
+    ex.refresh(force=True)
+    s = ex.states["m"]
+    got = s.snapshot.version_feature_drift
+    assert set(got) == {"v1", "v2"}  # the served versions; not the shadow
+    profile = s.reference.profiles["x"]
+    for version in ("v1", "v2"):
+        expected = feature_drift(profile, np.asarray(xs[version][-1000:], dtype=np.float64))  # drift_window 1000
+        assert got[version]["x"] == expected
+    assert got["v2"]["x"]["psi"] > 0.25 > got["v1"]["x"]["psi"]
+    text = samples(scrape(ex))
+    key = ("modelmon_version_feature_drift",
+           (("feature", "x"), ("model", "m"), ("statistic", "psi"), ("version", "v2")))
+    assert text[key] == pytest.approx(got["v2"]["x"]["psi"])

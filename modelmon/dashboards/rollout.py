@@ -48,6 +48,7 @@ DELTA = "modelmon_version_quality_delta"
 PVALUE = "modelmon_version_quality_pvalue"
 SAMPLES = "modelmon_version_comparison_samples"
 BASELINE = "modelmon_version_baseline_info"
+VERSION_FEATURE_DRIFT = "modelmon_version_feature_drift"
 
 # The per-version quality gauges side by side, per task family.
 CLASSIFICATION_QUALITY = ("accuracy", "f1")
@@ -59,6 +60,7 @@ WHEN_COMPARED = ("a second version (served or shadow) has labelled predictions t
 WHEN_PAIRED = ("a second version predicts on the same requests (same id) as the baseline: a shadow "
                "version, or both versions logged for one request")
 
+WHEN_SEVERAL_SERVE = "several versions serve the model's traffic (a canary, an A/B test)"
 CLASSIFIERS_ONLY = "Classification models only: empty for a regression model."
 REGRESSION_ONLY = "Regression models only: empty for a classifier."
 
@@ -264,6 +266,24 @@ def _per_pair(f: PanelFactory, counter: str, pairs: str, models: list[str], *, u
     ]
 
 
+def _feature_drift_row(f: PanelFactory) -> list[Cell]:
+    psi = f.sel(VERSION_FEATURE_DRIFT, model=M, statistic="psi")
+    return [
+        f.timeseries(
+            "Feature PSI by version",
+            "Population stability index of each feature, computed on each served version's own records "
+            "against the reference, while several versions serve: a canary or an A/B arm that gets other "
+            "traffic than the baseline shows it here (the model-level drift gauges mix all versions).",
+            [Query(f"max by (model, version, feature) ({psi})", legend="{{version}} {{feature}}")],
+            unit="short", w=16, h=8, empty_until=WHEN_SEVERAL_SERVE),
+        f.table(
+            "Largest feature PSI by version, now",
+            "Per served version, its features with the largest PSI against the reference at the last refresh.",
+            [Query(f"topk(10, max by (model, version, feature) ({psi}))", instant=True, format="table")],
+            sort_by="Value", w=8, h=8, empty_until=WHEN_SEVERAL_SERVE),
+    ]
+
+
 def _latency_errors_row(config: Config, f: PanelFactory) -> list[Cell]:
     served = f.sel(f"{LATENCY}_bucket", model=M)
     shadow = f.sel(f"{SHADOW_LATENCY}_bucket", model=M)
@@ -346,6 +366,7 @@ def build(ctx: GenerationContext) -> dict[str, Any]:
         ("Quality by version · $model", _quality_row(config, f)),
         ("Comparison with the baseline · $model", _comparison_row(ctx, f)),
         ("Agreement with the baseline · $model", _agreement_row(config, f)),
+        ("Feature drift by version · $model", _feature_drift_row(f)),
         ("Latency and errors by version · $model", _latency_errors_row(config, f)),
     ]
     return build_dashboard(

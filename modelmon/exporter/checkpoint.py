@@ -142,6 +142,7 @@ class ModelCapture:
     drift: WindowView
     collecting: tuple[dict[str, np.ndarray], ...]  # chunks of a reference being collected
     outputs: tuple[WindowView, ...] = ()  # aligned with entry["outputs"]: each version's output window
+    version_drift: tuple[WindowView, ...] = ()  # aligned with entry["version_drift"]: each version's features
 
 
 @dataclass(frozen=True)
@@ -170,10 +171,12 @@ def _capture_model(state: ModelState) -> ModelCapture:
     entry = {"fingerprint": fingerprint(state.cfg), "last_ts": state.last_ts,
              "versions": list(state.versions.known), "classes": list(state.classes.known),
              "seen": {"versions": dict(state.versions.last_seen), "classes": dict(state.classes.last_seen)},
-             "quality": sorted(state.quality_windows), "outputs": sorted(state.output_windows)}
+             "quality": sorted(state.quality_windows), "outputs": sorted(state.output_windows),
+             "version_drift": sorted(state.version_drift_windows)}
     quality = tuple(state.quality_windows[v].view() for v in entry["quality"])
     outputs = tuple(state.output_windows[v].view() for v in entry["outputs"])
-    return ModelCapture(entry, quality, state.drift_window.view(), state.collecting_chunks(), outputs)
+    version_drift = tuple(state.version_drift_windows[v].view() for v in entry["version_drift"])
+    return ModelCapture(entry, quality, state.drift_window.view(), state.collecting_chunks(), outputs, version_drift)
 
 
 def _archive(captured: Capture) -> bytes:
@@ -203,6 +206,8 @@ def _save_model(zf: zipfile.ZipFile, prefix: str, model: ModelCapture) -> dict[s
     _put_columns(zf, f"{prefix}/drift", concat(model.drift.chunks))
     for i, view in enumerate(model.outputs):
         _put_columns(zf, f"{prefix}/outputs/{i}", concat(view.chunks))
+    for i, view in enumerate(model.version_drift):
+        _put_columns(zf, f"{prefix}/version_drift/{i}", concat(view.chunks))
     if model.collecting:
         _put_columns(zf, f"{prefix}/collecting", concat(model.collecting))
         entry["collecting"] = True
@@ -314,7 +319,11 @@ def _load_model(zf: zipfile.ZipFile, prefix: str, entry: dict):
     outputs = {str(v): _get_columns(zf, f"{prefix}/outputs/{i}") for i, v in enumerate(entry.get("outputs", []))}
     for version, cols in outputs.items():
         _expect(cols, {"ts", PRED}, f"{prefix} output window {version!r}")
-    entry = {**entry, "output_columns": outputs}
+    version_drift = {str(v): _get_columns(zf, f"{prefix}/version_drift/{i}")
+                     for i, v in enumerate(entry.get("version_drift", []))}
+    for version, cols in version_drift.items():
+        _expect(cols, window_keys - {PRED}, f"{prefix} drift window of version {version!r}")
+    entry = {**entry, "output_columns": outputs, "version_drift_columns": version_drift}
     return entry, quality, drift_cols, collecting
 
 
@@ -340,9 +349,11 @@ def _apply_model(state: ModelState, entry: dict, quality: dict, drift_cols: dict
             win.append(cols)  # trims to the configured window, which may have shrunk
     if drift_cols and len(drift_cols["ts"]):
         state.drift_window.append(drift_cols)
-    for version, cols in entry.get("output_columns", {}).items():
-        if (version in state.versions.known or version == OTHER) and cols and len(cols["ts"]):
-            state.output_window(version).append(cols)
+    for windows, make in (("output_columns", state.output_window),
+                          ("version_drift_columns", state.version_drift_window)):
+        for version, cols in entry.get(windows, {}).items():
+            if (version in state.versions.known or version == OTHER) and cols and len(cols["ts"]):
+                make(version).append(cols)
     if collecting and len(collecting["ts"]):
         state.resume_collecting(collecting)
     state.dirty = True

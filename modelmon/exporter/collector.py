@@ -109,6 +109,7 @@ class ExporterCollector(Collector):
         pvalue = family("modelmon_version_quality_pvalue")
         samples = family("modelmon_version_comparison_samples")
         baseline = family("modelmon_version_baseline_info")
+        feature_drift = family("modelmon_version_feature_drift")
         for name, s in ex.states.items():
             for (version, base), n in sorted(s.version_pairs.items()):
                 pairs.add_metric([name, version, base], n)
@@ -120,6 +121,11 @@ class ExporterCollector(Collector):
             if snap.baseline is not None:
                 source = "config" if s.cfg.baseline_version is not None else "traffic"
                 baseline.add_metric([name, snap.baseline, source], 1)
+            for version, features in sorted(snap.version_feature_drift.items()):
+                for feature, stats in sorted(features.items()):
+                    for statistic, value in stats.items():
+                        if _finite(value):
+                            feature_drift.add_metric([name, version, feature, statistic], value)
             for (version, quantity, pairing), c in sorted(snap.comparisons.items()):
                 if c.samples:
                     samples.add_metric([name, version, snap.baseline, pairing], c.samples)
@@ -127,7 +133,7 @@ class ExporterCollector(Collector):
                     delta.add_metric([name, version, snap.baseline, quantity, pairing], c.delta)
                 if _finite(c.pvalue):
                     pvalue.add_metric([name, version, snap.baseline, quantity, pairing], c.pvalue)
-        yield from (pairs, agreements, difference, delta, pvalue, samples, baseline)
+        yield from (pairs, agreements, difference, delta, pvalue, samples, baseline, feature_drift)
 
     # ------------------------------------------------------------------ drift
 

@@ -47,6 +47,8 @@ class Snapshot:
     drift_window_records: int = 0
     baseline: str | None = None  # the version the others were compared with
     comparisons: dict[tuple[str, str, str], Comparison] = field(default_factory=dict)  # (version, quantity, pairing)
+    # version -> feature -> statistic -> value, while several versions serve
+    version_feature_drift: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class RefreshInputs:
     paired: dict[str, np.ndarray] = field(default_factory=dict)  # candidate -> (n, 2) paired outcomes
     outputs: tuple[tuple[str, SlidingWindow, WindowView], ...] = ()  # (version, its output window, view)
     output_profile: Any = None  # the output reference the versions' outputs are compared with
+    version_drift: tuple[tuple[str, SlidingWindow, WindowView], ...] = ()  # (version, its feature window, view)
 
 
 class Reference:
@@ -127,6 +130,9 @@ class ModelState:
         # Version -> its outputs over the drift window, and their drift tally (prediction drift per version)
         self.output_windows: dict[str, SlidingWindow] = {}
         self.output_tallies: dict[str, DriftTally] = {}
+        # Version -> its served records' features while several versions serve (a canary, an A/B test)
+        self.version_drift_windows: dict[str, SlidingWindow] = {}
+        self.version_drift_tallies: dict[str, DriftTally] = {}
         self.last_ts: float | None = None
         self.labels_unmatched = 0
         self.expired: dict[str, int] = defaultdict(int)
@@ -211,8 +217,23 @@ class ModelState:
             window_cols[f] = values[okidx]
         self.drift_window.append(window_cols)
         self._feed_reference(window_cols)
+        if len(self.traffic.totals) > 1:  # several versions serve: each one's inputs on their own
+            served_versions = None if vers is None else vers[okidx]
+            for v in distinct:
+                sel = slice(None) if served_versions is None else served_versions == v
+                if served_versions is not None and not sel.any():
+                    continue
+                cols_v = {k: c[sel] for k, c in window_cols.items() if k != PRED}
+                self.version_drift_window(v).append(cols_v)
         self.dirty = True
         return versions
+
+    def version_drift_window(self, version: str) -> SlidingWindow:
+        """The features of one served version's records, kept while several versions serve."""
+        win = self.version_drift_windows.get(version)
+        if win is None:
+            win = self.version_drift_windows[version] = SlidingWindow(self.cfg.drift_window)
+        return win
 
     def output_window(self, version: str) -> SlidingWindow:
         """The outputs of one version (served or shadow), for its prediction drift."""
@@ -378,11 +399,22 @@ class ModelState:
                     win.expire(self.last_ts)
                 if len(win) >= self.cfg.min_drift_samples:
                     outputs.append((version, win, win.view()))
+        version_drift = []
+        if profiles is not None and len(self.traffic.totals) > 1:  # while several versions serve
+            # (a version that stopped serving keeps its window until its budget slot is freed)
+            for version, win in self.version_drift_windows.items():
+                if version not in self.traffic.totals:
+                    continue
+                if self.cfg.drift_window.is_time and self.last_ts is not None:
+                    win.expire(self.last_ts)
+                if len(win) >= self.cfg.min_drift_samples:
+                    version_drift.append((version, win, win.view()))
         self.dirty = False
         baseline = self.baseline()
         return RefreshInputs(tuple(quality_views), len(self.drift_window), drift_view, profiles, prediction,
                              baseline, self.paired.snapshot(baseline), tuple(outputs),
-                             self.reference.prediction if self.reference is not None else None)
+                             self.reference.prediction if self.reference is not None else None,
+                             tuple(version_drift))
 
     def compute(self, inputs: RefreshInputs) -> tuple[Snapshot, list]:
         """Step 2, without the lock: the snapshot of `inputs`, and the concatenated chunk runs to
@@ -408,6 +440,16 @@ class ModelState:
             first = tail_run(view)  # only the small trailing chunks: the counts need no concatenation
             if first is not None:
                 merged.append((self.drift_window, view, concat(view.chunks[first:]), first))
+        for version, win, view in inputs.version_drift:
+            tally = self.version_drift_tallies.get(version)
+            if tally is None:
+                tally = self.version_drift_tallies[version] = DriftTally()
+            counted = tally.update(view, inputs.profiles, None, PRED)
+            snap.version_feature_drift[version] = {
+                f: feature_stats(counted.coders[f], counted.counts[f]) for f in inputs.profiles}
+            first = tail_run(view)
+            if first is not None:
+                merged.append((win, view, concat(view.chunks[first:]), first))
         for version, win, view in inputs.outputs:
             out = self.output_tallies.get(version)
             if out is None:
@@ -528,7 +570,8 @@ class ModelState:
                 for key in [k for k in totals if k[0] == version]:
                     del totals[key]
             for store in (self.latency, self.shadow_latency, self.labels_total, self.quality_windows,
-                          self.score_hist, self.output_windows, self.output_tallies):
+                          self.score_hist, self.output_windows, self.output_tallies, self.version_drift_windows,
+                          self.version_drift_tallies):
                 store.pop(version, None)
             for store in (self.version_pairs, self.version_agreements, self.version_abs_difference):
                 for key in [k for k in store if version in k]:
