@@ -22,7 +22,6 @@ practice; one that mixes them in a batch still parses, on the per-line path.
 """
 from __future__ import annotations
 
-import io
 import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -91,35 +90,47 @@ class ColumnarParser:
 
     # ------------------------------------------------------------------ entry point
 
-    def parse_lines(self, lines: Sequence[bytes], blank_free: bool = False) -> ParsedBatch:
-        """Parse `lines` (one JSON record each, no line breaks inside) into a ParsedBatch equal to
-        `RecordParser.parse_lines(lines)`. `blank_free`: the caller vouches that no line is empty or
-        only whitespace (the log follower and POST /ingest drop those), which saves a pass."""
+    def prepare(self, lines: Sequence[bytes], blank_free: bool = False) -> "Prepared":
+        """The first step of `parse_lines`: the checks of the raw batch and pyarrow's read of it.
+        pyarrow reads from an Arrow buffer without the GIL, so the file source runs this for its
+        next batch on a second thread while the current one is checked and applied
+        (`Exporter.read_ahead`)."""
         try:
             usable = bool(self.fast_models) and len(lines) >= MIN_BLOCK and (
                 blank_free or all(map(bytes.strip, lines)))
         except TypeError:  # not bytes
             usable = False
         if not usable:  # few lines, or a blank one (pyarrow skips it, which would shift rows against lines)
-            self._count(0, len(lines))
-            return self.parser.parse_lines(lines)
+            return Prepared(lines, False, None, (), lines, None, None)
         index = np.arange(len(lines))
         slow: list[int] = []
         joined = b"\n".join(lines)
+        lines_fast = lines
         if any(first in joined for first in LENIENT_FIRST):  # one memchr each: most batches stop here
             suspect = np.fromiter((any(t in line for t in LENIENT) for line in lines), dtype=bool, count=len(lines))
-        else:
-            suspect = None
-        if suspect is not None and suspect.any():
-            # pyarrow reads NaN/Infinity literals and a byte-order mark, which JSON (and orjson) refuse
-            slow.extend(np.flatnonzero(suspect).tolist())
-            index = np.flatnonzero(~suspect)
-            lines_fast = [lines[i] for i in index]
-            joined = None
-        else:
-            lines_fast = lines
+            if suspect.any():
+                # pyarrow reads NaN/Infinity literals and a byte-order mark, which JSON (and orjson) refuse
+                slow = np.flatnonzero(suspect).tolist()
+                index = np.flatnonzero(~suspect)
+                lines_fast = [lines[i] for i in index]
+                joined = None
+        table = self._read(lines_fast, self.types, joined) if len(lines_fast) >= MIN_BLOCK else None
+        return Prepared(lines, True, index, tuple(slow), lines_fast, joined, table)
+
+    def parse_lines(self, lines: Sequence[bytes], blank_free: bool = False,
+                    prepared: "Prepared | None" = None) -> ParsedBatch:
+        """Parse `lines` (one JSON record each, no line breaks inside) into a ParsedBatch equal to
+        `RecordParser.parse_lines(lines)`. `blank_free`: the caller vouches that no line is empty or
+        only whitespace (the log follower and POST /ingest drop those), which saves a pass.
+        `prepared`: `prepare(lines)`, when it ran already (on the read-ahead thread)."""
+        p = prepared if prepared is not None and prepared.lines is lines else self.prepare(lines, blank_free)
+        if not p.usable:
+            self._count(0, len(lines))
+            return self.parser.parse_lines(lines)
         pieces: list[_Piece] = []
-        self._parse_range(lines_fast, index, 0, len(lines_fast), pieces, slow, retry=True, joined=joined)
+        slow = list(p.slow)
+        self._parse_range(p.lines_fast, p.index, 0, len(p.lines_fast), pieces, slow, retry=True, joined=p.joined,
+                          table=p.table)
         self._count(len(lines) - len(slow), len(slow))
         return self._assemble(lines, pieces, slow)
 
@@ -129,13 +140,14 @@ class ColumnarParser:
             self.stats["slow"] += slow
 
     def _parse_range(self, lines: Sequence[bytes], index: np.ndarray, start: int, stop: int, pieces: list,
-                     slow: list[int], retry: bool, joined: bytes | None = None) -> None:
+                     slow: list[int], retry: bool, joined: bytes | None = None, table: pa.Table | None = None) -> None:
         """Parse lines[start:stop] (whose batch positions are index[start:stop]) on the fast path,
         splitting in halves where pyarrow cannot read them."""
         if stop - start < MIN_BLOCK:
             slow.extend(index[start:stop].tolist())
             return
-        table = self._read(lines[start:stop], self.types, joined)
+        if table is None:  # (a table read ahead is for exactly these lines)
+            table = self._read(lines[start:stop], self.types, joined)
         if table is None and retry:  # the log may have changed a field's type: look again
             types = self._sample_types(lines, start, stop)
             if types != self.types:
@@ -152,6 +164,8 @@ class ColumnarParser:
     def _read(self, lines: Sequence[bytes], types: _Types, data: bytes | None = None) -> pa.Table | None:
         if data is None:
             data = b"\n".join(lines)
+        # From an Arrow buffer, not a Python file object: pyarrow then reads without taking the GIL
+        # back for every block, so a read ahead on another thread runs beside the apply.
         # Blocks of about a quarter of the batch (256 KiB - 1 MiB) keep both cores busy: measured
         # fastest for 5,000-20,000-line batches. A block must hold the longest line: when one does
         # not fit, pyarrow says so and the batch is read again as one block.
@@ -159,7 +173,7 @@ class ColumnarParser:
         parse = pj.ParseOptions(explicit_schema=self._schema(types), unexpected_field_behavior="ignore")
         for size in (block, len(data) + 1):
             try:
-                return pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(use_threads=True, block_size=size),
+                return pj.read_json(pa.BufferReader(data), read_options=pj.ReadOptions(use_threads=True, block_size=size),
                                     parse_options=parse)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError) as e:
                 if "straddl" not in str(e) or size > len(data):
@@ -249,6 +263,19 @@ class ColumnarParser:
         batch.predictions, batch.labels = predictions, labels
         batch.accepted = sum(len(c) for c in predictions.values()) + sum(len(c.ids) for c in labels.values())
         return batch
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch checked and read by pyarrow, ready for `ColumnarParser.parse_lines`."""
+
+    lines: Sequence[bytes]  # the batch it was prepared for (parse_lines checks it is the same object)
+    usable: bool  # False: the whole batch goes per line
+    index: np.ndarray | None  # batch position of each line of lines_fast
+    slow: tuple[int, ...]  # positions already known to go per line (JSON pyarrow would misread)
+    lines_fast: Sequence[bytes]
+    joined: bytes | None
+    table: pa.Table | None  # pyarrow's read of lines_fast; None when it failed (or too few lines)
 
 
 @dataclass

@@ -20,7 +20,7 @@ import numpy as np
 
 from modelmon.config import Config
 from modelmon.exporter import multivariate
-from modelmon.exporter.columnar import ColumnarParser
+from modelmon.exporter.columnar import ColumnarParser, Prepared
 from modelmon.exporter.histogram import LATENCY_BUCKETS, Histogram
 from modelmon.exporter.joiner import LabelJoiner, Pending
 from modelmon.exporter.model_state import ModelState, sample_view
@@ -132,9 +132,11 @@ class Exporter:
 
     # ------------------------------------------------------------------ ingest
 
-    def ingest_lines(self, lines: Sequence[bytes], source: str, blank_free: bool = False) -> IngestResult:
-        """Ingest log lines (no line breaks inside); `blank_free`: none is empty or only whitespace."""
-        return self._ingest(lambda items: self.columnar.parse_lines(items, blank_free), lines, source)
+    def ingest_lines(self, lines: Sequence[bytes], source: str, blank_free: bool = False,
+                     prepared: Prepared | None = None) -> IngestResult:
+        """Ingest log lines (no line breaks inside); `blank_free`: none is empty or only whitespace;
+        `prepared`: `columnar.prepare(lines, ...)`, done earlier (the file source's read-ahead)."""
+        return self._ingest(lambda items: self.columnar.parse_lines(items, blank_free, prepared), lines, source)
 
     def ingest_objects(self, objs: Sequence, source: str) -> IngestResult:
         return self._ingest(self.parser.parse_objects, objs, source)

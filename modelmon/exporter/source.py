@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+from modelmon.exporter.columnar import Prepared
 from modelmon.exporter.pipeline import Exporter
 from modelmon.exporter.tailer import LogFollower
 
 log = logging.getLogger("modelmon.source")
+
+# Polls (of up to 4 MiB each) one step reads before it returns: a backlog is read in a pipeline of
+# this many batches, and the loop still checks for a stop and publishes its gauges between them.
+MAX_POLLS_PER_STEP = 8
 
 
 class FileSource:
@@ -39,6 +45,8 @@ class FileSource:
         self._stopped: bool | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="modelmon-file-source", daemon=True)
+        # Reads (and parses) the next batch while step() applies the current one.
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelmon-file-read")
         # Make the start position durable now (see LogFollower); a failure is counted, never fatal.
         self._commit()
         self._publish()
@@ -47,22 +55,57 @@ class FileSource:
         self._thread.start()
 
     def step(self) -> int:
-        """Read what is there, ingest it, commit the offset. Returns the number of lines read."""
-        lines = self.follower.poll()
-        if lines:
-            self.exporter.ingest_lines(lines, "file", blank_free=True)  # the follower drops blank lines
-        # Only after the batch is in state: a restart re-reads nothing ingested. A poll that moved
-        # past blank or oversized lines, or switched files, commits too; an idle one writes nothing.
-        # The checkpoint follows only a saved offset, so that the two always agree.
-        if self._commit() and self.after_commit is not None:
-            self.after_commit()
-        self._publish()
-        return len(lines)
+        """Read what is there (at most `MAX_POLLS_PER_STEP` reads), ingest it, commit the offset after
+        each batch. Returns the number of lines read; every one of them is applied when it returns.
 
-    def _commit(self) -> bool:
+        Pipelined: while a batch is checked and applied, the read-ahead thread reads the next one
+        from the log and pyarrow parses it (without the GIL); each batch's offset is committed only
+        after that batch is in state, so a restart re-reads exactly what was not applied. The
+        follower is only ever used by one thread at a time (the read-ahead thread polls; this one
+        commits positions the poll returned)."""
+        total = 0
+        committed = None
+        pending = self._reader.submit(self._read)
+        try:
+            for polls in range(1, MAX_POLLS_PER_STEP + 1):
+                lines, position, prepared = pending.result()
+                pending = None
+                if not lines:
+                    break
+                if polls < MAX_POLLS_PER_STEP and not self._stop.is_set():
+                    pending = self._reader.submit(self._read)
+                self.exporter.ingest_lines(lines, "file", blank_free=True, prepared=prepared)  # no blank lines
+                total += len(lines)
+                self._commit_applied(position)
+                committed = position
+                if pending is None:
+                    break
+        finally:
+            if pending is not None:  # a failed apply: let the read in flight finish before anyone polls again
+                pending.exception()
+        # A poll that moved past blank or oversized lines, or switched files, commits too (nothing
+        # unapplied lies before that position); an idle one writes nothing.
+        if not total or position != committed:
+            self._commit_applied(position)
+        self._publish()
+        return total
+
+    def _read(self) -> tuple[list[bytes], dict, Prepared | None]:
+        """On the read-ahead thread: the next lines, the position after them, pyarrow's read of them."""
+        lines = self.follower.poll()
+        position = self.follower.position()
+        return lines, position, self.exporter.columnar.prepare(lines, blank_free=True) if lines else None
+
+    def _commit_applied(self, position: dict) -> None:
+        """Commit a position whose lines are all in state, then let the checkpoint follow it: the
+        two always agree (a checkpoint only after a saved offset)."""
+        if self._commit(position) and self.after_commit is not None:
+            self.after_commit()
+
+    def _commit(self, position: dict | None = None) -> bool:
         """Save the offset; a failure is counted and logged (rate-limited), never raised."""
         try:
-            self.follower.commit()
+            self.follower.commit(position)
             return True
         except OSError as e:
             self.exporter.state_write_failed("offset", OSError(self._describe(e)))
@@ -129,6 +172,8 @@ class FileSource:
         self._stop.set()
         if self._thread.ident is not None:
             self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._reader.shutdown(wait=True)  # no read in flight: the follower is single-threaded
         if self._thread.is_alive():  # still inside poll(): the follower is single-threaded, leave it be
             log.warning("log reader did not stop within 10 s; its last batch may be read again on restart")
             self._stopped = False

@@ -182,13 +182,19 @@ class LogFollower:
         self._lag = self._measure_lag()
         return out
 
-    def commit(self) -> None:
-        """Persist the position after every line returned so far (no-op without a state file)."""
+    def position(self) -> dict:
+        """The position after every line returned so far, to `commit` later (once those lines, and
+        only those, are applied: the caller may poll further meanwhile)."""
+        return self._state()
+
+    def commit(self, position: dict | None = None) -> None:
+        """Persist `position` (default: the position after every line returned so far); a no-op
+        without a state file."""
         if self._closed:
             raise ValueError("commit() on a closed LogFollower")
         if self.state_path is None:
             return
-        state = self._state()
+        state = self._state() if position is None else position
         if state == self._last_state:
             return
         write_atomically(self.state_path, json.dumps(state, sort_keys=True).encode() + b"\n")
