@@ -192,7 +192,7 @@ class ModelState:
             self.dirty = True
             return versions
         # Every version's outputs (served and shadow): its score histogram and prediction drift.
-        out_all = self._output_values(cols, okall, [cols.predictions[i] for i in okall])
+        out_all = self._output_values(cols, okall)
         top = cols.scores[okall] if self.cfg.task == "binary" else (
             self._top_probability(cols, okall) if self.cfg.task == "multiclass" else None)
         ok_versions = None if vers is None else vers[okall]
@@ -242,14 +242,16 @@ class ModelState:
             win = self.output_windows[version] = SlidingWindow(self.cfg.drift_window)
         return win
 
-    def _output_values(self, cols: PredictionColumns, okidx: np.ndarray, preds: list) -> np.ndarray:
+    def _output_values(self, cols: PredictionColumns, okidx: np.ndarray) -> np.ndarray:
         """The model output whose distribution prediction drift compares."""
-        if self.cfg.task == "regression":
-            return np.asarray(preds, dtype=np.float64)
         if self.cfg.task == "binary":
             scores = cols.scores[okidx]
             if np.isfinite(scores).all():
-                return scores
+                return scores  # (the common case needs no list of the predictions)
+        preds = [cols.predictions[i] for i in okidx]
+        if self.cfg.task == "regression":
+            return np.asarray(preds, dtype=np.float64)
+        if self.cfg.task == "binary":
             return (np.asarray(class_keys(preds), dtype=object) == self.positive).astype(np.float64)
         return object_array(class_keys(preds))
 

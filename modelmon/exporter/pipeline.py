@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -245,8 +246,10 @@ class Exporter:
         else:
             scores = [None] * len(wait_idx)
         preds = cols.predictions
-        entries = [Pending(name, versions[i], t, preds[i], s)
-                   for i, t, s in zip(wait_idx, cols.ts[wait].tolist(), scores)]
+        # tuple.__new__ through map: the namedtuple's Python-level __new__ cost a call per entry
+        fields = zip(repeat(name), [versions[i] for i in wait_idx], cols.ts[wait].tolist(),
+                     [preds[i] for i in wait_idx], scores)
+        entries = list(map(tuple.__new__, repeat(Pending), fields))
         self.joiner.add_many(name, [cols.ids[i] for i in wait_idx], entries)
 
     @staticmethod
