@@ -470,7 +470,11 @@ class _Block:
         scores = self.floats("score")[0][rows] if m.task == "binary" else np.full(rows.size, np.nan)
         ids, _ = self._ids(rows)
         versions = self.strings("version")[rows]
-        versions = ["unknown" if v is None or v == "" else v for v in versions.tolist()]
+        unnamed = (versions == None) | (versions == "")  # noqa: E711 - elementwise on an object array
+        if unnamed.any():
+            versions = versions.copy()
+            versions[unnamed] = "unknown"
+        versions = versions.tolist()
         feats = self.features()
         features: dict[str, np.ndarray] = {}
         for f in m.numeric_features:

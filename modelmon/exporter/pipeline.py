@@ -14,6 +14,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -229,11 +230,12 @@ class Exporter:
         wait = np.flatnonzero(cols.status_ok & ~labelled & with_id)
         if lab_idx:
             idx = np.asarray(lab_idx)
-            lab_versions, lab_preds = [versions[i] for i in lab_idx], [cols.predictions[i] for i in lab_idx]
-            lab_labels = [cols.labels[i] for i in lab_idx]
+            lab_versions, lab_preds = _pick(versions, lab_idx), _pick(cols.predictions, lab_idx)
+            lab_labels = _pick(cols.labels, lab_idx)
             state.add_labelled(lab_versions, lab_preds, lab_labels, self._scores(state, cols, lab_idx),
                                cols.ts[idx], None)
-            state.pair_outcomes([cols.ids[i] for i in lab_idx], lab_versions, lab_preds, lab_labels)
+            if state.pairing:
+                state.pair_outcomes(_pick(cols.ids, lab_idx), lab_versions, lab_preds, lab_labels)
         if not wait.size:
             return
         name = state.cfg.name
@@ -247,10 +249,9 @@ class Exporter:
             scores = [None] * len(wait_idx)
         preds = cols.predictions
         # tuple.__new__ through map: the namedtuple's Python-level __new__ cost a call per entry
-        fields = zip(repeat(name), [versions[i] for i in wait_idx], cols.ts[wait].tolist(),
-                     [preds[i] for i in wait_idx], scores)
+        fields = zip(repeat(name), _pick(versions, wait_idx), cols.ts[wait].tolist(), _pick(preds, wait_idx), scores)
         entries = list(map(tuple.__new__, repeat(Pending), fields))
-        self.joiner.add_many(name, [cols.ids[i] for i in wait_idx], entries)
+        self.joiner.add_many(name, _pick(cols.ids, wait_idx), entries)
 
     @staticmethod
     def _scores(state: ModelState, cols: PredictionColumns, idx: list[int]):
@@ -415,6 +416,13 @@ class Exporter:
         if reasons:
             detail["reason"] = "; ".join(reasons)
         return ready, detail
+
+
+def _pick(values: Sequence, idx: list[int]) -> list:
+    """``[values[i] for i in idx]`` at C speed (itemgetter)."""
+    if len(idx) == 1:
+        return [values[idx[0]]]
+    return list(itemgetter(*idx)(values)) if idx else []
 
 
 def _observe(histograms: dict[str, Histogram], key: str, bounds: Sequence[float], seconds: float) -> None:
