@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from modelmon.exporter.records import (MAX_ID_LENGTH, STATUSES, LabelColumns, ParsedBatch, PredictionColumns,
-                                       RecordParser, parse_timestamps)
+from modelmon.exporter.records import (MAX_ID_LENGTH, LabelColumns, ParsedBatch, PredictionColumns, RecordParser,
+                                       parse_timestamps)
 
 MIN_BLOCK = 64  # a failing block is split until its pieces are this small, then parsed per line
 SAMPLE_LINES = 32  # lines decoded with orjson to choose the schema's types
@@ -93,8 +93,7 @@ class ColumnarParser:
     def prepare(self, lines: Sequence[bytes], blank_free: bool = False) -> "Prepared":
         """The first step of `parse_lines`: the checks of the raw batch and pyarrow's read of it.
         pyarrow reads from an Arrow buffer without the GIL, so the file source runs this for its
-        next batch on a second thread while the current one is checked and applied
-        (`Exporter.read_ahead`)."""
+        next batch on its read-ahead thread while the current one is checked and applied."""
         try:
             usable = bool(self.fast_models) and len(lines) >= MIN_BLOCK and (
                 blank_free or all(map(bytes.strip, lines)))
@@ -214,7 +213,7 @@ class ColumnarParser:
     def _take_clean(self, table: pa.Table, index: np.ndarray, pieces: list, slow: list[int]) -> None:
         """Split a parsed block into clean rows per model (kept as columns) and the rest (`slow`)."""
         n = table.num_rows
-        block = _Block(table, self)
+        block = _Block(table, self.parser)
         model_codes, model_names = block.dictionary("model")
         clean_any = np.zeros(n, dtype=bool)
         for code, name in enumerate(model_names):
@@ -289,10 +288,9 @@ class _Piece:
 class _Block:
     """One pyarrow table, converted column by column on first use."""
 
-    def __init__(self, table: pa.Table, owner: ColumnarParser):
+    def __init__(self, table: pa.Table, parser: RecordParser):
         self.table = table
-        self.owner = owner
-        self.parser = owner.parser
+        self.parser = parser
         self.n = table.num_rows
         self._cache: dict[str, Any] = {}
 
@@ -308,17 +306,18 @@ class _Block:
             self._cache[key] = self.column(name).is_valid().to_numpy(zero_copy_only=False)
         return self._cache[key]
 
-    def dictionary(self, name: str) -> tuple[np.ndarray, list]:
-        """(code per row, -1 for null; the distinct values) of a string column."""
-        encoded = pc.dictionary_encode(self.column(name))
+    def dictionary(self, name: str, array: pa.Array | None = None) -> tuple[np.ndarray, list]:
+        """(code per row, -1 for null; the distinct values) of a string column (`array`: a column
+        not at the top level, such as a feature)."""
+        encoded = pc.dictionary_encode(self.column(name) if array is None else array)
         codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
         return codes, encoded.dictionary.to_pylist()
 
-    def strings(self, name: str) -> np.ndarray:
+    def strings(self, name: str, array: pa.Array | None = None) -> np.ndarray:
         """A string column as an object array (None for null); repeated values share one str."""
         key = "str:" + name
         if key not in self._cache:
-            codes, values = self.dictionary(name)
+            codes, values = self.dictionary(name, array)
             table = np.empty(len(values) + 1, dtype=object)
             table[:len(values)] = values  # the last slot, None, is what code -1 picks
             self._cache[key] = table[codes]
@@ -346,28 +345,33 @@ class _Block:
 
     def _timestamps(self, rows: np.ndarray, required: bool) -> tuple[np.ndarray, np.ndarray]:
         """(epoch seconds per row, NaN where absent; mask of rows whose ts the fast path cannot vouch for)."""
-        col_type = self.table.schema.field("ts").type
-        present = self.present("ts")[rows]
-        if col_type == pa.float64():
-            values, bad = self.floats("ts")
-            ts, bad = values[rows], bad[rows].copy()
-        else:
-            raw = self.strings("ts")[rows]
-            ts = np.full(rows.size, np.nan)
-            bad = np.zeros(rows.size, dtype=bool)
-            if present.any():
-                sel = np.flatnonzero(present)
-                parsed, unparsable = parse_timestamps(raw[sel].tolist())
-                ts[sel] = parsed
-                bad[sel] = unparsable
-        if required:
-            bad |= ~present
+        ts_all, unparsable = self._ts_block()
+        ts = ts_all[rows]
+        bad = unparsable[rows] | (~self.present("ts")[rows] if required else False)
         p = self.parser
         now = p.clock()
         bad |= ts > now + p.max_skew
         if p.max_age is not None:
             bad |= ts < now - p.max_age
         return ts, bad
+
+    def _ts_block(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every row's ts as epoch seconds (NaN where absent) and a mask of the unparsable ones, parsed
+        once for the block: the check and the conversion of a model's rows both read it."""
+        if "ts" not in self._cache:
+            if self.table.schema.field("ts").type == pa.float64():
+                values, bad = self.floats("ts")
+                self._cache["ts"] = (values, bad)
+            else:
+                raw = self.strings("ts")
+                present = self.present("ts")
+                ts = np.full(self.n, np.nan)
+                bad = np.zeros(self.n, dtype=bool)
+                if present.any():
+                    sel = np.flatnonzero(present)
+                    ts[sel], bad[sel] = parse_timestamps(raw[sel].tolist())
+                self._cache["ts"] = (ts, bad)
+        return self._cache["ts"]
 
     def _class_values(self, name: str, rows: np.ndarray, regression: bool) -> tuple[list, np.ndarray]:
         """(values, None for null; mask of rows to send per line). Regression values as floats; classes
@@ -480,14 +484,7 @@ class _Block:
         for f in m.numeric_features:
             features[f] = np.ascontiguousarray(self.floats("features." + f, feats[f])[0][rows])
         for f in m.categorical_features:
-            key = "str:features." + f
-            if key not in self._cache:
-                encoded = pc.dictionary_encode(feats[f])
-                values = encoded.dictionary.to_pylist()
-                table = np.empty(len(values) + 1, dtype=object)
-                table[:len(values)] = values
-                self._cache[key] = table[encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
-            features[f] = np.ascontiguousarray(self._cache[key][rows])
+            features[f] = np.ascontiguousarray(self.strings("features." + f, feats[f])[rows])
         shadow = None
         if self.present("shadow")[rows].any():  # null is absent is false
             shadow = self.column("shadow").fill_null(False).to_numpy(zero_copy_only=False)[rows]
@@ -573,4 +570,4 @@ def _concat_labels(parts: list[tuple[np.ndarray, LabelColumns]]) -> LabelColumns
                         ts=_join_arrays([c.ts for c in ls], order), positions=positions)
 
 
-__all__ = ["ColumnarParser", "MIN_BLOCK", "STATUSES"]
+__all__ = ["ColumnarParser", "MIN_BLOCK", "Prepared"]
