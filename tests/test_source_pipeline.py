@@ -83,3 +83,42 @@ def test_a_failed_apply_with_the_next_batch_read_ahead_loses_and_repeats_nothing
         pass
     assert sum(again.ingested.values()) == 600 - applied  # the rest, once
     restarted.stop()
+
+
+def test_a_batch_read_ahead_of_a_failed_apply_is_applied_next_and_stop_saves_only_what_was(tmp_path):
+    """In the same process: the step after a failed apply starts with the batch that was read ahead
+    (it is not dropped), and a stop right after the failure saves the offset of what was applied."""
+    log, state = tmp_path / "app.log", tmp_path / "offset"
+    records, _ = binary_records(600, seed=5, inline_share=1.0)
+    log.write_bytes(lines_of(records))
+    lines = log.read_bytes().splitlines(keepends=True)
+
+    def failing_source(fail_at: int):
+        ex = Exporter(make_config())
+        src = FileSource(ex, log, state, from_start=True)
+        src.follower.max_batch_bytes = 30_000
+        real, calls = ex.ingest_lines, []
+
+        def failing(batch, *args, **kwargs):
+            calls.append(len(batch))
+            if len(calls) == fail_at:
+                raise RuntimeError("boom")
+            return real(batch, *args, **kwargs)
+
+        ex.ingest_lines = failing
+        return ex, src, calls
+
+    ex, src, calls = failing_source(2)
+    with pytest.raises(RuntimeError):
+        src.step()
+    while src.step():
+        pass
+    assert sum(ex.ingested.values()) == 600 - calls[1]  # only the failed batch is missing
+    assert src.stop() is True
+    state.unlink()
+
+    ex, src, calls = failing_source(2)
+    with pytest.raises(RuntimeError):
+        src.step()
+    assert src.stop() is True  # with the third batch read ahead and never applied
+    assert saved_offset(state) == sum(len(line) for line in lines[:calls[0]])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -48,6 +48,8 @@ class FileSource:
         self._thread = threading.Thread(target=self._run, name="modelmon-file-source", daemon=True)
         # Reads (and parses) the next batch while step() applies the current one.
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelmon-file-read")
+        self._carried: Future | None = None  # a read still in flight when an apply failed: read it next
+        self._applied = self.follower.position()  # the position after the last line applied
         # Make the start position durable now (see LogFollower); a failure is counted, never fatal.
         self._commit()
         self._publish()
@@ -65,28 +67,28 @@ class FileSource:
         follower is only ever used by one thread at a time (the read-ahead thread polls; this one
         commits positions the poll returned)."""
         total = 0
-        committed = None
-        pending = self._reader.submit(self._read)
+        pending, self._carried = self._carried or self._reader.submit(self._read), None
         try:
             for polls in range(1, MAX_POLLS_PER_STEP + 1):
-                lines, position, prepared = pending.result()
-                pending = None
+                current, pending = pending, None
+                lines, position, prepared = current.result()  # a failed read raises here, and is not carried
                 if not lines:
                     break
                 if polls < MAX_POLLS_PER_STEP and not self._stop.is_set():
                     pending = self._reader.submit(self._read)
                 self.exporter.ingest_lines(lines, "file", blank_free=True, prepared=prepared)  # no blank lines
                 total += len(lines)
+                self._applied = position
                 self._commit_applied(position)
-                committed = position
                 if pending is None:
                     break
         finally:
-            if pending is not None:  # a failed apply: let the read in flight finish before anyone polls again
-                pending.exception()
+            if pending is not None:  # a failed apply: the read in flight is the next step's first batch
+                self._carried = pending
         # A poll that moved past blank or oversized lines, or switched files, commits too (nothing
         # unapplied lies before that position); an idle one writes nothing.
-        if not total or position != committed:
+        if not total or position != self._applied:
+            self._applied = position
             self._commit_applied(position)
         self._publish()
         return total
@@ -173,14 +175,14 @@ class FileSource:
         self._stop.set()
         if self._thread.ident is not None:
             self._thread.join(timeout=10)
-        if not self._thread.is_alive():
-            self._reader.shutdown(wait=True)  # no read in flight: the follower is single-threaded
         if self._thread.is_alive():  # still inside poll(): the follower is single-threaded, leave it be
             log.warning("log reader did not stop within 10 s; its last batch may be read again on restart")
             self._stopped = False
             return False
+        self._reader.shutdown(wait=True)  # no read in flight either: the follower is single-threaded
         try:
-            self.follower.commit()
+            # Up to the last line applied: a batch read ahead of a failed apply is read again on restart.
+            self.follower.commit(self._applied)
         except Exception as e:  # noqa: BLE001 - shutdown goes on; the caller decides the exit status
             self.final_commit_error = e
             self.exporter.state_write_failed("offset", OSError(self._describe(e)))
