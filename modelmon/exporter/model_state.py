@@ -196,11 +196,12 @@ class ModelState:
         top = cols.scores[okall] if self.cfg.task == "binary" else (
             self._top_probability(cols, okall) if self.cfg.task == "multiclass" else None)
         ok_versions = None if vers is None else vers[okall]
+        ok_ts = cols.ts[okall]
         for v in distinct:
             sel = slice(None) if ok_versions is None else ok_versions == v
             if ok_versions is not None and not sel.any():
                 continue
-            self.output_window(v).append({"ts": cols.ts[okall][sel], PRED: out_all[sel]})
+            self.output_window(v).append({"ts": ok_ts[sel], PRED: out_all[sel]})
             if top is not None:
                 hist = self.score_hist.get(v)
                 if hist is None:

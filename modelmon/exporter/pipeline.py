@@ -270,7 +270,7 @@ class Exporter:
             return
         pending = [p for ps in found for p in ps]  # Pending tuples: transpose them into columns at once
         _, versions, pred_ts, preds, scores = map(list, zip(*pending))
-        labels = [lab.labels[i] for i in rows]
+        labels = _pick(lab.labels, rows)
         pred_ts = np.asarray(pred_ts, dtype=np.float64)
         delays = lab.ts[rows] - pred_ts  # NaN when the label record has no ts: not observed
         if len(rows) > len(set(rows)):  # a request with several versions: one label, one delay
@@ -280,7 +280,8 @@ class Exporter:
         if state.cfg.task != "multiclass":
             scores = np.asarray([np.nan if s is None else s for s in scores], dtype=np.float64)
         state.add_labelled(versions, preds, labels, scores, pred_ts, delays)
-        state.pair_outcomes([lab.ids[i] for i in rows], versions, preds, labels)
+        if state.pairing:
+            state.pair_outcomes(_pick(lab.ids, rows), versions, preds, labels)
 
     def _save_frozen(self, model, features, prediction) -> None:
         try:
