@@ -26,7 +26,7 @@ from grafanalib import core
 from modelmon.dashboards.base import (ROLLOUT_UID, build_dashboard, factory, model_uid, model_variable, tasks_of,
                                       version_variable)
 from modelmon.dashboards.catalog import BY_KEY, QUALITY, Quantity, threshold
-from modelmon.dashboards.panels import Cell, PanelFactory, Query, dashboard_link
+from modelmon.dashboards.panels import Cell, PanelFactory, Query, dashboard_link, merged_columns
 from modelmon.dashboards.expressions import error_ratio
 from modelmon.generation import GenerationContext
 from modelmon.promql import Regex, rate, selector
@@ -134,9 +134,9 @@ def _versions_row(config: Config, f: PanelFactory, task: str) -> list[Cell]:
     labels = f.sel("modelmon_labels_total", model=M, version=V)
     q = headline(task)
     quality_column = f"{q.short_title} (average)"
-    columns = {"A": "predictions", "B": "error rate", "C": "p99 latency", "D": "labels joined", "E": quality_column}
-    units = {"predictions": "short", "error rate": "percentunit", "p99 latency": "s", "labels joined": "short",
-             quality_column: q.unit}
+    transformations, units = merged_columns({"A": ("predictions", "short"), "B": ("error rate", "percentunit"),
+                                             "C": ("p99 latency", "s"), "D": ("labels joined", "short"),
+                                             "E": (quality_column, q.unit)})
     return [
         f.timeseries(
             "Traffic share by version",
@@ -159,16 +159,8 @@ def _versions_row(config: Config, f: PanelFactory, task: str) -> list[Cell]:
              Query(f"sum by (version) (increase({labels}[{RANGE}]))", instant=True, format="table", ref="D"),
              Query(f"avg by (version) (avg_over_time({f.sel(q.metric, model=M, version=V)}[{RANGE}]))",
                    instant=True, format="table", ref="E")],
-            transformations=[
-                {"id": "merge", "options": {}},
-                {"id": "organize", "options": {
-                    "excludeByName": {"Time": True},
-                    "indexByName": {"version": 0, **{name: i + 1 for i, name in enumerate(columns.values())}},
-                    "renameByName": {f"Value #{ref}": name for ref, name in columns.items()}}},
-            ],
-            overrides=[{"matcher": {"id": "byName", "options": name},
-                        "properties": [{"id": "unit", "value": unit}]} for name, unit in units.items()],
-            sort_by="predictions", w=14, h=8, links=[rollout_link()]),
+            transformations=transformations, overrides=units, sort_by="predictions", w=14, h=8,
+            links=[rollout_link()]),
     ]
 
 

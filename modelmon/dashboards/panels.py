@@ -146,6 +146,22 @@ class PanelFactory:
 GRID_COLUMNS = 24
 
 
+def merged_columns(columns: dict[str, tuple[str, str]], key: str = "version") -> tuple[list[dict], list[dict]]:
+    """(transformations, overrides) of a table merging instant queries by `key`: one row per `key`
+    value, one column per query, `columns` = {query ref: (column name, unit)}, in that order."""
+    names = [name for name, _ in columns.values()]
+    transformations = [
+        {"id": "merge", "options": {}},
+        {"id": "organize", "options": {
+            "excludeByName": {"Time": True},
+            "indexByName": {key: 0, **{name: i + 1 for i, name in enumerate(names)}},
+            "renameByName": {f"Value #{ref}": name for ref, (name, _) in columns.items()}}},
+    ]
+    overrides = [{"matcher": {"id": "byName", "options": name}, "properties": [{"id": "unit", "value": unit}]}
+                 for name, unit in columns.values()]
+    return transformations, overrides
+
+
 def layout(sections: list[tuple[str, list[Cell]]]) -> list[Any]:
     """Place rows and their panels on the grid: a full-width row header, then panels left to
     right, wrapping at 24 columns; each line is as tall as its tallest panel."""

@@ -27,7 +27,7 @@ from modelmon.dashboards import thresholds as th
 from modelmon.dashboards.base import ROLLOUT_UID, build_dashboard, factory, model_variable
 from modelmon.dashboards.catalog import BY_KEY, Quantity, threshold
 from modelmon.dashboards.expressions import error_ratio
-from modelmon.dashboards.panels import Cell, PanelFactory, Query
+from modelmon.dashboards.panels import Cell, PanelFactory, Query, merged_columns
 from modelmon.generation import GenerationContext
 from modelmon.promql import rate, selector
 
@@ -118,23 +118,15 @@ def _quality_cells(f: PanelFactory, models: tuple[ModelConfig, ...], keys: tuple
             f"model's thresholds from modelmon.yaml. {only}",
             [Query(f.sel(q.metric, model=M), legend=BY_VERSION)],
             unit=q.unit, overrides=overrides, w=8, h=7, models=_names(models)))
-    columns = {chr(ord("A") + i): f"{q.short_title} (average)" for i, q in enumerate(quantities)}
+    columns = {chr(ord("A") + i): (f"{q.short_title} (average)", q.unit) for i, q in enumerate(quantities)}
+    transformations, overrides = merged_columns(columns)
     cells.append(f.table(
         f"{' and '.join(q.short_title for q in quantities)} over the selected range",
         f"Per version, the {' and '.join(q.short_title for q in quantities)} gauges averaged over the dashboard's "
         f"time range ($__range). {only}",
         [Query(f"avg by (version) (avg_over_time({f.sel(q.metric, model=M)}[{RANGE}]))", instant=True,
                format="table", ref=ref) for ref, q in zip(columns, quantities)],
-        transformations=[
-            {"id": "merge", "options": {}},
-            {"id": "organize", "options": {
-                "excludeByName": {"Time": True},
-                "indexByName": {"version": 0, **{name: i + 1 for i, name in enumerate(columns.values())}},
-                "renameByName": {f"Value #{ref}": name for ref, name in columns.items()}}},
-        ],
-        overrides=[{"matcher": {"id": "byName", "options": columns[ref]},
-                    "properties": [{"id": "unit", "value": q.unit}]} for ref, q in zip(columns, quantities)],
-        w=8, h=7, models=_names(models)))
+        transformations=transformations, overrides=overrides, w=8, h=7, models=_names(models)))
     return cells
 
 
@@ -322,8 +314,7 @@ def _latency_errors_row(config: Config, f: PanelFactory) -> list[Cell]:
                    format="table", ref="B"),
              Query(p99(served, RANGE, "increase", by="version"), instant=True,
                    format="table", ref="C")],
-            transformations=_range_table_transformations(),
-            overrides=_range_table_units(), sort_by="predictions", w=12, h=7),
+            **_range_table(), sort_by="predictions", w=12, h=7),
         f.table(
             "Shadow versions over the selected range",
             "Per shadow version over the dashboard's time range ($__range): shadow predictions, error ratio "
@@ -334,28 +325,16 @@ def _latency_errors_row(config: Config, f: PanelFactory) -> list[Cell]:
                    instant=True, format="table", ref="B"),
              Query(p99(shadow, RANGE, "increase", by="version"), instant=True,
                    format="table", ref="C")],
-            transformations=_range_table_transformations(),
-            overrides=_range_table_units(), sort_by="predictions", w=12, h=7, empty_until=WHEN_SHADOW),
+            **_range_table(), sort_by="predictions", w=12, h=7, empty_until=WHEN_SHADOW),
     ]
 
 
 RANGE_COLUMNS = {"A": ("predictions", "short"), "B": ("error ratio", "percentunit"), "C": ("p99 latency", "s")}
 
 
-def _range_table_transformations() -> list[dict[str, Any]]:
-    names = [name for name, _ in RANGE_COLUMNS.values()]
-    return [
-        {"id": "merge", "options": {}},
-        {"id": "organize", "options": {
-            "excludeByName": {"Time": True},
-            "indexByName": {"version": 0, **{name: i + 1 for i, name in enumerate(names)}},
-            "renameByName": {f"Value #{ref}": name for ref, (name, _) in RANGE_COLUMNS.items()}}},
-    ]
-
-
-def _range_table_units() -> list[dict[str, Any]]:
-    return [{"matcher": {"id": "byName", "options": name}, "properties": [{"id": "unit", "value": unit}]}
-            for name, unit in RANGE_COLUMNS.values()]
+def _range_table() -> dict[str, Any]:
+    transformations, overrides = merged_columns(RANGE_COLUMNS)
+    return {"transformations": transformations, "overrides": overrides}
 
 
 def build(ctx: GenerationContext) -> dict[str, Any]:
