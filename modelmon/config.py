@@ -176,12 +176,43 @@ class GrafanaConfig:
 
 
 @dataclass(frozen=True)
+class RecordingConfig:
+    """Windows of the recording rules that compute quality and drift from the additive counters
+    (summed over every exporter replica): each additive quantity is recorded over every window
+    (`model_version:modelmon_accuracy_ratio:1h`), and alerts and dashboards read `alert_window`."""
+
+    windows: tuple[str, ...] = ("1h", "1d")
+    alert_window: str = "1h"
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    """What `modelmon generate` writes under kubernetes/: the exporter's workload and the
+    prometheus-operator and Grafana-sidecar resources carrying the generated rules and dashboards."""
+
+    namespace: str = "monitoring"
+    image: str = "ghcr.io/modelmon/modelmon:latest"
+    log_path: str = "/var/log/modelmon/predictions.jsonl"  # inside the pod: the shared log volume's file
+    log_claim: str = "modelmon-predictions"  # PersistentVolumeClaim holding the prediction log (shared with the model)
+    state_size: str = "1Gi"  # the state volume (offsets, checkpoints, frozen references)
+    cpu_request: str = "500m"
+    memory_request: str = "512Mi"
+    cpu_limit: str = "2"
+    memory_limit: str = "2Gi"
+    rule_labels: dict[str, str] = field(default_factory=lambda: {"release": "prometheus"})  # the operator's ruleSelector
+    monitor_labels: dict[str, str] = field(default_factory=lambda: {"release": "prometheus"})  # serviceMonitorSelector
+    dashboard_label: str = "grafana_dashboard"  # the Grafana sidecar's label (value "1")
+
+
+@dataclass(frozen=True)
 class Config:
     models: tuple[ModelConfig, ...]
     exporter: ExporterConfig
     alerting: AlertingConfig
     grafana: GrafanaConfig
     path: Path | None = None
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
 
     def model(self, name: str) -> ModelConfig:
         for m in self.models:
@@ -611,10 +642,70 @@ def _validate_grafana(v: _Validator, raw: Any) -> GrafanaConfig:
     return GrafanaConfig(**kw)
 
 
+_K8S_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_K8S_QUANTITY_RE = re.compile(r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+
+
+def _validate_recording(v: _Validator, raw: Any) -> RecordingConfig:
+    p = "recording"
+    raw = v.mapping(raw, p, {"windows", "alert_window"})
+    d = RecordingConfig()
+    windows = d.windows
+    if "windows" in raw:
+        w = raw["windows"]
+        if not isinstance(w, list) or not w:
+            v.err(f"{p}.windows", f"expected a non-empty list of durations such as [1h, 1d], got {w!r}")
+        else:
+            parsed = [v.duration(x, f"{p}.windows[{i}]") for i, x in enumerate(w)]
+            if all(x is not None for x in parsed):
+                if any(x <= 0 for x in parsed):
+                    v.err(f"{p}.windows", "every window must be a positive duration")
+                # by length, each once, spelt as Prometheus spells it (record names carry it)
+                windows = tuple(format_duration(x) for x in sorted(set(parsed)))
+    alert = raw.get("alert_window", windows[0] if "windows" in raw else d.alert_window)
+    secs = v.duration(alert, f"{p}.alert_window")
+    if secs is not None:
+        alert = format_duration(secs)
+        if alert not in windows:
+            v.err(f"{p}.alert_window", f"{alert} is not one of recording.windows ({', '.join(windows)})")
+    return RecordingConfig(windows=windows, alert_window=alert)
+
+
+def _validate_kubernetes(v: _Validator, raw: Any) -> KubernetesConfig:
+    p = "kubernetes"
+    d = KubernetesConfig()
+    scalars = {"namespace", "image", "log_path", "log_claim", "state_size", "cpu_request", "memory_request",
+               "cpu_limit", "memory_limit", "dashboard_label"}
+    raw = v.mapping(raw, p, scalars | {"rule_labels", "monitor_labels"})
+    kw: dict[str, Any] = {}
+    for key in sorted(scalars & set(raw)):
+        s = v.string(raw[key], f"{p}.{key}")
+        if s is None:
+            continue
+        if key in ("namespace", "log_claim") and not _K8S_NAME_RE.match(s):
+            v.err(f"{p}.{key}", f"expected a Kubernetes name (lower-case letters, digits, '-'), got {s!r}")
+        elif key in ("state_size", "cpu_request", "memory_request", "cpu_limit", "memory_limit") \
+                and not _K8S_QUANTITY_RE.match(s):
+            v.err(f"{p}.{key}", f"expected a Kubernetes quantity such as 500m, 512Mi or 2, got {s!r}")
+        elif key == "log_path" and not s.startswith("/"):
+            v.err(f"{p}.{key}", f"expected an absolute path inside the pod, got {s!r}")
+        else:
+            kw[key] = s
+    for key in ("rule_labels", "monitor_labels"):
+        if key in raw:
+            labels = raw[key]
+            if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(x, str)
+                                                       for k, x in labels.items()):
+                v.err(f"{p}.{key}", f"expected a mapping of label names to string values, got {labels!r}")
+            else:
+                kw[key] = dict(labels)
+    return KubernetesConfig(**{**d.__dict__, **kw})
+
+
 def parse_config(data: Any, base_dir: Path | str = ".", path: Path | None = None) -> Config:
     """Validate a parsed YAML document. Raises ConfigError listing every problem."""
     v = _Validator()
-    data = v.mapping(data, "(root)", {"models", "exporter", "alerting", "grafana"})
+    data = v.mapping(data, "(root)", {"models", "exporter", "alerting", "grafana", "recording", "kubernetes"})
     models_raw = data.get("models")
     models: list[ModelConfig] = []
     if not isinstance(models_raw, list) or not models_raw:
@@ -629,9 +720,12 @@ def parse_config(data: Any, base_dir: Path | str = ".", path: Path | None = None
     exporter = _validate_exporter(v, data.get("exporter"))
     alerting = _validate_alerting(v, data.get("alerting"), models)
     grafana = _validate_grafana(v, data.get("grafana"))
+    recording = _validate_recording(v, data.get("recording"))
+    kubernetes = _validate_kubernetes(v, data.get("kubernetes"))
     if v.errors:
         raise ConfigError(v.errors)
-    return Config(models=tuple(models), exporter=exporter, alerting=alerting, grafana=grafana, path=path)
+    return Config(models=tuple(models), exporter=exporter, alerting=alerting, grafana=grafana, path=path,
+                  recording=recording, kubernetes=kubernetes)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

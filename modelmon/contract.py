@@ -112,6 +112,10 @@ class Quantity:
     unit: str  # Grafana unit
     value_format: str  # Go template pipeline stage for $value in alert descriptions ("" = as is)
     meaning: str  # one line, for dashboards and the README
+    # Tasks for which recording rules compute this quantity from additive counters summed over
+    # every exporter replica (`recorded`); alerts and dashboards read that form there. Elsewhere
+    # the exporter's gauge is the only form: it describes one process's window and does not add up.
+    recorded_tasks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.direction not in ("below", "above"):
@@ -120,6 +124,10 @@ class Quantity:
             raise ValueError(f"{self.key}: tasks must be a non-empty subset of {TASKS}")
         if self.series.tasks != self.tasks or self.series.labels != KIND_LABELS[self.kind]:
             raise ValueError(f"{self.key}: its series disagrees with the quantity")
+        if not set(self.recorded_tasks) <= set(self.tasks):
+            raise ValueError(f"{self.key}: recorded_tasks must be a subset of tasks")
+        if self.recorded_tasks and self.kind == MULTIVARIATE_DRIFT:
+            raise ValueError(f"{self.key}: a multivariate statistic has no additive form")
 
     @property
     def metric(self) -> str:
@@ -138,16 +146,38 @@ class Quantity:
     def applies_to(self, task: str) -> bool:
         return task in self.tasks
 
+    def is_recorded(self, task: str) -> bool:
+        """Whether recording rules compute it, summed over replicas, for models of ``task``."""
+        return task in self.recorded_tasks
+
+    @property
+    def level(self) -> str:
+        """The aggregation level of its recorded series: the labels it keeps, joined by `_`."""
+        return "_".join(KIND_LABELS[self.kind])
+
+    def recorded(self, window: str) -> str:
+        """The recording rule's name over ``window``: `model_version:modelmon_accuracy_ratio:1h`."""
+        if not self.recorded_tasks:
+            raise ValueError(f"{self.key} has no additive form")
+        return recorded_name(self.level, self.metric, window)
+
+
+def recorded_name(level: str, metric: str, window: str) -> str:
+    """`level:metric:operations` (Prometheus' naming of recording rules), the window as operation."""
+    return f"{level}:{metric}:{window}"
+
 
 def _quantity(key: str, metric: str, kind: str, *, title: str, short: str | None = None, tasks: tuple[str, ...],
-              direction: str, unit: str, value_format: str, meaning: str, help: str, note: str = "") -> Quantity:
+              direction: str, unit: str, value_format: str, meaning: str, help: str, note: str = "",
+              recorded: tuple[str, ...] = ()) -> Quantity:
     """A quantity and its gauge; the README line is its meaning, scope, note and threshold key."""
     models = _TASK_SCOPE.get(tasks) or f"{' and '.join(tasks)} models"
     doc = (f"{meaning} — {_KIND_SCOPE[kind]}{f'; {note}' if note else ''} · threshold `{key}` for {models}, "
            f"{'low' if direction == 'below' else 'high'} is bad")
     series = Series(metric, "gauge", help, KIND_LABELS[kind], doc, tasks=tasks)
     return Quantity(key=key, series=series, kind=kind, title=title, short_title=short or title, tasks=tasks,
-                    direction=direction, unit=unit, value_format=value_format, meaning=meaning)
+                    direction=direction, unit=unit, value_format=value_format, meaning=meaning,
+                    recorded_tasks=recorded)
 
 
 _G3, _G4 = 'printf "%.3g"', 'printf "%.4g"'
@@ -157,23 +187,28 @@ QUALITY: tuple[Quantity, ...] = (
     _quantity("accuracy", "modelmon_accuracy_ratio", QUALITY_KIND, title="Accuracy", tasks=CLASSIFICATION,
               direction="below", unit="percentunit", value_format=_G3,
               meaning="share of labelled predictions that were right",
+              recorded=CLASSIFICATION,
               help="Accuracy over the quality window."),
     _quantity("precision", "modelmon_precision_ratio", QUALITY_KIND, title="Precision", tasks=CLASSIFICATION,
               direction="below", unit="percentunit", value_format=_G3,
               meaning="binary: of the predicted positives, the share that were positive; multiclass: macro average",
+              recorded=CLASSIFICATION,
               help=f"Precision over the quality window ({_MACRO})."),
     _quantity("recall", "modelmon_recall_ratio", QUALITY_KIND, title="Recall", tasks=CLASSIFICATION,
               direction="below", unit="percentunit", value_format=_G3,
               meaning="binary: of the actual positives, the share that were found; multiclass: macro average",
+              recorded=CLASSIFICATION,
               help=f"Recall over the quality window ({_MACRO})."),
     _quantity("f1", "modelmon_f1_ratio", QUALITY_KIND, title="F1 score", short="F1", tasks=CLASSIFICATION,
               direction="below", unit="percentunit", value_format=_G3,
               meaning="harmonic mean of precision and recall (macro for multiclass)",
+              recorded=CLASSIFICATION,
               help=f"F1 score over the quality window ({_MACRO})."),
     _quantity("roc_auc", "modelmon_roc_auc_ratio", QUALITY_KIND, title="ROC AUC", tasks=CLASSIFICATION,
               direction="below", unit="short", value_format=_G3,
               meaning="ranking quality of the scores, 0.5 is a coin flip",
               note="needs scores; multiclass: macro one-vs-rest, once every class was labelled",
+              recorded=("binary",),
               help="ROC AUC over the quality window (multiclass: macro one-vs-rest)."),
     _quantity("log_loss", "modelmon_log_loss", QUALITY_KIND, title="Log loss", tasks=CLASSIFICATION,
               direction="above", unit="short", value_format=_G3,
@@ -188,15 +223,18 @@ QUALITY: tuple[Quantity, ...] = (
     _quantity("mae", "modelmon_mae", QUALITY_KIND, title="Mean absolute error", short="MAE", tasks=("regression",),
               direction="above", unit="short", value_format=_G4,
               meaning="mean absolute error, in the unit of the target",
+              recorded=("regression",),
               help="Mean absolute error over the quality window, in label units."),
     _quantity("rmse", "modelmon_rmse", QUALITY_KIND, title="Root mean squared error", short="RMSE",
               tasks=("regression",), direction="above", unit="short", value_format=_G4,
               meaning="root mean squared error, in the unit of the target; weighs large misses more than MAE",
+              recorded=("regression",),
               help="Root mean squared error over the quality window, in label units."),
     _quantity("r2", "modelmon_r2", QUALITY_KIND, title="R2", short="R²", tasks=("regression",),
               direction="below", unit="short", value_format=_G3,
               meaning="share of the target's variance the model explains, 1 is perfect",
               note="from 2 labelled predictions with different labels",
+              recorded=("regression",),
               help="Coefficient of determination over the quality window."),
 )
 
@@ -205,11 +243,13 @@ DRIFT: tuple[Quantity, ...] = (
               direction="above", unit="short", value_format="",
               meaning="population stability index of a feature against the reference (0.1 moderate, 0.25 large shift)",
               note="quantile bins frozen at load with two out-of-range bins; top-K categories plus `__other__`",
+              recorded=ALL_TASKS,
               help="Population stability index of the drift window against the reference."),
     _quantity("js_distance", "modelmon_feature_js_distance", FEATURE_DRIFT, title="Jensen-Shannon distance",
               short="JS distance", tasks=ALL_TASKS, direction="above", unit="short", value_format="",
               meaning="Jensen-Shannon distance between reference and recent histograms (0 same, 1 disjoint)",
               note="base 2, same bins as PSI",
+              recorded=ALL_TASKS,
               help="Jensen-Shannon distance (base 2) of the drift window against the reference."),
     _quantity("ks_pvalue", "modelmon_feature_ks_pvalue", FEATURE_DRIFT, title="KS test p-value",
               short="KS p-value", tasks=ALL_TASKS, direction="below", unit="short", value_format="",
@@ -222,11 +262,13 @@ DRIFT: tuple[Quantity, ...] = (
     _quantity("missing_ratio", "modelmon_feature_missing_ratio", FEATURE_DRIFT, title="Missing-value ratio",
               short="Missing ratio", tasks=ALL_TASKS, direction="above", unit="percentunit", value_format="",
               meaning="share of recent records without a value for the feature",
+              recorded=ALL_TASKS,
               help="Share of records in the drift window with the feature missing."),
     _quantity("prediction_psi", "modelmon_prediction_psi", PREDICTION_DRIFT, title="Prediction PSI",
               tasks=ALL_TASKS, direction="above", unit="short", value_format=_G3,
               meaning="population stability index of the model's output against the reference",
               note="binary: score; multiclass: predicted class; regression: value",
+              recorded=ALL_TASKS,
               help="Population stability index of the model output against its reference."),
     _quantity("drift_classifier_auc", "modelmon_drift_classifier_auc", MULTIVARIATE_DRIFT,
               title="Domain-classifier AUC", tasks=ALL_TASKS, direction="above", unit="short", value_format=_G3,
@@ -283,8 +325,31 @@ SERIES: tuple[Series, ...] = (
     Series("modelmon_label_join_pending", "gauge", "Predictions waiting for a late label.", (),
            "predictions waiting for a late label"),
     Series("modelmon_confusion_total", "counter", "Classification outcomes of labelled predictions.",
-           ("model", "version", "actual", "predicted"), "classification outcomes (binary and multiclass models)",
+           ("model", "version", "actual", "predicted", "correct"),
+           "classification outcomes (binary and multiclass models); `correct` is `true` where actual = predicted, "
+           "so accuracy and per-class precision/recall need no list of classes in PromQL",
            tasks=CLASSIFICATION),
+    Series("modelmon_labeled_score", "histogram",
+           "Score of labelled predictions by actual class (binary: positive-class score; multiclass: top-class "
+           "probability).", ("model", "version", "actual"),
+           "the score histogram of labelled predictions split by actual class (buckets as "
+           "`modelmon_prediction_score`): binary ROC AUC summed over replicas", tasks=CLASSIFICATION),
+    Series("modelmon_regression_labeled_total", "counter", "Labelled regression predictions in the error sums.",
+           _MV, "labelled regression predictions: the count behind the error sums", tasks=("regression",)),
+    Series("modelmon_regression_absolute_error_total", "counter",
+           "Sum of absolute errors |prediction - label| of labelled regression predictions.", _MV,
+           "sum of absolute errors (MAE = this / labelled)", tasks=("regression",)),
+    Series("modelmon_regression_squared_error_total", "counter",
+           "Sum of squared errors (prediction - label)^2 of labelled regression predictions.", _MV,
+           "sum of squared errors (RMSE = sqrt(this / labelled))", tasks=("regression",)),
+    Series("modelmon_regression_label_total", "counter",
+           "Sum of the absolute values of the labels, by sign (the sum of labels is positive - negative).",
+           ("model", "version", "sign"),
+           "sum of |label| by `sign` (`positive`, `negative`): two monotone counters whose difference is the sum "
+           "of labels, for R²", tasks=("regression",)),
+    Series("modelmon_regression_label_squared_total", "counter", "Sum of squared labels.", _MV,
+           "sum of squared labels (R² = 1 - squared errors / (this - (sum of labels)² / labelled))",
+           tasks=("regression",)),
     *(q.series for q in QUALITY),
     Series("modelmon_version_pairs_total", "counter",
            "Predictions of a version paired, by request id, with the baseline version's prediction.",
@@ -329,6 +394,23 @@ SERIES: tuple[Series, ...] = (
     Series("modelmon_window_labeled", "gauge", "Labelled predictions inside the quality window.", _MV,
            "labelled predictions inside the quality window"),
     *(q.series for q in DRIFT if q.kind == FEATURE_DRIFT),
+    Series("modelmon_feature_bin_total", "counter",
+           "Values of a feature in the drift stream, by reference bin (bins are fixed by the reference).",
+           ("model", "feature", "bin"),
+           "every served prediction's feature value by bin of the frozen reference: numeric `00` (below the "
+           "reference minimum), `01` … (quantile bins), the last above the maximum; categorical the kept "
+           "category, `__other__`; both `__missing__`; PSI, JS and missing ratio summed over replicas"),
+    Series("modelmon_feature_reference_ratio", "gauge",
+           "Share of the reference's non-missing values in each bin (the same on every replica).",
+           ("model", "feature", "bin"),
+           "the reference's share of non-missing values per bin (no `__missing__` bin); equal on every replica "
+           "that loads the same reference"),
+    Series("modelmon_prediction_bin_total", "counter",
+           "Outputs of each version by reference bin (binary: score, multiclass: predicted class, regression: value).",
+           ("model", "version", "bin"),
+           "each version's outputs (shadow included) by bin of the reference's outputs, bins as the features'"),
+    Series("modelmon_prediction_reference_ratio", "gauge", "Share of the reference's outputs in each bin.",
+           ("model", "bin"), "the reference outputs' share per bin (no `__missing__` bin)"),
     _q("prediction_psi"),
     Series("modelmon_drift_window_records", "gauge", "Records in the drift window.", ("model",),
            "predictions in the drift window"),
