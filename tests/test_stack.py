@@ -925,3 +925,14 @@ def test_modelmon_stack_up_runs_and_stops_cleanly(tmp_path):
         if name != "grafana":
             with pytest.raises(OSError):
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+
+
+def test_quick_tour_alerts_read_a_short_recording_window_and_keep_the_others():
+    from modelmon.stack.cli import quick_config
+    from modelmon.stack.plan import QUICK_ALERT_WINDOW
+
+    config = load_config(ROOT / "modelmon.yaml")
+    quick = quick_config(config)
+    assert quick.recording.alert_window == QUICK_ALERT_WINDOW
+    assert set(quick.recording.windows) == {*config.recording.windows, QUICK_ALERT_WINDOW}
+    assert quick.models == config.models and config.recording.alert_window != QUICK_ALERT_WINDOW

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Sequence
 
-from modelmon.stack.plan import DEFAULT_GRAFANA_PASSWORD, QUICK_FOR, QUICK_RATE_WINDOW
+from modelmon.stack.plan import DEFAULT_GRAFANA_PASSWORD, QUICK_ALERT_WINDOW, QUICK_FOR, QUICK_RATE_WINDOW
 
 LABELS = {  # the banner's URLs, in this order
     "grafana": "Grafana",
@@ -57,7 +57,7 @@ def banner_lines(plan: Any, layout: Any, options: Any, *, quick: bool = False,
                      f"(default {DEFAULT_GRAFANA_PASSWORD})")
     if quick:
         lines.append(f"  quick tour    alerts wait {QUICK_FOR} (not their production `for`), rates span "
-                     f"{QUICK_RATE_WINDOW}")
+                     f"{QUICK_RATE_WINDOW}, quality and drift alerts read {QUICK_ALERT_WINDOW} windows")
     lines += [f"  demo traffic  {options.schedule} (looping, {options.rate:g}/s) -> {layout.predictions_log}",
               f"  logs          {layout.logs}/ (kept across runs, one start line per run)",
               f"  configs       {layout.etc}/",

@@ -13,7 +13,8 @@ import os
 import sys
 
 from modelmon.stack.plan import (DEFAULT_GRAFANA_PASSWORD, DEMO_RATE, DEMO_SCHEDULE, DEMO_SEED, QUICK_FOR,
-                                 QUICK_FOR_OVERRIDES, QUICK_RATE_WINDOW, QUICK_SCHEDULE)
+                                 QUICK_ALERT_WINDOW, QUICK_FOR_OVERRIDES, QUICK_RATE_WINDOW,
+                                 QUICK_SCHEDULE)
 
 
 def _port(text: str) -> tuple[str, int]:
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--no-grafana", action="store_true", help="do not start Grafana even if installed")
     up.add_argument("--quick", action="store_true",
                     help=f"a quick tour: every alert waits {QUICK_FOR} instead of its production `for`, rates span "
-                         f"{QUICK_RATE_WINDOW}, and the schedule is {QUICK_SCHEDULE} (the committed rules are "
+                         f"{QUICK_RATE_WINDOW}, quality and drift alerts read {QUICK_ALERT_WINDOW} windows, and the schedule is {QUICK_SCHEDULE} (the committed rules are "
                          "untouched)")
     up.add_argument("--schedule", default=None,
                     help=f"demo traffic scenarios as NAME:SECONDS,... played in a loop (default: {DEMO_SCHEDULE}; "
@@ -62,6 +63,19 @@ def quick_rules():
     from modelmon.alerting.options import RuleOptions
 
     return RuleOptions(for_override=QUICK_FOR, rate_window=QUICK_RATE_WINDOW, for_overrides=QUICK_FOR_OVERRIDES)
+
+
+def quick_config(config):
+    """The config of `--quick`: quality and drift alerts (and dashboards) read a short window, so a
+    phase of a few minutes moves them; the other recording windows stay."""
+    import dataclasses
+
+    from modelmon.config import RecordingConfig, format_duration, parse_duration
+    from modelmon.stack.plan import QUICK_ALERT_WINDOW
+
+    windows = sorted({parse_duration(w) for w in (*config.recording.windows, QUICK_ALERT_WINDOW)})
+    recording = RecordingConfig(windows=tuple(map(format_duration, windows)), alert_window=QUICK_ALERT_WINDOW)
+    return dataclasses.replace(config, recording=recording)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,6 +104,8 @@ def _up(args: argparse.Namespace) -> int:
 
     config_path = Path(args.config).resolve()
     config = load_config(config_path)
+    if args.quick:
+        config = quick_config(config)
     layout = Layout(Path(args.workdir).resolve())
     ports, notes = choose_ports(dict(args.port))
     schedule = demo_schedule(args)

@@ -22,6 +22,7 @@ QUICK_SCHEDULE = ("stable:60,error_burst:180,stable:120,covariate_drift:300,conc
                   "latency_regression:240,stable:240")
 QUICK_FOR = "1m"
 QUICK_RATE_WINDOW = "1m"
+QUICK_ALERT_WINDOW = "2m"  # quality and drift alerts read the recorded series over this window
 QUICK_FOR_OVERRIDES = {"ModelmonLabelsNotArriving": "10m"}  # the first labels take a while to come
 
 APT_HINT = "sudo apt-get install prometheus prometheus-alertmanager"
