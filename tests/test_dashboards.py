@@ -14,8 +14,9 @@ import yaml
 
 from modelmon.alerting.rules import rule_files
 from modelmon.config import ConfigError, load_config, parse_config, parse_duration
-from modelmon.contract import CLASSIFICATION, QUALITY, SERIES, TASKS, quantities_for
+from modelmon.contract import CLASSIFICATION, QUALITY, QUANTITIES, SERIES, TASKS, quantities_for
 from modelmon.dashboards import base
+from modelmon.dashboards import recorded as rc
 from modelmon.dashboards.generate import artefacts, dashboard_path, dashboards, render
 from modelmon.dashboards.queries import (dashboard_models, iter_annotation_queries, iter_panel_queries,
                                          iter_panels, panels_allowed_empty, substitute_variables, variable_values,
@@ -153,7 +154,10 @@ def test_every_query_goes_through_the_datasource_variable(dash):
         for t in p["targets"]:
             assert t["datasource"] == expected, p["title"]
     for other in others:
-        assert other["datasource"] == expected
+        if other["type"] == "query":
+            assert other["datasource"] == expected, other["name"]
+        else:  # the recorded window: a fixed list of recording.windows, nothing to query
+            assert other["type"] == "custom" and "datasource" not in other, other["name"]
     for annotation in dash["annotations"]["list"]:
         assert annotation["datasource"] == expected
     assert "modelmon-prometheus" not in json.dumps({k: v for k, v in dash.items() if k != "templating"})
@@ -201,20 +205,128 @@ def recorded_names(config) -> dict[str, set[str]]:
     return out
 
 
+def expected_recorded(config) -> dict[str, set[str]]:
+    """The recorded quality and drift series the design fixes (contract names), per model: every
+    quantity with an additive form for the model's task and the intermediate counts, over every
+    window of recording.windows."""
+    out: dict[str, set[str]] = {}
+    for m in config.models:
+        for w in config.recording.windows:
+            names = [q.recorded(w) for q in QUANTITIES.values() if q.is_recorded(m.task)]
+            names += [rc.labeled_predictions(w), rc.feature_values(w), rc.feature_bins(w), rc.prediction_bins(w)]
+            for name in names:
+                out.setdefault(name, set()).add(m.name)
+    return out
+
+
+def panel_models(dash, p, expr: str) -> set[str]:
+    """The models a panel's query shows: a literal model="..." (overview), else the dashboard's
+    $model values the panel applies to."""
+    literal = set(re.findall(r'model="([^"$]+)"', expr))
+    if literal:
+        return literal
+    offered = set(m for m in dashboard_models(dash, MODELS) if m is not None)
+    return offered & set(p.get("modelmon", {}).get("models", offered))
+
+
+def with_window(expr: str, window: str) -> str:
+    return expr.replace("$window", window)
+
+
 @all_dashboards()
-def test_queries_use_contract_metrics_and_recording_rules_only_for_slos(dash):
+def test_queries_use_contract_metrics_and_recorded_series_the_rules_write(dash):
+    """Raw series are the contract's; recording rules are read by the SLO panels (burn rates) and by the
+    quality and drift panels (the replica-summed series), and every one of them, over every window the
+    $window variable offers, is a series the rule generator records for every model the panel shows."""
     slo_titles = {p["title"] for p in slo_panels(dash)}
-    recorded = recorded_names(CONFIG)
-    for title, expr in iter_panel_queries(dash):
-        for name in re.findall(r"(?<![:\w])modelmon_[a-z0-9_]+(?![\w:])", expr):
-            base_name = re.sub(r"_(bucket|count|sum)$", "", name)
-            assert name in METRICS or base_name in HISTOGRAMS, f"{title}: unknown metric {name}"
-        rules = set(RECORDING_RULE.findall(expr.replace("$__", "")))
-        if title not in slo_titles:
-            assert not rules, f"{title}: recording rule used outside the SLO panels"
-        for rule in rules:
-            branches = set(re.findall(rf'{re.escape(rule)}{{[^}}]*model="([^"]+)"', expr))
-            assert rule in recorded and branches <= recorded[rule], f"{title}: {rule} is not recorded for {branches}"
+    generated = recorded_names(CONFIG)
+    expected = expected_recorded(CONFIG)
+    for p in content_panels(dash):
+        for t in p["targets"]:
+            expr = t["expr"]
+            for name in re.findall(r"(?<![:\w])modelmon_[a-z0-9_]+(?![\w:])", expr):
+                base_name = re.sub(r"_(bucket|count|sum)$", "", name)
+                assert name in METRICS or base_name in HISTOGRAMS, f"{p['title']}: unknown metric {name}"
+            models = panel_models(dash, p, expr)
+            for window in CONFIG.recording.windows:
+                rules = set(RECORDING_RULE.findall(with_window(expr, window).replace("$__", "")))
+                for rule in rules:
+                    if p["title"] in slo_titles:
+                        branches = set(re.findall(rf'{re.escape(rule)}{{[^}}]*model="([^"]+)"', expr))
+                        assert rule in generated and branches <= generated[rule], f"{p['title']}: {rule}"
+                        continue
+                    assert rule in expected and models <= expected[rule], \
+                        f"{p['title']}: {rule} is not a recorded quality/drift series of {models}"
+                    assert rule in generated and models <= generated[rule], \
+                        f"{p['title']}: the rule generator does not record {rule} for {models - generated.get(rule, set())}"
+
+
+GAUGE_OF = {q.metric: q for q in QUANTITIES.values()}
+
+
+@all_dashboards()
+def test_quality_and_drift_read_the_recorded_form_where_the_task_has_one(dash):
+    """A quantity's exporter gauge is read only where the panel's models have no additive form for it
+    (KS/χ² p-values, log loss, Brier, multiclass ROC AUC, domain classifier, outliers), aggregated
+    as the worst exporter (min/max by model, never a sum), and the panel says it is per process."""
+    for p in content_panels(dash):
+        for t in p["targets"]:
+            for name in re.findall(r"(?<![:\w])modelmon_[a-z0-9_]+(?![\w:])", t["expr"]):
+                q = GAUGE_OF.get(name)
+                if q is None:
+                    continue
+                tasks = {CONFIG.model(m).task for m in panel_models(dash, p, t["expr"])}
+                assert tasks and not any(q.is_recorded(task) for task in tasks), \
+                    f"{p['title']}: reads the gauge {name} where {q.key} has a recorded form"
+                assert "per exporter process: does not add up across replicas" in p["description"], p["title"]
+                assert re.search(rf"\b(min|max)( by \([a-z, ]+\))? ?\({name}\{{", t["expr"]), t["expr"]
+                assert not re.search(rf"\bsum\b[^(]*\({name}", t["expr"]), t["expr"]
+
+
+def test_every_recorded_quantity_is_read_somewhere_at_the_alert_window():
+    """Each quantity with a recorded form is on a dashboard for its tasks, over the alert window: the
+    overview reads it literally, the others through $window, whose default is the alert window."""
+    alert = CONFIG.recording.alert_window
+    shown = set()
+    for dash in DASHBOARDS.values():
+        values = {v["name"]: v["current"]["value"] for v in dash["templating"]["list"] if v["name"] == "window"}
+        for _, expr in iter_panel_queries(dash):
+            shown |= set(RECORDING_RULE.findall(expr.replace("$window", values.get("window", "$window"))))
+    for q in QUANTITIES.values():
+        if q.recorded_tasks:
+            assert q.recorded(alert) in shown, q.key
+    for name in (rc.labeled_predictions(alert), rc.feature_values(alert), rc.feature_bins(alert)):
+        assert name in shown, name
+    for uid in ("modelmon-drift", "modelmon-rollout", *MODEL_UIDS.values()):
+        (var,) = [v for v in DASHBOARDS[uid]["templating"]["list"] if v["name"] == "window"]
+        assert var["type"] == "custom" and not var["multi"] and not var["includeAll"]
+        assert var["current"]["value"] == alert and var["query"] == ",".join(CONFIG.recording.windows)
+        assert [o["value"] for o in var["options"]] == list(CONFIG.recording.windows)
+        assert [o["value"] for o in var["options"] if o["selected"]] == [alert]
+    assert "$window" not in render(DASHBOARDS["modelmon-overview"])  # no variables there: the alert window
+    # Another config's windows reach the dashboards.
+    raw = yaml.safe_load((ROOT / "modelmon.yaml").read_text())
+    raw["recording"] = {"windows": ["30m", "6h"], "alert_window": "6h"}
+    changed = {d["uid"]: d for d in dashboards(parse_config(raw, base_dir=ROOT))}
+    assert "model_version:modelmon_accuracy_ratio:6h{" in render(changed["modelmon-overview"])
+    (var,) = [v for v in changed["modelmon-drift"]["templating"]["list"] if v["name"] == "window"]
+    assert var["current"]["value"] == "6h" and var["query"] == "30m,6h"
+
+
+def test_the_bins_panel_sets_recent_shares_beside_the_reference():
+    drift = DASHBOARDS["modelmon-drift"]
+    p = panel(drift, "Bin shares: recent against the reference")
+    recent, reference, term = exprs_of(drift, "Bin shares: recent against the reference")
+    bins = rc.feature_bins("$window")
+    assert recent.startswith(f'{bins}{{model="$model", feature=~"$feature", bin!="__missing__"}} / on (model, feature)')
+    assert reference == ('max by (model, feature, bin) (modelmon_feature_reference_ratio{job="modelmon", '
+                         'model="$model", feature=~"$feature"})')
+    assert "clamp_min(" in term and "ln(" in term and recent in term and reference in term
+    assert all(t["instant"] and t["format"] == "table" for t in p["targets"])
+    columns = p["transformations"][1]["options"]["renameByName"]
+    assert columns == {"Value #A": "recent share", "Value #B": "reference share", "Value #C": "PSI term"}
+    assert "$feature" in p["description"] and "__other__" in p["description"] and "PSI" in p["description"]
+    assert p["gridPos"]["w"] == 24
 
 
 def test_model_variables_come_from_model_info():
@@ -534,7 +646,13 @@ def test_model_detail_is_laid_out_by_task(task):
     own = [q for q in QUALITY if q.applies_to(task)]
     assert first_title == f"{'Classification' if task in CLASSIFICATION else 'Regression'} quality · $model"
     assert [p["title"] for p in first_panels] == [f"{q.short_title} by version" for q in own]
-    assert [t["expr"].split("{")[0] for p in first_panels for t in p["targets"]] == [q.metric for q in own]
+    exprs = [t["expr"] for p in first_panels for t in p["targets"]]
+    assert len(exprs) == len(own)
+    for expr, q in zip(exprs, own):
+        if q.is_recorded(task):  # summed over replicas, over $window
+            assert expr.split("{")[0] == q.recorded("$window"), expr
+        else:  # per process: the worst exporter
+            assert expr.startswith(f"{'min' if q.direction == 'below' else 'max'} by (model, version) ({q.metric}{{")
     foreign = {q.metric for q in QUALITY if not q.applies_to(task)}
     assert not metrics_in(dash) & foreign, f"{task}: panels of another task's metrics"
     assert ("Confusion matrix" in {p["title"] for p in content_panels(dash)}) == (task in CLASSIFICATION)
@@ -555,7 +673,7 @@ def test_a_regression_models_detail_has_no_classification_panel():
     assert not titles & (classification | {"Confusion matrix"})
     assert "accuracy" not in render(regression).lower()
     versions = panel(regression, "Versions side by side over the selected time range")
-    assert any("modelmon_mae{" in t["expr"] for t in versions["targets"])
+    assert any("modelmon_regression_absolute_error_total{" in t["expr"] for t in versions["targets"])
 
 
 def test_a_config_gets_the_model_details_of_its_tasks():
@@ -675,7 +793,12 @@ def test_versions_side_by_side_cover_the_selected_range():
             assert t["instant"] and "[$__range]" in t["expr"] and "$__rate_interval" not in t["expr"], t["expr"]
             assert re.search(r"\b(increase|avg_over_time)\(", t["expr"]), t["expr"]
         columns = versions["transformations"][1]["options"]["renameByName"].values()
-        assert ("Accuracy (average)" if task in CLASSIFICATION else "MAE (average)") in columns
+        assert ("Accuracy over the range" if task in CLASSIFICATION else "MAE over the range") in columns
+        (quality,) = [t["expr"] for t in versions["targets"] if t["refId"] == "E"]
+        if task in CLASSIFICATION:  # right over labelled, from the confusion counters summed over replicas
+            assert quality.count("increase(modelmon_confusion_total{") == 3 and 'correct="true"' in quality
+        else:
+            assert "modelmon_regression_labeled_total" in quality
 
 
 # ---------------------------------------------------------------------------- rollout (issue 10)
@@ -694,7 +817,7 @@ def test_rollout_dashboard_identity_variables_and_files():
     assert ROLLOUT["title"] == "modelmon · rollout" and "rollout" in ROLLOUT["tags"]
     assert base.ROLLOUT_UID == "modelmon-rollout" and "modelmon-rollout" in base.UIDS
     names = [v["name"] for v in ROLLOUT["templating"]["list"]]
-    assert names == ["datasource", "model"]
+    assert names == ["datasource", "model", "window"]
     model = ROLLOUT["templating"]["list"][1]
     assert model["query"] == 'label_values(modelmon_model_info{job="modelmon"}, model)' and not model["multi"]
     assert dashboard_models(ROLLOUT, MODELS) == MODELS  # every model, whatever its task
@@ -706,8 +829,10 @@ def test_rollout_dashboard_identity_variables_and_files():
         "Latency and errors by version · $model"]
     # Every metric of the design's rollout dashboard is read.
     assert ISSUE10_SERIES | {"modelmon_shadow_latency_seconds", "modelmon_predictions_total",
-                             "modelmon_prediction_latency_seconds", "modelmon_accuracy_ratio", "modelmon_f1_ratio",
-                             "modelmon_mae", "modelmon_rmse"} <= metrics_in(ROLLOUT)
+                             "modelmon_prediction_latency_seconds"} <= metrics_in(ROLLOUT)
+    rendered = render(ROLLOUT)
+    for key in ("accuracy", "f1", "mae", "rmse"):  # quality per version: the replica-summed series
+        assert f"{QUANTITIES[key].recorded('$window')}{{" in rendered, key
     for _, expr in iter_panel_queries(ROLLOUT):
         assert 'model="$model"' in expr, expr
 

@@ -105,8 +105,9 @@ def version_variable(config: Config) -> dict[str, Any]:
 def feature_variable(config: Config) -> dict[str, Any]:
     return _query_variable(
         config, "feature", "Feature",
-        f"label_values({selector('modelmon_feature_psi', job=config.grafana.job, model='$model')}, feature)",
-        default="$__all", multi=True, description="Input features of the selected model.")
+        f"label_values({selector('modelmon_feature_reference_ratio', job=config.grafana.job, model='$model')}, feature)",
+        default="$__all", multi=True,
+        description="Input features of the selected model (those with reference bins); pick one to see its bins.")
 
 
 def alert_annotation(config: Config, expr: str) -> dict[str, Any]:

@@ -13,6 +13,10 @@ the dashboard by the model's task.
 one field override per model (matched on series names, which start with the model name), so
 the selected model's thresholds from modelmon.yaml colour it. ``$version`` is multi-select so
 versions show side by side.
+
+Quality panels read the recorded series summed over exporter replicas (``dashboards.recorded``)
+over ``$window``, default the alert window, for every quantity with an additive form for the task;
+log loss, Brier score and multiclass ROC AUC stay per-process gauges (worst exporter shown).
 """
 from __future__ import annotations
 
@@ -25,9 +29,10 @@ from grafanalib import core
 
 from modelmon.dashboards.base import (ROLLOUT_UID, build_dashboard, factory, model_uid, model_variable, tasks_of,
                                       version_variable)
+from modelmon.dashboards import recorded as rc
 from modelmon.dashboards.catalog import BY_KEY, QUALITY, Quantity, threshold
 from modelmon.dashboards.panels import Cell, PanelFactory, Query, dashboard_link, merged_columns
-from modelmon.dashboards.expressions import error_ratio
+from modelmon.dashboards.expressions import accuracy_over, error_ratio, mae_over
 from modelmon.generation import GenerationContext
 from modelmon.promql import Regex, rate, selector
 
@@ -46,12 +51,22 @@ def _quality_panel(config: Config, f: PanelFactory, task: str, q: Quantity) -> C
     # Only this task's models: their thresholds, and the e2e test expects their data.
     overrides = th.per_model_overrides(
         _task_models(config, task), lambda m: th.threshold_steps(threshold(q, m)) if threshold(q, m) else None)
+    if q.is_recorded(task):
+        query = rc.recorded(q, rc.W, model=M, version=V)
+        where = (f"Over the last $window of labelled predictions, summed over every exporter replica (the "
+                 f"recorded series {q.recorded('$window')}; the alerts read "
+                 f"{rc.alert_window(config)}, the default of $window). It appears once the window holds a "
+                 f"labelled prediction; alerts wait for min_labeled of them.")
+    else:
+        query = rc.per_process(q, "model, version", f.sel(q.metric, model=M, version=V))
+        where = (f"Over each exporter's quality window of labelled predictions: {rc.PER_PROCESS} (no additive "
+                 f"form), so the worst exporter's value is shown, not a sum. It appears once the window holds "
+                 f"a labelled prediction.")
     return f.timeseries(
         f"{q.short_title} by version",
-        f"{q.short_title}: {q.meaning}. Computed over the quality window of labelled predictions, one line per "
-        f"version. Dashed thresholds come from modelmon.yaml for the selected model. It appears once the "
-        f"window holds a labelled prediction.",
-        [Query(f.sel(q.metric, model=M, version=V), legend=BY_VERSION)],
+        f"{q.short_title}: {q.meaning}. One line per version. {where} Dashed thresholds come from "
+        f"modelmon.yaml for the selected model.",
+        [Query(query, legend=BY_VERSION)],
         unit=q.unit, overrides=overrides, w=8, h=7)
 
 
@@ -80,9 +95,14 @@ def _labels_row(config: Config, f: PanelFactory, task: str) -> list[Cell]:
             unit="percentunit", w=width, h=8),
         f.stat(
             "Labelled predictions in window",
-            "Labelled predictions inside the quality window per version. Orange below the model's "
-            "min_labeled from modelmon.yaml: quality alerts stay silent until it is reached.",
-            [Query(f.sel("modelmon_window_labeled", model=M, version=V), legend=BY_VERSION)],
+            f"Per version: labelled predictions over the last $window, summed over every exporter replica "
+            f"(the recorded {rc.labeled_predictions('$window')}: at {rc.alert_window(config)}, the default, "
+            f"the count the quality alerts' min_labeled guard reads), and the fewest labelled predictions "
+            f"inside one exporter's quality window (what its per-process gauges rest on). Orange below the "
+            f"model's min_labeled from modelmon.yaml: quality alerts stay silent until it is reached.",
+            [Query(selector(rc.labeled_predictions(rc.W), model=M, version=V), legend=BY_VERSION, ref="A"),
+             Query(f"min by (model, version) ({f.sel('modelmon_window_labeled', model=M, version=V)})",
+                   legend=f"{BY_VERSION} (one exporter's quality window)", ref="B")],
             unit="short", overrides=th.per_model_overrides(models, lambda m: th.min_count_steps(m.min_labeled)),
             w=width, h=8),
         f.timeseries(
@@ -133,7 +153,8 @@ def _versions_row(config: Config, f: PanelFactory, task: str) -> list[Cell]:
     latency = f.sel("modelmon_prediction_latency_seconds_bucket", model=M, version=V)
     labels = f.sel("modelmon_labels_total", model=M, version=V)
     q = headline(task)
-    quality_column = f"{q.short_title} (average)"
+    quality_column = f"{q.short_title} over the range"
+    over_range = accuracy_over if q.key == "accuracy" else mae_over
     transformations, units = merged_columns({"A": ("predictions", "short"), "B": ("error rate", "percentunit"),
                                              "C": ("p99 latency", "s"), "D": ("labels joined", "short"),
                                              "E": (quality_column, q.unit)})
@@ -148,8 +169,9 @@ def _versions_row(config: Config, f: PanelFactory, task: str) -> list[Cell]:
             "Versions side by side over the selected time range",
             f"Per version, over the whole dashboard time range ($__range, e.g. the last 6 hours; pick another "
             f"range to compare over it): predictions served, error rate and p99 latency from the counters' "
-            f"increase over the range, labels joined over the range, and the {q.short_title} gauge averaged "
-            f"over the range ({q.meaning}). For canary and A/B decisions: a version that served little "
+            f"increase over the range, labels joined over the range, and the {q.short_title} of the labelled "
+            f"predictions over the range ({q.meaning}), from the additive counters summed over every exporter "
+            f"replica. For canary and A/B decisions: a version that served little "
             f"traffic in the range has noisy numbers.",
             [Query(f"sum by (version) (increase({traffic}[{RANGE}]))", instant=True, format="table", ref="A"),
              Query(error_ratio("version", job=f.job, model=M, version=V, window=RANGE, fn="increase"),
@@ -157,8 +179,8 @@ def _versions_row(config: Config, f: PanelFactory, task: str) -> list[Cell]:
              Query(f"histogram_quantile(0.99, sum by (version, le) (increase({latency}[{RANGE}])))",
                    instant=True, format="table", ref="C"),
              Query(f"sum by (version) (increase({labels}[{RANGE}]))", instant=True, format="table", ref="D"),
-             Query(f"avg by (version) (avg_over_time({f.sel(q.metric, model=M, version=V)}[{RANGE}]))",
-                   instant=True, format="table", ref="E")],
+             Query(over_range("version", job=f.job, model=M, version=V, window=RANGE), instant=True,
+                   format="table", ref="E")],
             transformations=transformations, overrides=units, sort_by="predictions", w=14, h=8,
             links=[rollout_link()]),
     ]
@@ -186,7 +208,7 @@ def build_task(ctx: GenerationContext, task: str) -> dict[str, Any]:
         description=f"Quality of one {task} model over time, per version: {', '.join(q.short_title for q in quality)}"
                     f", labels{', confusion matrix' if task in CLASSIFICATION else ''} and canaries. "
                     f"One dashboard per task, so every panel applies to the selected model.",
-        sections=sections, variables=[model_variable(config, task), version_variable(config)],
+        sections=sections, variables=[model_variable(config, task), version_variable(config), rc.window_variable(config)],
         annotation_expr=selector("ALERTS", alertstate="firing", model=M), time_from="now-6h", models=names,
         links=(rollout_dashboard_link(),))
 

@@ -7,7 +7,8 @@ from modelmon.config import ModelConfig
 from modelmon.contract import DRIFT_UID, OVERVIEW_UID, SELF_UID, SERVICE_UID
 from modelmon.dashboards import thresholds as th
 from modelmon.dashboards.base import build_dashboard, factory, model_uid
-from modelmon.dashboards.catalog import headline_drift, headline_quality, threshold, worst
+from modelmon.dashboards import recorded as rc
+from modelmon.dashboards.catalog import Quantity, headline_drift, headline_quality, threshold, worst
 from modelmon.dashboards.panels import Cell, PanelFactory, Query, dashboard_link
 from modelmon.generation import GenerationContext
 from modelmon.promql import number, rate, selector
@@ -55,8 +56,30 @@ def _summary_row(f: PanelFactory) -> list[Cell]:
     ]
 
 
+def _headline(f: PanelFactory, window: str, m: ModelConfig, q: Quantity) -> str:
+    """The worst series of ``q`` for ``m``: its recorded form over the alert window where the task has
+    one (summed over replicas: the number the alert reads), else the worst exporter's gauge."""
+    if q.is_recorded(m.task):
+        return f"{worst(q)}({rc.recorded(q, window, model=m.name)})"
+    return f"{worst(q)}({f.sel(q.metric, model=m.name)})"
+
+
+def _scopes(window: str, m: ModelConfig, quantities: list[Quantity], what: str) -> str:
+    """Where each number of a headline stat comes from, in words."""
+    summed = [q.short_title for q in quantities if q.is_recorded(m.task)]
+    gauges = [q.short_title for q in quantities if not q.is_recorded(m.task)]
+    out = []
+    if summed:
+        out.append(f"{', '.join(summed)}: over the last {window} of {what}, summed over every exporter replica "
+                   f"(the recorded series the alerts read).")
+    if gauges:
+        out.append(f"{', '.join(gauges)}: {rc.PER_PROCESS}, the worst exporter's value over its own window.")
+    return " ".join(out)
+
+
 def _model_row(ctx: GenerationContext, f: PanelFactory, m: ModelConfig) -> list[Cell]:
     name = m.name
+    window = rc.alert_window(ctx.config)
     detail = dashboard_link(f"{name}: model detail", model_uid(m.task), model=name)
     service = dashboard_link(f"{name}: service and SLO", SERVICE_UID, model=name)
     drift = dashboard_link(f"{name}: drift", DRIFT_UID, model=name)
@@ -82,18 +105,16 @@ def _model_row(ctx: GenerationContext, f: PanelFactory, m: ModelConfig) -> list[
                       f"({rate(f.sel('modelmon_prediction_latency_seconds_bucket', model=name), RATE)}))")],
                unit="s", steps=th.latency_steps(m), w=3, links=[service]),
         f.stat(f"Quality · {name}",
-               f"Worst version's {', '.join(q.short_title for q in quality)} over the quality window "
-               f"({m.quality_window.describe()}); colours from modelmon.yaml. Quality alerts wait for "
-               f"{m.min_labeled} labelled predictions. Click for quality over time per version.",
-               [Query(f"{worst(q)}({f.sel(q.metric, model=name)})", legend=q.short_title, ref=q.key)
-                for q in quality],
+               f"Worst version's {', '.join(q.short_title for q in quality)}; colours from modelmon.yaml. "
+               f"{_scopes(window, m, quality, 'labelled predictions')} Quality alerts wait for {m.min_labeled} labelled "
+               f"predictions. Click for quality over time per version.",
+               [Query(_headline(f, window, m, q), legend=q.short_title, ref=q.key) for q in quality],
                unit="short", overrides=_quantity_overrides(m, quality),
                decimals=3, w=5, links=[detail]),
         f.stat(f"Drift · {name}",
-               f"Worst feature PSI and the other drift scores of {name} over the drift window "
-               f"({m.drift_window.describe()}); colours from modelmon.yaml. Click for per-feature drift.",
-               [Query(f"{worst(q)}({f.sel(q.metric, model=name)})", legend=q.short_title, ref=q.key)
-                for q in drifts],
+               f"Worst feature PSI and the other drift scores of {name}; colours from modelmon.yaml. "
+               f"{_scopes(window, m, drifts, 'records')} Click for per-feature drift.",
+               [Query(_headline(f, window, m, q), legend=q.short_title, ref=q.key) for q in drifts],
                unit="short", overrides=_quantity_overrides(m, drifts),
                decimals=3, w=5, links=[drift]),
         f.stat(f"Firing alerts · {name}",

@@ -25,6 +25,7 @@ from modelmon.config import Config, ModelConfig
 from modelmon.contract import CLASSIFICATION
 from modelmon.dashboards import thresholds as th
 from modelmon.dashboards.base import ROLLOUT_UID, build_dashboard, factory, model_variable
+from modelmon.dashboards import recorded as rc
 from modelmon.dashboards.catalog import BY_KEY, Quantity, threshold
 from modelmon.dashboards.expressions import error_ratio
 from modelmon.dashboards.panels import Cell, PanelFactory, Query, merged_columns
@@ -105,26 +106,31 @@ def _traffic_row(f: PanelFactory) -> list[Cell]:
     ]
 
 
-def _quality_cells(f: PanelFactory, models: tuple[ModelConfig, ...], keys: tuple[str, ...], only: str) -> list[Cell]:
+def _quality_cells(config: Config, f: PanelFactory, models: tuple[ModelConfig, ...], keys: tuple[str, ...],
+                   only: str) -> list[Cell]:
+    """Quality per version: every quantity shown here has a recorded form for its task (accuracy and
+    F1 for classifiers, MAE and RMSE for regression), read over ``$window`` summed over replicas."""
     cells = []
     quantities: list[Quantity] = [BY_KEY[k] for k in keys]
     for q in quantities:
+        assert all(q.is_recorded(m.task) for m in models), q.key
         overrides = th.per_model_overrides(
             models, lambda m, q=q: th.threshold_steps(threshold(q, m)) if threshold(q, m) else None)
         cells.append(f.timeseries(
             f"{q.short_title} by version",
-            f"{q.short_title}: {q.meaning}, over the quality window of labelled predictions (served and shadow "
-            f"predictions alike), one line per version: candidates beside the baseline. Dashed: the selected "
-            f"model's thresholds from modelmon.yaml. {only}",
-            [Query(f.sel(q.metric, model=M), legend=BY_VERSION)],
+            f"{q.short_title}: {q.meaning}, over the last $window of labelled predictions (served and shadow "
+            f"predictions alike) summed over every exporter replica (the recorded {q.recorded('$window')}; the "
+            f"alerts read {rc.alert_window(config)}), one line per version: candidates beside the baseline. "
+            f"Dashed: the selected model's thresholds from modelmon.yaml. {only}",
+            [Query(rc.recorded(q, rc.W, model=M), legend=BY_VERSION)],
             unit=q.unit, overrides=overrides, w=8, h=7, models=_names(models)))
     columns = {chr(ord("A") + i): (f"{q.short_title} (average)", q.unit) for i, q in enumerate(quantities)}
     transformations, overrides = merged_columns(columns)
     cells.append(f.table(
         f"{' and '.join(q.short_title for q in quantities)} over the selected range",
-        f"Per version, the {' and '.join(q.short_title for q in quantities)} gauges averaged over the dashboard's "
-        f"time range ($__range). {only}",
-        [Query(f"avg by (version) (avg_over_time({f.sel(q.metric, model=M)}[{RANGE}]))", instant=True,
+        f"Per version, the recorded {' and '.join(q.short_title for q in quantities)} over $window (summed over "
+        f"every exporter replica) averaged over the dashboard's time range ($__range). {only}",
+        [Query(f"avg by (version) (avg_over_time({rc.recorded(q, rc.W, model=M)}[{RANGE}]))", instant=True,
                format="table", ref=ref) for ref, q in zip(columns, quantities)],
         transformations=transformations, overrides=overrides, w=8, h=7, models=_names(models)))
     return cells
@@ -134,9 +140,9 @@ def _quality_row(config: Config, f: PanelFactory) -> list[Cell]:
     cells: list[Cell] = []
     classifiers, regressors = _models(config, True), _models(config, False)
     if classifiers:
-        cells += _quality_cells(f, classifiers, CLASSIFICATION_QUALITY, CLASSIFIERS_ONLY)
+        cells += _quality_cells(config, f, classifiers, CLASSIFICATION_QUALITY, CLASSIFIERS_ONLY)
     if regressors:
-        cells += _quality_cells(f, regressors, REGRESSION_QUALITY, REGRESSION_ONLY)
+        cells += _quality_cells(config, f, regressors, REGRESSION_QUALITY, REGRESSION_ONLY)
     return cells
 
 
@@ -265,12 +271,14 @@ def _feature_drift_row(f: PanelFactory) -> list[Cell]:
             "Feature PSI by version",
             "Population stability index of each feature, computed on each served version's own records "
             "against the reference, while several versions serve: a canary or an A/B arm that gets other "
-            "traffic than the baseline shows it here (the model-level drift gauges mix all versions).",
+            "traffic than the baseline shows it here (the model-level drift numbers mix all versions). "
+            f"{rc.PER_PROCESS_NOTE}",
             [Query(f"max by (model, version, feature) ({psi})", legend="{{version}} {{feature}}")],
             unit="short", w=16, h=8, empty_until=WHEN_SEVERAL_SERVE),
         f.table(
             "Largest feature PSI by version, now",
-            "Per served version, its features with the largest PSI against the reference at the last refresh.",
+            "Per served version, its features with the largest PSI against the reference at the last refresh. "
+            f"{rc.PER_PROCESS_NOTE}",
             [Query(f"topk(10, max by (model, version, feature) ({psi}))", instant=True, format="table")],
             sort_by="Value", w=8, h=8, empty_until=WHEN_SEVERAL_SERVE),
     ]
@@ -353,6 +361,6 @@ def build(ctx: GenerationContext) -> dict[str, Any]:
         description="Versions of one model side by side during a shadow, canary or A/B rollout: served and shadow "
                     "traffic, quality per version, the significance of each version's difference to the baseline, "
                     "agreement with the baseline, latency and errors.",
-        sections=sections, variables=[model_variable(config)],
+        sections=sections, variables=[model_variable(config), rc.window_variable(config)],
         annotation_expr=selector("ALERTS", alertstate="firing", model=M), time_from="now-6h",
         models=[m.name for m in config.models])
