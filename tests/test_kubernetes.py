@@ -420,17 +420,22 @@ def test_a_reference_too_large_for_a_config_map_is_one_clear_error(tmp_path):
         manifests(load_config(tmp_path / "modelmon.yaml"))
 
 
-def test_the_kubernetes_section_of_the_config_reaches_the_manifests(tmp_path):
-    text = (ROOT / "modelmon.yaml").read_text() + (
-        "\nkubernetes:\n  namespace: ml-monitoring\n  image: registry.example/modelmon:1.2.3\n"
-        "  log_path: /logs/model/predictions.jsonl\n  log_claim: model-logs\n  state_size: 5Gi\n"
-        "  cpu_request: 250m\n  memory_request: 1Gi\n  cpu_limit: '4'\n  memory_limit: 3Gi\n"
-        "  rule_labels: {prometheus: main}\n  monitor_labels: {team: ml}\n  dashboard_label: dashboards\n")
-    if "\nkubernetes:" in (ROOT / "modelmon.yaml").read_text():
-        pytest.skip("modelmon.yaml has a kubernetes section of its own")
-    (tmp_path / "modelmon.yaml").write_text(text)
+def with_kubernetes_section(tmp_path: Path, section: dict) -> Path:
+    """The demo config with ``section`` as its kubernetes section, beside a copy of its references."""
+    data = yaml.safe_load((ROOT / "modelmon.yaml").read_text())
+    data["kubernetes"] = section
+    (tmp_path / "modelmon.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    found = manifests(load_config(tmp_path / "modelmon.yaml"))
+    return tmp_path / "modelmon.yaml"
+
+
+def test_the_kubernetes_section_of_the_config_reaches_the_manifests(tmp_path):
+    cfg = with_kubernetes_section(tmp_path, {
+        "namespace": "ml-monitoring", "image": "registry.example/modelmon:1.2.3",
+        "log_path": "/logs/model/predictions.jsonl", "log_claim": "model-logs", "state_size": "5Gi",
+        "cpu_request": "250m", "memory_request": "1Gi", "cpu_limit": "4", "memory_limit": "3Gi",
+        "rule_labels": {"prometheus": "main"}, "monitor_labels": {"team": "ml"}, "dashboard_label": "dashboards"})
+    found = manifests(load_config(cfg))
     for resource in found.values():
         validate(resource)
         assert resource["metadata"]["namespace"] == "ml-monitoring"
@@ -449,13 +454,9 @@ def test_the_kubernetes_section_of_the_config_reaches_the_manifests(tmp_path):
 
 
 def test_a_log_path_inside_another_mount_is_refused(tmp_path):
-    text = (ROOT / "modelmon.yaml").read_text() + "\nkubernetes:\n  log_path: /var/lib/modelmon/predictions.jsonl\n"
-    if "\nkubernetes:" in (ROOT / "modelmon.yaml").read_text():
-        pytest.skip("modelmon.yaml has a kubernetes section of its own")
-    (tmp_path / "modelmon.yaml").write_text(text)
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    cfg = with_kubernetes_section(tmp_path, {"log_path": "/var/lib/modelmon/predictions.jsonl"})
     with pytest.raises(exporter.LayoutError, match="kubernetes.log_path"):
-        manifests(load_config(tmp_path / "modelmon.yaml"))
+        manifests(load_config(cfg))
 
 
 def test_names_and_keys_are_valid_kubernetes_names():

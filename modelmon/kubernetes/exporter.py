@@ -17,7 +17,7 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from modelmon.config import Config
+from modelmon.config import Config, ConfigError
 from modelmon.exporter.cli import CHECKPOINT_SUFFIX, DEFAULT_PORT, OFFSET_SUFFIX, REFERENCES_SUFFIX
 from modelmon.kubernetes import meta
 from modelmon.kubernetes.config_files import CONFIG_DIR, CONFIG_PATH, PodConfig
@@ -32,8 +32,8 @@ CHECKSUM_ANNOTATION = "modelmon.io/config-sha256"
 TERMINATION_GRACE_SECONDS = 60  # the exporter saves a checkpoint on SIGTERM
 
 
-class LayoutError(ValueError):
-    pass
+class LayoutError(ConfigError):
+    """A kubernetes setting the pod cannot be laid out with: one line naming the key, as config errors."""
 
 
 def log_dir(config: Config) -> str:
@@ -41,9 +41,9 @@ def log_dir(config: Config) -> str:
     folder = posixpath.dirname(posixpath.normpath(config.kubernetes.log_path))
     for other in (CONFIG_DIR, STATE_DIR, TMP_DIR):
         if folder in ("/", "") or folder == other or folder.startswith(other + "/") or other.startswith(folder + "/"):
-            raise LayoutError(f"kubernetes.log_path: {config.kubernetes.log_path} lies in (or above) {other}, which "
-                              "the exporter pod mounts for something else; use a folder of its own such as "
-                              "/var/log/modelmon")
+            raise LayoutError([f"kubernetes.log_path: {config.kubernetes.log_path} lies in (or above) {other}, "
+                               "which the exporter pod mounts for something else; use a folder of its own such "
+                               "as /var/log/modelmon"])
     return folder
 
 
