@@ -35,7 +35,7 @@ def test_all_errors_are_reported_with_key_paths():
         {"name": "b", "task": "bin", "thresholds": {"accuracy": {"warning": "x"}}},
         model(name="c", quality_window="soon", drift_window=5),
     ], "surprise": 1})
-    assert "(root).surprise: unknown key (allowed: alerting, exporter, grafana, models)" in errs
+    assert "(root).surprise: unknown key (allowed: alerting, exporter, grafana, kubernetes, models, recording)" in errs
     assert "models[1].task: expected one of binary, multiclass, regression, got 'bin'" in errs
     assert "models[1].features: required" in errs
     assert "models[1].reference: required" in errs
@@ -254,3 +254,31 @@ def test_every_env_secret_names_a_variable():
     assert "alerting.receivers[0].slack.api_url_env: expected an environment variable name (letters, digits, " \
            "'_'), got 'SLACK URL'" in errs
     assert "alerting.receivers[1].pagerduty: give one of routing_key_file, routing_key_env, not both" in errs
+
+
+def test_recording_windows_are_normalised_and_the_alert_window_is_one_of_them():
+    base = {"models": [{"name": "m", "task": "binary", "features": {"numeric": ["x"]}, "reference": {"first": 10}}]}
+    cfg = parse_config({**base, "recording": {"windows": ["1d", "60m", "30s"]}})
+    assert cfg.recording.windows == ("30s", "1h", "1d") and cfg.recording.alert_window == "30s"
+    assert parse_config(base).recording.windows == ("1h", "1d") and parse_config(base).recording.alert_window == "1h"
+    for recording, message in (({"windows": []}, "recording.windows: expected a non-empty list"),
+                               ({"windows": ["1h"], "alert_window": "5m"}, "recording.alert_window: 5m is not one of"),
+                               ({"windows": ["soon"]}, "recording.windows[0]: expected a duration"),
+                               ({"windows": ["1h"], "every": 1}, "recording.every: unknown key")):
+        with pytest.raises(ConfigError) as e:
+            parse_config({**base, "recording": recording})
+        assert any(message in err for err in e.value.errors), e.value.errors
+
+
+def test_kubernetes_settings_are_checked():
+    base = {"models": [{"name": "m", "task": "binary", "features": {"numeric": ["x"]}, "reference": {"first": 10}}]}
+    cfg = parse_config({**base, "kubernetes": {"namespace": "ml-monitoring", "memory_limit": "4Gi",
+                                               "rule_labels": {"prometheus": "main"}}})
+    assert (cfg.kubernetes.namespace, cfg.kubernetes.memory_limit) == ("ml-monitoring", "4Gi")
+    assert cfg.kubernetes.rule_labels == {"prometheus": "main"} and cfg.kubernetes.cpu_request == "500m"
+    with pytest.raises(ConfigError) as e:
+        parse_config({**base, "kubernetes": {"namespace": "Bad_NS", "cpu_limit": "lots", "log_path": "rel/x",
+                                             "monitor_labels": ["x"]}})
+    joined = "\n".join(e.value.errors)
+    for key in ("namespace", "cpu_limit", "log_path", "monitor_labels"):
+        assert f"kubernetes.{key}:" in joined
