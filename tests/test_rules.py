@@ -40,6 +40,10 @@ KEYS_BY_TASK = {task: [q.key for q in quantities_for(task)] for task in TASKS}
 
 def full_config(period: str = "30d"):
     """Every threshold on every task, both receivers kinds in use: all alerts the generator can make."""
+    return parse_config(_raw_full_config(period))
+
+
+def _raw_full_config(period: str = "30d") -> dict:
     models = []
     for task, keys in KEYS_BY_TASK.items():
         m = {"name": f"m_{task}", "task": task, "features": {"numeric": ["x"], "categorical": ["c"]},
@@ -48,8 +52,8 @@ def full_config(period: str = "30d"):
         if task == "multiclass":
             m["classes"] = ["a", 'b"q', "c"]
         models.append(m)
-    return parse_config({"models": models, "alerting": {
-        "receivers": [{"name": "inbox", "webhook": {"url": "http://receiver:9095/webhook"}}]}})
+    return {"models": models, "alerting": {
+        "receivers": [{"name": "inbox", "webhook": {"url": "http://receiver:9095/webhook"}}]}}
 
 
 def github_anchors(markdown: str) -> set[str]:
@@ -127,14 +131,66 @@ def test_every_alert_follows_the_conventions():
 
 
 def test_quality_alerts_wait_for_min_labeled_and_drift_for_min_samples():
+    """Recorded quantities are guarded by the counts of the same window (labelled predictions,
+    records), the others by the exporter's window gauges."""
     config = full_config()
+    w = config.recording.alert_window
     for a in alerts_of(config):
+        q = next((q for k, q in QUANTITIES.items() if a.name == threshold_alert_name(k, q.direction)), None)
+        recorded = q is not None and q.is_recorded(a.model.task)
         if a.family == "quality":
-            assert f"modelmon_window_labeled{{model=\"{a.model.name}\"}} >= {a.model.min_labeled}" in a.expr
+            if recorded:
+                assert f'{q.recorded(w)}{{model="{a.model.name}"}}' in a.expr
+                assert (f'model_version:modelmon_labeled_predictions:increase{w}{{model="{a.model.name}"}} '
+                        f'>= {a.model.min_labeled}') in a.expr
+            else:
+                assert f"modelmon_window_labeled{{model=\"{a.model.name}\"}} >= {a.model.min_labeled}" in a.expr
         if a.family == "drift":
-            assert f">= {a.model.min_drift_samples}" in a.expr and "modelmon_drift_window_records" in a.expr
+            assert f">= {a.model.min_drift_samples}" in a.expr
+            if recorded:
+                guard = "modelmon_feature_values" if q.per_feature else "modelmon_prediction_values"
+                assert f"{q.recorded(w)}{{" in a.expr and f"{guard}:increase{w}" in a.expr, a.expr
+                assert "modelmon_drift_window_records" not in a.expr
+            else:
+                assert "modelmon_drift_window_records" in a.expr
         if a.name in ("ModelmonLatencyP99High", "ModelmonErrorBudgetBurn"):
             assert f">= {load_policy().min_requests}" in a.expr
+
+
+def test_alerts_read_the_recorded_form_wherever_one_exists():
+    """Exactly the quantities without an additive form for the model's task read gauges."""
+    config = parse_config({**_raw_full_config(), "recording": {"windows": ["5m", "1h", "1d"], "alert_window": "1h"}})
+    for a in alerts_of(config):
+        for key, q in QUANTITIES.items():
+            if a.name != threshold_alert_name(key, q.direction):
+                continue
+            if q.is_recorded(a.model.task):
+                assert q.recorded("1h") in a.expr and f"{q.metric}{{" not in a.expr, a.expr
+                assert "over the last 1h (all exporter replicas" in a.description
+            else:
+                assert f"{q.metric}{{" in a.expr and ":1h" not in a.expr, a.expr
+
+
+def test_recording_rules_cover_every_window_and_recorded_quantity():
+    config = parse_config({**_raw_full_config(), "recording": {"windows": ["5m", "1h", "1d"], "alert_window": "5m"}})
+    docs = rule_files(config)
+    for m in config.models:
+        records = [r["record"] for g in docs[f"model-{m.name}.yml"]["groups"] for r in g["rules"] if "record" in r]
+        for w in ("5m", "1h", "1d"):
+            for q in QUANTITIES.values():
+                wanted = q.applies_to(m.task) and q.is_recorded(m.task)
+                assert bool(q.recorded_tasks and q.recorded(w) in records) == wanted, (m.name, q.key, w)
+            guards = [f"model_version:modelmon_labeled_predictions:increase{w}",
+                      f"model_feature:modelmon_feature_values:increase{w}",
+                      f"model_version:modelmon_prediction_values:increase{w}"]
+            assert set(guards) <= set(records)
+        assert not [r for r in records if "modelmon_confusion:" in r and "_rate" in r], "old confusion rules"
+        # every rule reads one model's series only
+        for g in docs[f"model-{m.name}.yml"]["groups"]:
+            for r in g["rules"]:
+                for sel in re.findall(r"\{([^{}]*)\}", r["expr"]):
+                    if "model=" in sel:
+                        assert f'model="{m.name}"' in sel, (r.get("record") or r.get("alert"), sel)
 
 
 def test_rules_of_one_alert_name_are_told_apart_by_labels():
@@ -147,10 +203,16 @@ def test_rules_of_one_alert_name_are_told_apart_by_labels():
         seen.add(key)
 
 
-def test_multiclass_class_values_are_escaped_in_promql():
-    docs = rule_files(full_config())
-    exprs = [r["expr"] for g in docs["model-m_multiclass.yml"]["groups"] for r in g["rules"]]
-    assert any('actual="b\\"q", predicted="b\\"q"' in e for e in exprs)
+def test_class_values_are_escaped_in_promql_and_multiclass_needs_no_class_list():
+    raw = _raw_full_config()
+    for m in raw["models"]:
+        if m["task"] == "binary":
+            m["positive_class"] = 'y"es'
+    docs = rule_files(parse_config(raw))
+    exprs = [r["expr"] for g in docs["model-m_binary.yml"]["groups"] for r in g["rules"]]
+    assert any('actual="y\\"es", predicted="y\\"es"' in e for e in exprs)
+    multiclass = [r["expr"] for g in docs["model-m_multiclass.yml"]["groups"] for r in g["rules"]]
+    assert not any("b\\\"q" in e for e in multiclass), "macro rules join on a class label, not a class list"
 
 
 # ---------------------------------------------------------------- runbook

@@ -14,7 +14,8 @@ from modelmon import contract
 from modelmon.alerting import recording as rec
 from modelmon.alerting.options import RuleOptions
 from modelmon.alerting.policy import Policy
-from modelmon.config import AlertingConfig, ModelConfig, Threshold, format_duration, parse_duration
+from modelmon.alerting import additive
+from modelmon.config import AlertingConfig, ModelConfig, RecordingConfig, Threshold, format_duration, parse_duration
 from modelmon.contract import EXPORTER_JOB, QUANTITIES, ROLLOUT_UID
 from modelmon.generation import burns
 from modelmon.promql import number, seconds, selector
@@ -92,8 +93,10 @@ _VERSION = "{{ $labels.version }}"
 class ModelAlerts:
     """Builds the alerts of one model."""
 
-    def __init__(self, m: ModelConfig, policy: Policy, options: RuleOptions):
+    def __init__(self, m: ModelConfig, policy: Policy, options: RuleOptions,
+                 recording: RecordingConfig = RecordingConfig()):
         self.m = m
+        self.window = recording.alert_window  # recorded quality and drift are read over this window
         self.policy = policy
         self.options = options
         self.sel = {"model": m.name}
@@ -132,49 +135,91 @@ class ModelAlerts:
         side = "below" if t.direction == "below" else "above"
         name = threshold_alert_name(key, t.direction)
         out = []
+        recorded = q.is_recorded(self.m.task)
         for severity, limit in (("warning", t.warning), ("critical", t.critical)):
             if limit is None:
                 continue
             value = number(limit)
+            if recorded:
+                expr, description = self._recorded_threshold(q, op, value, side, severity)
+            else:
+                expr, description = self._gauge_threshold(q, op, value, side, severity)
             if q.kind == "quality":
-                gauge, labelled = selector(q.metric, **self.sel), selector("modelmon_window_labeled", **self.sel)
-                dead = f"{selector('up', job=EXPORTER_JOB)} == 0"
-                expr = (f"(\n  {gauge} {op} {value}\n  and on (model, version)\n"
-                        f"  {labelled} >= {self.m.min_labeled}\n)\n"
-                        # A dead exporter's gauges vanish: keep the last known verdict for up to
-                        # an hour instead of a false "resolved" (ModelmonExporterDown pages meanwhile).
-                        f"or\n(\n  last_over_time({gauge}[1h]) {op} {value}\n  and on (model, version)\n"
-                        f"  last_over_time({labelled}[1h]) >= {self.m.min_labeled}\n"
-                        f"  and on (job, instance)\n  {dead}\n)")
-                description = (f"{q.title} of model {_MODEL} version {_VERSION} is {_value(q.value_format)} "
-                               f"over its quality window ({self.m.quality_window.describe()}, at least "
-                               f"{self.m.min_labeled} labelled), {side} the {severity} threshold {value}.")
                 family, dashboard = QUALITY, self.model_dashboard
                 summary = f"Model quality ({q.title}) is {side} its threshold"
             elif q.per_feature:
-                need = self.m.drift_min_features
-                expr = (f"count by (model) ({selector(q.metric, **self.sel)} {op} {value}) >= {need}\n"
-                        f"and on (model)\n{self._drift_guard()}")
-                # Name the drifting features: a Go template query, raw string so no quoting is needed.
-                drifting = f"{selector(q.metric, **self.sel)} {op} {value}"
-                features = ("{{ range $i, $s := query `" + drifting + "` | sortByLabel \"feature\" }}"
-                            "{{ if $i }}, {{ end }}{{ $s.Labels.feature }} ({{ $s.Value | printf \"%.3g\" }})"
-                            "{{ end }}")
-                description = (f"{_INTEGER} feature(s) of model {_MODEL} have a {q.title} {side} "
-                               f"the {severity} threshold {value} over the drift window "
-                               f"({self.m.drift_window.describe()}); the alert needs at least {need}. "
-                               f"Drifting: {features}.")
                 family, dashboard = DRIFT, DASHBOARD_DRIFT
                 summary = f"Input features drifted ({q.title} {side} threshold)"
             else:
-                expr = f"{selector(q.metric, **self.sel)} {op} {value}\nand on (model)\n{self._drift_guard()}"
-                description = (f"{q.title} of model {_MODEL} is {_value(q.value_format)} over the drift window "
-                               f"({self.m.drift_window.describe()}), {side} the {severity} threshold {value}.")
                 family, dashboard = DRIFT, DASHBOARD_DRIFT
                 summary = f"{q.title} is {side} its threshold"
             out.append(self._alert(name, expr, severity=severity, policy_key=q.kind, family=family,
                                    summary=summary, description=description, dashboard=dashboard))
         return out
+
+    def _drifting_features(self, series: str, op: str, value: str) -> str:
+        """A Go template naming the features of ``series`` beyond ``value`` (a raw-string query)."""
+        drifting = f"{series} {op} {value}"
+        return ("{{ range $i, $s := query `" + drifting + "` | sortByLabel \"feature\" }}"
+                "{{ if $i }}, {{ end }}{{ $s.Labels.feature }} ({{ $s.Value | printf \"%.3g\" }})"
+                "{{ end }}")
+
+    def _recorded_threshold(self, q, op: str, value: str, side: str, severity: str) -> tuple[str, str]:
+        """A quantity with an additive form: its recorded series over the alert window, summed over
+        every exporter replica, guarded by the labelled predictions (quality) or the records
+        (drift) the same window holds."""
+        w = self.window
+        series = selector(q.recorded(w), **self.sel)
+        over = f"over the last {w} (all exporter replicas"
+        if q.kind == "quality":
+            guard = f"{selector(additive.labeled_predictions(w), **self.sel)} >= {self.m.min_labeled}"
+            expr = f"{series} {op} {value}\nand on (model, version)\n{guard}"
+            return expr, (f"{q.title} of model {_MODEL} version {_VERSION} is {_value(q.value_format)} "
+                          f"{over}, at least {self.m.min_labeled} labelled), {side} the {severity} "
+                          f"threshold {value}.")
+        need = self.m.min_drift_samples
+        if q.per_feature:
+            guard = f"{selector(additive.feature_values(w), **self.sel)} >= {need}"
+            count = self.m.drift_min_features
+            expr = (f"count by (model) (\n  {series} {op} {value}\n  and on (model, feature)\n  {guard}\n)"
+                    f" >= {count}")
+            features = self._drifting_features(series, op, value)
+            return expr, (f"{_INTEGER} feature(s) of model {_MODEL} have a {q.title} {side} the {severity} "
+                          f"threshold {value} {over}, at least {need} records); the alert needs at least "
+                          f"{count}. Drifting: {features}.")
+        guard = f"{selector(additive.prediction_values(w), **self.sel)} >= {need}"
+        expr = f"{series} {op} {value}\nand on (model, version)\n{guard}"
+        return expr, (f"{q.title} of model {_MODEL} version {_VERSION} is {_value(q.value_format)} {over}, "
+                      f"at least {need} records), {side} the {severity} threshold {value}.")
+
+    def _gauge_threshold(self, q, op: str, value: str, side: str, severity: str) -> tuple[str, str]:
+        """A quantity without an additive form: the exporter's gauge over its own window (per
+        exporter process), guarded by that window's labelled predictions or records."""
+        if q.kind == "quality":
+            gauge, labelled = selector(q.metric, **self.sel), selector("modelmon_window_labeled", **self.sel)
+            dead = f"{selector('up', job=EXPORTER_JOB)} == 0"
+            expr = (f"(\n  {gauge} {op} {value}\n  and on (model, version)\n"
+                    f"  {labelled} >= {self.m.min_labeled}\n)\n"
+                    # A dead exporter's gauges vanish: keep the last known verdict for up to
+                    # an hour instead of a false "resolved" (ModelmonExporterDown pages meanwhile).
+                    f"or\n(\n  last_over_time({gauge}[1h]) {op} {value}\n  and on (model, version)\n"
+                    f"  last_over_time({labelled}[1h]) >= {self.m.min_labeled}\n"
+                    f"  and on (job, instance)\n  {dead}\n)")
+            return expr, (f"{q.title} of model {_MODEL} version {_VERSION} is {_value(q.value_format)} "
+                          f"over its quality window ({self.m.quality_window.describe()}, at least "
+                          f"{self.m.min_labeled} labelled), {side} the {severity} threshold {value}.")
+        if q.per_feature:
+            need = self.m.drift_min_features
+            expr = (f"count by (model) ({selector(q.metric, **self.sel)} {op} {value}) >= {need}\n"
+                    f"and on (model)\n{self._drift_guard()}")
+            features = self._drifting_features(selector(q.metric, **self.sel), op, value)
+            return expr, (f"{_INTEGER} feature(s) of model {_MODEL} have a {q.title} {side} "
+                          f"the {severity} threshold {value} over the drift window "
+                          f"({self.m.drift_window.describe()}); the alert needs at least {need}. "
+                          f"Drifting: {features}.")
+        expr = f"{selector(q.metric, **self.sel)} {op} {value}\nand on (model)\n{self._drift_guard()}"
+        return expr, (f"{q.title} of model {_MODEL} is {_value(q.value_format)} over the drift window "
+                      f"({self.m.drift_window.describe()}), {side} the {severity} threshold {value}.")
 
     def _drift_guard(self) -> str:
         return f"{selector('modelmon_drift_window_records', **self.sel)} >= {self.m.min_drift_samples}"

@@ -1,22 +1,21 @@
 """Recording rules (`level:metric:operation`) that alerts and dashboards reuse.
 
-Per model: request and error rates, latency quantiles from the histogram, labels joined, and
-accuracy/precision/recall computed from the confusion counters (which, unlike the exporter's
-windowed gauges, add up across exporter replicas). Ratios whose numerator may not exist yet
-(no error ever seen) use ``(numerator or denominator * 0)`` so they read 0, not "no data".
+Per model: request and error rates, latency quantiles from the histogram, labels joined, the
+version comparison ratios, and (modelmon.alerting.additive) quality and drift from the additive
+counters over every window of ``recording.windows``, summed over exporter replicas. Ratios whose
+numerator may not exist yet (no error ever seen) use ``(numerator or denominator * 0)`` so they
+read 0, not "no data".
 """
 from __future__ import annotations
 
 from modelmon.alerting.policy import Policy
-from modelmon.config import ModelConfig, parse_duration
-from modelmon.contract import class_key
+from modelmon.alerting.additive import additive_recording_rules
+from modelmon.config import ModelConfig, RecordingConfig, parse_duration
 from modelmon.promql import Regex, le_regex, match, rate, selector
 
 PREDICTIONS = "modelmon_predictions_total"
-CONFUSION = "modelmon_confusion_total"
 LATENCY_BUCKETS = "modelmon_prediction_latency_seconds_bucket"
 LATENCY_QUANTILES = (0.5, 0.9, 0.99)
-QUALITY_WINDOW = "1h"  # confusion ratios are recorded over the alert window and this one
 
 
 def predictions_rate(level: str, window: str) -> str:
@@ -38,10 +37,6 @@ def slow_ratio(level: str, window: str) -> str:
 
 def labels_rate(window: str) -> str:
     return f"model:modelmon_labels:rate{window}"
-
-
-def confusion_ratio(kind: str, window: str) -> str:
-    return f"model_version:modelmon_confusion:{kind}_rate{window}"
 
 
 # Version comparison (shadow, canary, A/B): counters of predictions paired by request id with the
@@ -83,7 +78,8 @@ def _record(name: str, expr: str) -> dict[str, str]:
     return {"record": name, "expr": expr}
 
 
-def model_recording_rules(m: ModelConfig, policy: Policy, rate_window: str) -> list[dict[str, str]]:
+def model_recording_rules(m: ModelConfig, policy: Policy, rate_window: str,
+                          recording: RecordingConfig = RecordingConfig()) -> list[dict[str, str]]:
     name = m.name
     rules: list[dict[str, str]] = []
 
@@ -122,10 +118,8 @@ def model_recording_rules(m: ModelConfig, policy: Policy, rate_window: str) -> l
     fallback = f"sum by (model) ({_rate(PREDICTIONS, w, model=name)}) * 0"
     rules.append(_record(labels_rate(w), f"{joined}\nor\n{fallback}"))
 
-    if m.is_classification:
-        for w in _windows(rate_window, QUALITY_WINDOW):
-            rules.extend(_confusion_rules(m, w))
     rules.extend(_comparison_rules(m, policy))
+    rules.extend(additive_recording_rules(m, recording.windows))
     return rules
 
 
@@ -148,49 +142,6 @@ def _comparison_rules(m: ModelConfig, policy: Policy) -> list[dict[str, str]]:
             out.append(_record(shadow_prediction_difference(w),
                                f"sum by ({COMPARISON_LABELS}) ({diff})\n/\n({pairs} > 0)"))
     return out
-
-
-def _confusion_rules(m: ModelConfig, window: str) -> list[dict[str, str]]:
-    """Accuracy, precision and recall over ``window`` from the confusion counters.
-
-    Binary: precision and recall of the positive class. Multiclass: macro averages over the
-    classes seen in the window, from the diagonal of the configured ``classes``; without
-    configured classes the diagonal cannot be written in PromQL and nothing is recorded.
-    """
-    name = m.name
-
-    def outcomes(*matchers: str) -> str:
-        return _rate(CONFUSION, window, *matchers, model=name)
-
-    def by(labels: str, inner: str) -> str:
-        return f"sum by ({labels}) ({inner})"
-
-    total = by("model, version", outcomes())
-    if m.task == "binary":
-        pos = class_key(m.positive_class)
-        tp = outcomes(match("actual", pos), match("predicted", pos))
-        tn = outcomes(match("actual", pos, "!="), match("predicted", pos, "!="))
-        correct = by("model, version", f"{tp} or {tn}")
-        ratios = {
-            "accuracy": (correct, total),
-            "precision": (by("model, version", tp), by("model, version", outcomes(match("predicted", pos)))),
-            "recall": (by("model, version", tp), by("model, version", outcomes(match("actual", pos)))),
-        }
-        return [_record(confusion_ratio(kind, window), f"(\n  {num}\n  or\n  {den} * 0\n)\n/\n({den} > 0)")
-                for kind, (num, den) in ratios.items()]
-    if not m.classes:
-        return []
-    diagonal = " or ".join(outcomes(match("actual", c), match("predicted", c))
-                           for c in (class_key(c) for c in m.classes))
-    rules = [_record(confusion_ratio("accuracy", window),
-                     f"(\n  {by('model, version', diagonal)}\n  or\n  {total} * 0\n)\n/\n({total} > 0)")]
-    for kind, axis in (("precision", "predicted"), ("recall", "actual")):
-        num = by(f"model, version, {axis}", diagonal)
-        den = by(f"model, version, {axis}", outcomes())
-        rules.append(_record(confusion_ratio(kind, window),
-                             f"avg by (model, version) (\n  (\n    {num}\n    or\n    {den} * 0\n  )\n"
-                             f"  /\n  ({den} > 0)\n)"))
-    return rules
 
 
 def exporter_recording_rules(rate_window: str) -> list[dict[str, str]]:

@@ -21,7 +21,7 @@ def alerts_of(config: Config, options: RuleOptions = RuleOptions(), policy: Poli
     policy = policy or load_policy()
     out = exporter_alerts(policy, options)
     for m in config.models:
-        out.extend(ModelAlerts(m, policy, options).all())
+        out.extend(ModelAlerts(m, policy, options, config.recording).all())
     return out
 
 
@@ -38,8 +38,8 @@ def rule_files(config: Config, options: RuleOptions = RuleOptions(),
     for m in config.models:
         files[model_rules_file(m.name)] = {"groups": [
             {"name": f"modelmon-{m.name}-recording",
-             "rules": model_recording_rules(m, policy, options.rate_window)},
+             "rules": model_recording_rules(m, policy, options.rate_window, config.recording)},
             {"name": f"modelmon-{m.name}-alerts",
-             "rules": [a.render(alerting) for a in ModelAlerts(m, policy, options).all()]},
+             "rules": [a.render(alerting) for a in ModelAlerts(m, policy, options, config.recording).all()]},
         ]}
     return files
