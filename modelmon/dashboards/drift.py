@@ -199,7 +199,7 @@ def _output_and_multivariate(config: Config, f: PanelFactory) -> list[Cell]:
     panels += [
         f.stat(
             "Drift samples",
-            f"Values per feature over the last $window, summed over every exporter replica (the fewest of any "
+            f"Records per feature over the last $window, summed over every exporter replica (the fewest of any "
             f"feature; at {rc.alert_window(config)}, the default, the count the drift alerts' "
             f"min_drift_samples guard reads), and the records in the smallest exporter drift window (what its "
             f"per-process gauges rest on). Orange below the model's min_drift_samples from modelmon.yaml.",

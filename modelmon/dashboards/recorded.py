@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelmon.alerting.additive import PSI_EPS, feature_bins, feature_values, labeled_predictions, prediction_bins
 from modelmon.config import Config
-from modelmon.contract import Quantity, recorded_name
+from modelmon.contract import Quantity
 from modelmon.dashboards.catalog import worst
 from modelmon.promql import selector
 
@@ -33,36 +34,11 @@ PER_PROCESS = "per exporter process: does not add up across replicas"
 PER_PROCESS_NOTE = (f"This number is {PER_PROCESS} (each exporter computes it over its own window), so the "
                     f"panel shows the worst exporter's value, not a sum.")
 
-# The intermediate recorded series of the rule generator (design of issue 11): counts over each
-# window, summed over replicas. `level:metric:operation`, the window in the operation.
-LABELED_PREDICTIONS = ("model_version", "modelmon_labeled_predictions")  # the min_labeled guard
-FEATURE_VALUES = ("model_feature", "modelmon_feature_values")  # the min_drift_samples guard
-FEATURE_BINS = ("model_feature_bin", "modelmon_feature_bin")
-PREDICTION_BINS = ("model_version_bin", "modelmon_prediction_bin")
-
-# PSI's floor for empty bins (drift.psi, and the recording rules, clamp proportions at it).
-PSI_EPS = 1e-4
-
-
-def _increase(series: tuple[str, str], window: str) -> str:
-    level, metric = series
-    return recorded_name(level, metric, f"increase{window}")
-
-
-def labeled_predictions(window: str) -> str:
-    return _increase(LABELED_PREDICTIONS, window)
-
-
-def feature_values(window: str) -> str:
-    return _increase(FEATURE_VALUES, window)
-
-
-def feature_bins(window: str) -> str:
-    return _increase(FEATURE_BINS, window)
-
-
-def prediction_bins(window: str) -> str:
-    return _increase(PREDICTION_BINS, window)
+# The intermediate recorded series (counts over each window, summed over replicas) are named by
+# the rule generator: the min_labeled and min_drift_samples guards, and the feature bins.
+__all__ = ["PSI_EPS", "PER_PROCESS", "PER_PROCESS_NOTE", "W", "WINDOW_VARIABLE", "alert_window", "feature_bins",
+           "feature_values", "labeled_predictions", "per_process", "prediction_bins", "recorded",
+           "window_variable"]
 
 
 def alert_window(config: Config) -> str:
@@ -98,11 +74,3 @@ def recorded(q: Quantity, window: str = W, *matchers: str, **labels: str) -> str
 def per_process(q: Quantity, by: str, sel: str) -> str:
     """A gauge without an additive form over the exporters: the worst one's value, never a sum."""
     return f"{worst(q)} by ({by}) ({sel})"
-
-
-def scope(q: Quantity, task: str | None, window: str = W) -> str:
-    """A sentence saying where the panel's number comes from."""
-    if task is None or q.is_recorded(task):
-        return (f"Recorded over {window} from the additive counters, summed over every exporter replica "
-                f"({q.recorded(window)}).")
-    return PER_PROCESS_NOTE
