@@ -15,6 +15,7 @@ import pytest
 
 from modelmon.alerting.policy import load_policy
 from modelmon.alerting.recording import predictions_rate
+from modelmon.contract import QUANTITIES
 from modelmon.dashboards.generate import dashboards
 from modelmon.dashboards.service import SAMPLE_STEP
 from modelmon.dashboards.queries import (dashboard_models, instant_queries, iter_annotation_queries,
@@ -83,3 +84,37 @@ def test_every_panel_query_parses_and_returns_data(live_stack):
     assert {uid: models for uid, models in per_model.items() if uid.startswith("modelmon-model-")} == {
         f"modelmon-model-{task}": models for task, models in tasks.items()}
     assert not problems, "\n".join(problems)
+
+
+def test_bin_shares_panel_adds_up_to_the_recorded_psi(live_stack):
+    """The drift dashboard's bins table: each feature's recent shares sum to 1, the reference's too,
+    and its PSI terms add up to the recorded PSI the alerts read (same bins, same floor)."""
+    dash = next(d for d in dashboards(live_stack.config) if d["uid"] == "modelmon-drift")
+    recent, reference, term = [expr for title, expr in iter_panel_queries(dash)
+                               if title == "Bin shares: recent against the reference"]
+    window = live_stack.config.recording.alert_window
+    deadline = time.time() + WARM_UP_TIMEOUT
+    for model in live_stack.config.models:
+        values = {**variable_values(dash, model.name), "feature": ".*"}
+        assert values["window"] == window
+        psi = f'{QUANTITIES["psi"].recorded(window)}{{model="{model.name}"}}'
+        while True:
+            at = time.time() - 3  # a finished rule evaluation: every recorded series of it is written
+            shares = {name: stack_values(live_stack, f"sum by (feature) ({substitute_variables(expr, values)})", at)
+                      for name, expr in (("recent", recent), ("reference", reference), ("psi", term))}
+            recorded = stack_values(live_stack, f"sum by (feature) ({psi})", at)
+            if recorded or time.time() > deadline:
+                break
+            time.sleep(1)
+        features = set(model.numeric_features) | set(model.categorical_features)
+        assert set(recorded) == features, model.name
+        for feature in features:
+            assert shares["recent"][feature] == pytest.approx(1, abs=1e-9), (model.name, feature)
+            assert shares["reference"][feature] == pytest.approx(1, abs=1e-6), (model.name, feature)
+            assert shares["psi"][feature] == pytest.approx(recorded[feature], rel=1e-9, abs=1e-12), (model.name, feature)
+
+
+def stack_values(stack, expr: str, at: float) -> dict[str, float]:
+    data = stack.prom("/api/v1/query", query=expr, time=at)
+    assert data["status"] == "success", data
+    return {r["metric"].get("feature"): float(r["value"][1]) for r in data["data"]["result"]}
