@@ -174,10 +174,23 @@ def _quantity(key: str, metric: str, kind: str, *, title: str, short: str | None
     models = _TASK_SCOPE.get(tasks) or f"{' and '.join(tasks)} models"
     doc = (f"{meaning} — {_KIND_SCOPE[kind]}{f'; {note}' if note else ''} · threshold `{key}` for {models}, "
            f"{'low' if direction == 'below' else 'high'} is bad")
-    series = Series(metric, "gauge", help, KIND_LABELS[kind], doc, tasks=tasks)
+    series = Series(metric, "gauge", _per_process(help, tasks, recorded), KIND_LABELS[kind], doc, tasks=tasks)
     return Quantity(key=key, series=series, kind=kind, title=title, short_title=short or title, tasks=tasks,
                     direction=direction, unit=unit, value_format=value_format, meaning=meaning,
                     recorded_tasks=recorded)
+
+
+def _per_process(help: str, tasks: tuple[str, ...], recorded: tuple[str, ...]) -> str:
+    """A quantity gauge's help: what it is, then that it describes one exporter process's window
+    (two replicas' gauges are two half-truths, neither summed nor averaged), and whether the
+    recording rules compute it over every replica from the additive counters."""
+    if not recorded:
+        where = "no additive form"
+    elif set(recorded) == set(tasks):
+        where = "the recording rules compute it over all replicas from additive counters"
+    else:
+        where = f"the recording rules compute it over all replicas for {' and '.join(recorded)} models only"
+    return f"{help} Per exporter process, does not add up across replicas ({where})."
 
 
 _G3, _G4 = 'printf "%.3g"', 'printf "%.4g"'
@@ -337,7 +350,7 @@ SERIES: tuple[Series, ...] = (
     Series("modelmon_regression_labeled_total", "counter", "Labelled regression predictions in the error sums.",
            _MV, "labelled regression predictions: the count behind the error sums", tasks=("regression",)),
     Series("modelmon_regression_absolute_error_total", "counter",
-           "Sum of absolute errors |prediction - label| of labelled regression predictions.", _MV,
+           "Sum of absolute errors abs(prediction - label) of labelled regression predictions.", _MV,
            "sum of absolute errors (MAE = this / labelled)", tasks=("regression",)),
     Series("modelmon_regression_squared_error_total", "counter",
            "Sum of squared errors (prediction - label)^2 of labelled regression predictions.", _MV,
@@ -345,7 +358,7 @@ SERIES: tuple[Series, ...] = (
     Series("modelmon_regression_label_total", "counter",
            "Sum of the absolute values of the labels, by sign (the sum of labels is positive - negative).",
            ("model", "version", "sign"),
-           "sum of |label| by `sign` (`positive`, `negative`): two monotone counters whose difference is the sum "
+           "sum of abs(label) by `sign` (`positive`, `negative`): two monotone counters whose difference is the sum "
            "of labels, for R²", tasks=("regression",)),
     Series("modelmon_regression_label_squared_total", "counter", "Sum of squared labels.", _MV,
            "sum of squared labels (R² = 1 - squared errors / (this - (sum of labels)² / labelled))",

@@ -34,7 +34,18 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 
 
 def value(text: str, name: str, **labels) -> float:
-    return samples(text)[(name, tuple(sorted(labels.items())))]
+    """The sample of `name` with exactly `labels`; without one, the sum of the samples whose labels
+    include them (`modelmon_confusion_total` by actual and predicted, whatever its `correct`);
+    KeyError when none matches."""
+    got = samples(text)
+    key = (name, tuple(sorted(labels.items())))
+    if key in got:
+        return got[key]
+    want = set(labels.items())
+    matching = [v for (n, ls), v in got.items() if n == name and want <= set(ls)]
+    if not matching:
+        raise KeyError(key)
+    return sum(matching)
 
 
 def has(text: str, name: str, **labels) -> bool:

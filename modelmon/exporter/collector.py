@@ -20,6 +20,9 @@ from modelmon.exporter.pipeline import Exporter
 _FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
 QUALITY_GAUGES = {q.key: q for q in QUALITY}  # snapshot key -> quantity
 FEATURE_GAUGES = {q.key: q for q in DRIFT if q.kind == FEATURE_DRIFT}
+# Regression sums per (model, version): family -> index in ModelState.regression_sums
+REGRESSION_SUMS = {"modelmon_regression_labeled_total": 0, "modelmon_regression_absolute_error_total": 1,
+                   "modelmon_regression_squared_error_total": 2, "modelmon_regression_label_squared_total": 5}
 
 
 def family(name: str) -> Metric:
@@ -78,6 +81,9 @@ class ExporterCollector(Collector):
         expired = family("modelmon_predictions_expired_total")
         delay = family("modelmon_label_delay_seconds")
         confusion = family("modelmon_confusion_total")
+        labeled_score = family("modelmon_labeled_score")
+        regression = {name: family(name) for name in REGRESSION_SUMS}
+        label_sum = family("modelmon_regression_label_total")
         windowed = family("modelmon_window_labeled")
         gauges = {k: family(q.metric) for k, q in QUALITY_GAUGES.items()}
         for name, s in ex.states.items():
@@ -88,7 +94,14 @@ class ExporterCollector(Collector):
                 expired.add_metric([name, reason], s.expired.get(reason, 0))
             delay.add_metric([name], s.label_delay.buckets(), s.label_delay.sum)
             for (version, actual, predicted), n in sorted(s.confusion.items()):
-                confusion.add_metric([name, version, actual, predicted], n)
+                confusion.add_metric([name, version, actual, predicted, _bool(actual == predicted)], n)
+            for (version, actual), h in sorted(s.labeled_score.items()):
+                labeled_score.add_metric([name, version, actual], h.buckets(), h.sum)
+            for version, sums in sorted(s.regression_sums.items()):
+                for family_name, i in REGRESSION_SUMS.items():
+                    regression[family_name].add_metric([name, version], int(sums[i]) if i == 0 else sums[i])
+                label_sum.add_metric([name, version, "positive"], sums[3])
+                label_sum.add_metric([name, version, "negative"], sums[4])
             snap = s.snapshot
             for version, n in sorted(snap.window_labeled.items()):
                 windowed.add_metric([name, version], n)
@@ -97,7 +110,8 @@ class ExporterCollector(Collector):
                     q = QUALITY_GAUGES.get(key)
                     if q is not None and q.applies_to(s.cfg.task) and _finite(value):
                         gauges[key].add_metric([name, version], value)
-        yield from (labels, unmatched, expired, delay, confusion, windowed)
+        yield from (labels, unmatched, expired, delay, confusion, labeled_score, *regression.values(), label_sum,
+                    windowed)
         yield from gauges.values()
         yield from self._versions(ex)
 
@@ -144,7 +158,28 @@ class ExporterCollector(Collector):
         auc = family("modelmon_drift_classifier_auc")
         outliers = family("modelmon_outlier_ratio")
         mv_last = family("modelmon_multivariate_last_run_timestamp_seconds")
+        feature_bins = family("modelmon_feature_bin_total")
+        feature_ratio = family("modelmon_feature_reference_ratio")
+        prediction_bins = family("modelmon_prediction_bin_total")
+        prediction_ratio = family("modelmon_prediction_reference_ratio")
         for name, s in ex.states.items():
+            fb = s.feature_bins
+            if fb is not None:
+                for feature in sorted(fb.counts):
+                    labels, counts, ratios = fb.labels[feature], fb.counts[feature], fb.ratios[feature]
+                    for b, n in zip(labels, counts.tolist()):
+                        feature_bins.add_metric([name, feature, b], n)
+                    if ratios is not None:  # (a reference without any value of the feature has no shares)
+                        for b, r in zip(labels, ratios.tolist()):
+                            feature_ratio.add_metric([name, feature, b], r)
+            ob = s.output_bins
+            if ob is not None:
+                for version, counts in sorted(ob.counts.items()):
+                    for b, n in zip(ob.labels, counts.tolist()):
+                        prediction_bins.add_metric([name, version, b], n)
+                if ob.ratios is not None:
+                    for b, r in zip(ob.labels, ob.ratios.tolist()):
+                        prediction_ratio.add_metric([name, b], r)
             snap = s.snapshot
             window.add_metric([name], snap.drift_window_records)
             for feature, values in sorted(snap.feature_drift.items()):
@@ -162,7 +197,8 @@ class ExporterCollector(Collector):
             if mv.get("last_run"):
                 mv_last.add_metric([name], mv["last_run"])
         yield from gauges.values()
-        yield from (pred_psi, window, auc, outliers, mv_last)
+        yield from (feature_bins, feature_ratio, pred_psi, prediction_bins, prediction_ratio, window, auc, outliers,
+                    mv_last)
 
     # ------------------------------------------------------------------ the exporter itself
 
@@ -219,6 +255,10 @@ class ExporterCollector(Collector):
         parsed.add_metric(["columnar"], stats["fast"])
         parsed.add_metric(["per_line"], stats["slow"])
         yield from (refresh, ingest, hold, parsed)
+
+
+def _bool(x: bool) -> str:
+    return "true" if x else "false"
 
 
 def _finite(x) -> bool:

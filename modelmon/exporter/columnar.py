@@ -313,11 +313,18 @@ class _Block:
         codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
         return codes, encoded.dictionary.to_pylist()
 
+    def encoded(self, name: str, array: pa.Array | None = None) -> tuple[np.ndarray, list]:
+        """`dictionary`, computed once per column."""
+        key = "dict:" + name
+        if key not in self._cache:
+            self._cache[key] = self.dictionary(name, array)
+        return self._cache[key]
+
     def strings(self, name: str, array: pa.Array | None = None) -> np.ndarray:
         """A string column as an object array (None for null); repeated values share one str."""
         key = "str:" + name
         if key not in self._cache:
-            codes, values = self.dictionary(name, array)
+            codes, values = self.encoded(name, array)
             table = np.empty(len(values) + 1, dtype=object)
             table[:len(values)] = values  # the last slot, None, is what code -1 picks
             self._cache[key] = table[codes]
@@ -483,8 +490,11 @@ class _Block:
         features: dict[str, np.ndarray] = {}
         for f in m.numeric_features:
             features[f] = np.ascontiguousarray(self.floats("features." + f, feats[f])[0][rows])
+        categories = {}
         for f in m.categorical_features:
             features[f] = np.ascontiguousarray(self.strings("features." + f, feats[f])[rows])
+            codes, distinct = self.encoded("features." + f, feats[f])
+            categories[f] = (codes[rows], distinct)
         shadow = None
         if self.present("shadow")[rows].any():  # null is absent is false
             shadow = self.column("shadow").fill_null(False).to_numpy(zero_copy_only=False)[rows]
@@ -492,7 +502,7 @@ class _Block:
                                  latency_s=latency[rows] / 1000.0, predictions=preds, scores=scores,
                                  score_maps=[], labels=labels, features=features, shadow=shadow,
                                  positions=np.arange(rows.size), label_present=self.present("label")[rows],
-                                 id_present=self.present("id")[rows])
+                                 id_present=self.present("id")[rows], categories=categories)
 
     # ------------------------------------------------------------------ late labels
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from modelmon.config import ExporterConfig, ModelConfig
 from modelmon.exporter import drift, quality
+from modelmon.exporter.bins import FeatureBins, OutputBins, served_rows
 from modelmon.exporter.comparison import Comparison
 from modelmon.exporter.versions import PAIRED_WINDOW, PairedOutcomes, RequestBook, Traffic, compare as compare_versions
 from modelmon.exporter.drift_tally import DriftTally, feature_stats
@@ -126,6 +127,13 @@ class ModelState:
         self.labels_total: dict[str, int] = defaultdict(int)
         self.label_delay = Histogram(LABEL_DELAY_BUCKETS)
         self.confusion: dict[tuple[str, str, str], int] = defaultdict(int)
+        # Additive families (counters summed over replicas by the recording rules; in memory only: a
+        # restart starts them at 0, which rate()/increase() read as a counter reset).
+        self.labeled_score: dict[tuple[str, str], Histogram] = {}  # (version, actual) -> labelled records' scores
+        # version -> [labelled, sum |error|, sum error^2, sum |label| of positive labels, of negative ones, sum label^2]
+        self.regression_sums: dict[str, np.ndarray] = {}
+        self.feature_bins: FeatureBins | None = None  # set with the reference (bins.py)
+        self.output_bins: OutputBins | None = None  # set with the output reference
         self.score_hist: dict[str, Histogram] = {}  # version -> scores of its predictions (served and shadow)
         # Version -> its outputs over the drift window, and their drift tally (prediction drift per version)
         self.output_windows: dict[str, SlidingWindow] = {}
@@ -197,11 +205,15 @@ class ModelState:
             self._top_probability(cols, okall) if self.cfg.task == "multiclass" else None)
         ok_versions = None if vers is None else vers[okall]
         ok_ts = cols.ts[okall]
+        output_bins = self.output_bins  # every output entering an output window, by reference bin
+        out_codes = output_bins.code(out_all) if output_bins is not None else None
         for v in distinct:
             sel = slice(None) if ok_versions is None else ok_versions == v
             if ok_versions is not None and not sel.any():
                 continue
             self.output_window(v).append({"ts": ok_ts[sel], PRED: out_all[sel]})
+            if out_codes is not None:
+                output_bins.add(v, out_codes[sel])
             if top is not None:
                 hist = self.score_hist.get(v)
                 if hist is None:
@@ -217,7 +229,12 @@ class ModelState:
         for f, values in cols.features.items():
             window_cols[f] = values[okidx]
         self.drift_window.append(window_cols)
-        self._feed_reference(window_cols)
+        bins = self.feature_bins  # the records entering the drift window, by reference bin
+        if bins is not None:
+            pre = cols.binned
+            bins.add(pre[1] if pre is not None and pre[0] is bins else
+                     bins.count(cols.features, served_rows(ok, shadow), cols.categories))
+        self._feed_reference(window_cols)  # a reference frozen now counts from the next batch on
         if len(self.traffic.totals) > 1:  # several versions serve: each one's inputs on their own
             served_versions = None if vers is None else vers[okidx]
             for v in distinct:
@@ -228,6 +245,20 @@ class ModelState:
                 self.version_drift_window(v).append(cols_v)
         self.dirty = True
         return versions
+
+    def bin_inputs(self, cols: PredictionColumns):
+        """(FeatureBins, bin counts of the batch's records that `add_predictions` will append to the
+        drift window), or None. Reads only the batch and the current FeatureBins (replaced, never
+        modified, when the reference changes): runs before the exporter lock is taken, and
+        `add_predictions` uses the counts if that FeatureBins is still the model's."""
+        bins = self.feature_bins
+        if bins is None or not len(cols):
+            return None
+        shadow = cols.shadow if cols.shadow is not None and cols.shadow.any() else None
+        rows = served_rows(cols.status_ok, shadow)
+        if rows is not None and not rows.any():
+            return None
+        return bins, bins.count(cols.features, rows, cols.categories)
 
     def version_drift_window(self, version: str) -> SlidingWindow:
         """The features of one served version's records, kept while several versions serve."""
@@ -288,7 +319,10 @@ class ModelState:
             if self.cfg.task == "binary":
                 cols = {"y_true": true_keys == self.positive, "y_pred": pred_keys == self.positive,
                         "score": np.asarray(scores, dtype=np.float64)}
+                self._observe_labeled_scores(distinct, versions, actual, true_keys, cols["score"])
             else:
+                top = np.array([max(m.values()) if m else np.nan for m in scores], dtype=np.float64)
+                self._observe_labeled_scores(distinct, versions, actual, true_keys, top)
                 # Class keys, not codes: a folded "__other__" is a class like any other, and a
                 # slot freed later cannot change what an old row means.
                 cols = {"y_true": object_array(actual), "y_pred": object_array(predicted),
@@ -299,8 +333,37 @@ class ModelState:
             win = self.quality_windows.get(v)
             if win is None:
                 win = self.quality_windows[v] = SlidingWindow(self.cfg.quality_window)
-            win.append({k: c[mask] for k, c in cols.items()} | {"ts": ts[mask]})
+            part = {k: c[mask] for k, c in cols.items()}
+            win.append(part | {"ts": ts[mask]})
+            if self.cfg.task == "regression":
+                self._add_regression_sums(v, part["y_true"], part["y_pred"])
         self.dirty = True
+
+    def _observe_labeled_scores(self, distinct: set, versions: list, actual: list, true_keys: np.ndarray,
+                                score: np.ndarray) -> None:
+        """`modelmon_labeled_score`: the labelled records' scores by (version, actual class); records
+        without a finite score are left out (Histogram.observe)."""
+        classes = set(actual)
+        if len(distinct) == 1 and len(classes) <= 16:  # one mask per class, no pass per row
+            groups = [((versions[0], x), true_keys == x) for x in classes]
+        else:
+            rows: dict[tuple[str, str], list[int]] = defaultdict(list)
+            for i, key in enumerate(zip(versions, actual)):
+                rows[key].append(i)
+            groups = [(key, np.asarray(idx)) for key, idx in rows.items()]
+        for key, sel in groups:
+            hist = self.labeled_score.get(key)
+            if hist is None:
+                hist = self.labeled_score[key] = Histogram(SCORE_BUCKETS)
+            hist.observe(score[sel])
+
+    def _add_regression_sums(self, version: str, y: np.ndarray, pred: np.ndarray) -> None:
+        """The regression error and label sums over the labelled records the quality window takes."""
+        sums = self.regression_sums.get(version)
+        if sums is None:
+            sums = self.regression_sums[version] = np.zeros(6)
+        err = pred - y
+        sums += (y.size, np.abs(err).sum(), np.dot(err, err), y[y > 0].sum(), -y[y < 0].sum(), np.dot(y, y))
 
     def _count_confusion(self, distinct: set, versions: list, actual: list, predicted: list,
                          true_keys: np.ndarray, pred_keys: np.ndarray) -> None:
@@ -337,6 +400,15 @@ class ModelState:
 
     def set_reference(self, columns: dict[str, np.ndarray], prediction: np.ndarray | None) -> None:
         self.reference = Reference(self.cfg, columns, self.exp, prediction)
+        self._new_bins(inputs=True)
+
+    def _new_bins(self, inputs: bool) -> None:
+        """Bin counters for a new reference (inputs and outputs) or output reference: they start at 0,
+        every bin at once (all exported from now on), every known version's output bins too."""
+        ref, limit = self.reference, self.exp.max_label_value_length
+        if inputs:
+            self.feature_bins = FeatureBins(ref.profiles, limit)
+        self.output_bins = None if ref.prediction is None else OutputBins(ref.prediction, self.output_windows, limit)
 
     def _feed_reference(self, window_cols: dict[str, np.ndarray]) -> None:
         """Freeze the first N records as the reference, or the first outputs as the output reference."""
@@ -356,6 +428,7 @@ class ModelState:
             self.set_reference(features, merged[PRED])
         else:
             self.reference.set_prediction(self.cfg, merged[PRED])
+            self._new_bins(inputs=False)
         if self.on_frozen is not None:
             self.on_frozen(self.cfg, features, merged[PRED])
 
@@ -595,8 +668,12 @@ class ModelState:
                     del totals[key]
             for store in (self.latency, self.shadow_latency, self.labels_total, self.quality_windows,
                           self.score_hist, self.output_windows, self.output_tallies, self.version_drift_windows,
-                          self.version_drift_tallies):
+                          self.version_drift_tallies, self.regression_sums):
                 store.pop(version, None)
+            if self.output_bins is not None:
+                self.output_bins.counts.pop(version, None)
+            for key in [k for k in self.labeled_score if k[0] == version]:
+                del self.labeled_score[key]
             for store in (self.version_pairs, self.version_agreements, self.version_abs_difference):
                 for key in [k for k in store if version in k]:
                     del store[key]
@@ -610,6 +687,8 @@ class ModelState:
         for cls in self.classes.free_idle():
             for key in [k for k in self.confusion if cls in (k[1], k[2])]:
                 del self.confusion[key]
+            for key in [k for k in self.labeled_score if k[1] == cls]:
+                del self.labeled_score[key]
             self.dirty = True
 
     # ------------------------------------------------------------------ multivariate worker input

@@ -147,8 +147,19 @@ class Exporter:
         """Parse outside the lock, apply under it; the whole call is timed per source."""
         started = self.timer()
         batch = parse(items)
+        self._bin_inputs(batch)
         self._apply_timed(batch, source, started)
         return IngestResult(batch.accepted, len(batch.rejects), batch.rejects.listed())
+
+    def _bin_inputs(self, batch: ParsedBatch) -> None:
+        """Count the batch's feature values by reference bin before taking the lock (the bulk of the
+        additive counters' cost); `add_predictions` adds the counts under it, or counts again if the
+        reference changed meanwhile."""
+        for model, cols in batch.predictions.items():
+            try:
+                cols.binned = self.states[model].bin_inputs(cols)
+            except Exception:  # noqa: BLE001 - counted again under the lock, where a failure is counted
+                cols.binned = None
 
     def _apply_timed(self, batch: ParsedBatch, source: str, started: float) -> None:
         with self.held("ingest"):

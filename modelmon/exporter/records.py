@@ -128,6 +128,12 @@ class PredictionColumns:
     # Where `labels` / `ids` are not None, when the parser knows it without a pass over them (columnar)
     label_present: np.ndarray | None = None
     id_present: np.ndarray | None = None
+    # The columnar parser's dictionary encoding of categorical features: feature -> (code per row, -1
+    # for null; the distinct values). Lets the bin counters look up each distinct value once.
+    categories: dict[str, tuple[np.ndarray, list]] | None = None
+    # (FeatureBins, its counts of this batch's served records), counted before the exporter lock was
+    # taken (Exporter._ingest); used if that FeatureBins is still the model's when the batch is applied.
+    binned: Any = None
 
     def __len__(self) -> int:
         return len(self.ts)
