@@ -36,6 +36,9 @@ def e2e_config_text(receiver_port: int) -> str:
         m["reference"] = str((ROOT / m["reference"]).resolve())
         m.update(quality_window=300, drift_window=300, min_labeled=100, min_drift_samples=100)
     data["exporter"]["multivariate"] = {"enabled": True, "interval": "5s", "sample_size": 600}
+    # Alerts read the replica-summed recorded series over the alert window: 30s holds ~750 records a
+    # model at 25/s (past min_labeled and min_drift_samples), so a fault shows within seconds.
+    data["recording"] = {"windows": ["30s", "1h", "1d"], "alert_window": "30s"}
     data["alerting"]["receivers"] = [{"name": "modelmon-inbox", "webhook": {
         "url": f"http://127.0.0.1:{receiver_port}/webhook", "send_resolved": True}}]
     data["alerting"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")

@@ -11,6 +11,8 @@ import time
 import pytest
 import requests
 
+from modelmon.contract import QUANTITIES
+
 pytestmark = pytest.mark.e2e
 
 TIMINGS: dict[str, float] = {}
@@ -57,6 +59,9 @@ def test_stable_traffic_raises_nothing(live_stack):
     quality = live_stack.query('modelmon_window_labeled{model="credit"}')
     assert quality and float(quality[0]["value"][1]) >= 100, "quality window did not fill"
     assert live_stack.query('modelmon_feature_psi{model="credit"}'), "drift gauges missing"
+    w = live_stack.config.recording.alert_window
+    for key in ("psi", "accuracy"):  # the recorded, replica-summed series the alerts read
+        assert live_stack.query(f'{QUANTITIES[key].recorded(w)}{{model="credit"}}'), f"{key} not recorded over {w}"
     firing = [s["metric"] for s in live_stack.query('ALERTS{alertstate="firing"}')
               if s["metric"].get("severity") != "info"]
     assert firing == []
@@ -82,7 +87,8 @@ def test_covariate_drift_opens_a_ticket_naming_the_features_and_pages_nobody(liv
     alert = run_fault(live_stack, "credit", "covariate_drift", "ModelmonFeaturePsiHigh")
     assert firing_models(live_stack, "ModelmonFeaturePsiHigh") == {"credit"}
     assert alert["labels"]["severity"] == "warning"  # drift is ticket work
-    features = {s["metric"]["feature"] for s in live_stack.query('modelmon_feature_psi{model="credit"} > 0.25')}
+    psi = QUANTITIES["psi"].recorded(live_stack.config.recording.alert_window)  # what the alert reads
+    features = {s["metric"]["feature"] for s in live_stack.query(f'{psi}{{model="credit"}} > 0.25')}
     assert features <= {"income", "country"} and features, features
     described = alert["annotations"]["description"].split("Drifting:", 1)[1]
     assert any(f in described for f in features), described

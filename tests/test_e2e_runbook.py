@@ -44,7 +44,7 @@ def test_every_runbook_query_runs_on_the_live_stack(live_stack):
     """Each query runs for every model, and returns data for at least one (quality metrics exist
     only for their task; a comparison or a fault counter may rightly be empty)."""
     deadline = time.time() + 120  # alone (not after the alert scenarios), let the stack gather data first
-    ready = ("model_version:modelmon_confusion:accuracy_rate1h", "modelmon_drift_classifier_auc")
+    ready = ("model_version:modelmon_accuracy_ratio:1h", "modelmon_drift_classifier_auc")
     while not all(live_stack.query(q) for q in ready) and time.time() < deadline:
         time.sleep(2)
     problems, ran = [], 0
