@@ -481,8 +481,24 @@ def test_feature_bins_equal_the_profile_counts_with_missing_values():
     c = object_array([None if i % 5 == 0 else str(v) for i, v in enumerate(rng.choice(list("xyzw"), 300))])
     features = {"a": a, "b": b, "c": c}
     for rows in (None, rng.random(300) < 0.9, rng.random(300) < 0.2):
-        got = fb.count(features, rows)
+        got = fb.as_dict(fb.count(features, rows))
         for f, p in profiles.items():
             v = features[f] if rows is None else features[f][rows]
             missing = int(np.sum(np.isnan(v))) if v.dtype != object else sum(x is None for x in v)
             assert got[f].tolist() == [*p.counts(v).tolist(), missing], f
+
+
+def test_observe_grouped_equals_observing_each_group():
+    from modelmon.exporter.histogram import Histogram, observe_grouped
+
+    rng = np.random.default_rng(1)
+    values = rng.random(500)
+    values[::9] = np.nan
+    values[:3] = (0.05, 0.1, 1.0)  # on bucket bounds: le semantics
+    group = rng.integers(0, 3, 500)
+    grouped = [Histogram(SCORE_BUCKETS) for _ in range(3)]
+    observe_grouped(grouped, group, values)
+    for g, h in enumerate(grouped):
+        one = Histogram(SCORE_BUCKETS)
+        one.observe(values[group == g])
+        assert h.counts.tolist() == one.counts.tolist() and h.sum == pytest.approx(one.sum, rel=1e-12)

@@ -66,40 +66,62 @@ def served_rows(status_ok: np.ndarray, shadow: np.ndarray | None) -> np.ndarray 
 
 class FeatureBins:
     """Counts of a model's features by bin of one reference. A new reference gets a new instance
-    (so its counts start at 0); `count` is pure and may run outside the exporter lock."""
+    (so its counts start at 0); `count` is pure and may run outside the exporter lock, `add` adds
+    what it counted (under the lock).
+
+    Numeric features are counted together, in one int64 block (feature x slot): slot 0 holds the
+    missing values, slot 1 + i bin i. Binning is a compare-and-add pass over a (features x records)
+    matrix per cut point, in bytes (SIMD-wide; `np.searchsorted` per feature mispredicts its way
+    through random values at twice the cost): the first cut point, -inf, takes every value but NaN,
+    the others are each feature's edges padded with NaN (no value is >= NaN), so a value's slot is
+    1 + the number of edges <= it, NumericProfile.bin's searchsorted(side="right") + 1, and NaN's 0.
+    """
 
     def __init__(self, profiles: dict[str, Any], max_length: int = 10_000):
         self.profiles = profiles
-        self.labels: dict[str, tuple[str, ...]] = {}  # feature -> bin labels, `__missing__` last
-        self.ratios: dict[str, np.ndarray | None] = {}
-        self.counts: dict[str, np.ndarray] = {}  # feature -> int64 per label
-        for f, p in profiles.items():
-            self.labels[f] = (*bin_labels(p, max_length), MISSING)
-            self.ratios[f] = reference_ratios(p)
-            self.counts[f] = np.zeros(len(self.labels[f]), dtype=np.int64)
+        self.labels: dict[str, tuple[str, ...]] = {  # feature -> bin labels, `__missing__` last
+            f: (*bin_labels(p, max_length), MISSING) for f, p in profiles.items()}
+        self.ratios: dict[str, np.ndarray | None] = {f: reference_ratios(p) for f, p in profiles.items()}
         self.numeric = [f for f, p in profiles.items() if isinstance(p, drift.NumericProfile)]
         self.categorical = [f for f, p in profiles.items() if isinstance(p, drift.CategoricalProfile)]
-        # Every numeric feature's edges, one row each, padded with NaN (a value is never >= NaN):
-        # bin = number of edges <= value, what NumericProfile.bin's searchsorted(side="right") gives.
         n_edges = max((profiles[f].edges.size for f in self.numeric), default=0)
-        edges = np.full((n_edges, len(self.numeric), 1), np.nan)
+        cuts = np.full((n_edges + 1, len(self.numeric), 1), np.nan)
+        cuts[0] = -np.inf
         for j, f in enumerate(self.numeric):
             e = profiles[f].edges
-            edges[:e.size, j, 0] = e
-        self._edges = edges
-        self._width = n_edges + 2  # value bins 0..n_edges, then the missing slot
-        self._small = np.uint8 if n_edges + 1 < 256 else np.uint16  # a bin index
-        wide = np.uint16 if len(self.numeric) * self._width < 65536 else np.intp  # a bin's index in the block
+            cuts[1:e.size + 1, j, 0] = e
+        self._cuts = cuts
+        self._width = n_edges + 2  # slots per numeric feature: missing, then bins 0..n_edges
+        self._slot = np.uint8 if self._width <= 256 else np.uint16
+        wide = np.uint16 if len(self.numeric) * self._width <= 65536 else np.intp  # a slot's index in the block
         self._offsets = (np.arange(len(self.numeric)) * self._width).astype(wide)[:, None]
+        self._block = np.zeros((len(self.numeric), self._width), dtype=np.int64)
+        self._categorical_counts = {f: np.zeros(len(self.labels[f]), dtype=np.int64) for f in self.categorical}
+
+    @property
+    def counts(self) -> dict[str, np.ndarray]:
+        """feature -> counts in the order of its labels (values by bin, `__missing__` last)."""
+        return self.as_dict((self._block, self._categorical_counts))
+
+    def as_dict(self, counted: tuple[np.ndarray | None, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """What `count` returned, as feature -> counts in the order of its labels."""
+        block, categorical = counted
+        out = {}
+        for j, f in enumerate(self.numeric):
+            n_bins = self.profiles[f].n_bins
+            out[f] = np.append(block[j, 1:n_bins + 1], block[j, 0])
+        out.update(categorical)
+        return {f: out[f] for f in self.profiles}
 
     def count(self, features: dict[str, np.ndarray], rows: np.ndarray | None,
-              categories: dict[str, tuple[np.ndarray, list]] | None = None) -> dict[str, np.ndarray]:
-        """Counts per bin (`__missing__` last) of `features[f][rows]` for every profiled feature
-        (`rows`: a boolean mask, None for all).
+              categories: dict[str, tuple[np.ndarray, list]] | None = None
+              ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """Counts of `features[f][rows]` for every profiled feature (`rows`: a boolean mask, None for
+        all): (the numeric block, categorical feature -> counts in label order); see `as_dict`.
 
         `categories`: the parser's dictionary encoding of categorical columns, (code per row, -1 for
         null; the distinct values), used instead of a lookup per value where given."""
-        out: dict[str, np.ndarray] = {}
+        block = None
         if self.numeric:
             matrix = np.stack([features[f] for f in self.numeric])
             dropped = None
@@ -107,32 +129,24 @@ class FeatureBins:
                 dropped = np.flatnonzero(~rows)
                 if 2 * dropped.size > rows.size:  # mostly dropped: bin what is left
                     matrix, dropped = matrix[:, rows], None
-            # bin = number of edges <= value: one compare-and-add pass over every feature per edge,
-            # in bytes (SIMD-wide; a searchsorted per feature mispredicts its way through random values)
-            bins = np.zeros(matrix.shape, dtype=self._small)
-            above = np.empty(matrix.shape, dtype=self._small)
-            above_bool = above.view(bool) if self._small is np.uint8 else None
-            for edge in self._edges:
+            slots = np.zeros(matrix.shape, dtype=self._slot)
+            above = np.empty(matrix.shape, dtype=self._slot)
+            above_bool = above.view(bool) if self._slot is np.uint8 else None
+            for cut in self._cuts:
                 if above_bool is not None:
-                    np.greater_equal(matrix, edge, out=above_bool)
+                    np.greater_equal(matrix, cut, out=above_bool)
                 else:
-                    np.copyto(above, matrix >= edge)
-                bins += above
-            nan = np.isnan(matrix)
-            if nan.any():
-                bins[nan] = self._width - 1  # the missing slot
-            codes = bins + self._offsets
-            size = len(self.numeric) * self._width
+                    np.copyto(above, matrix >= cut)
+                slots += above
+            codes = slots + self._offsets
+            size = self._block.size
             block = np.bincount(codes.ravel(), minlength=size)
             if dropped is not None and dropped.size:  # a few rows out (errors, shadow): bin all, take theirs off
                 block -= np.bincount(codes[:, dropped].ravel(), minlength=size)
-            block = block.reshape(len(self.numeric), self._width)
-            for j, f in enumerate(self.numeric):
-                n_bins = self.profiles[f].n_bins
-                out[f] = np.append(block[j, :n_bins], block[j, -1])
-        for f in self.categorical:
-            out[f] = self._categorical(f, features[f], rows, None if categories is None else categories.get(f))
-        return out
+            block = block.reshape(self._block.shape)
+        categorical = {f: self._categorical(f, features[f], rows, None if categories is None else categories.get(f))
+                       for f in self.categorical}
+        return block, categorical
 
     def _categorical(self, f: str, values: np.ndarray, rows: np.ndarray | None, encoded) -> np.ndarray:
         profile = self.profiles[f]
@@ -151,9 +165,12 @@ class FeatureBins:
             picked[picked < 0] = missing
         return np.bincount(picked, minlength=missing + 1)
 
-    def add(self, counted: dict[str, np.ndarray]) -> None:
-        for f, c in counted.items():
-            self.counts[f] += c
+    def add(self, counted: tuple[np.ndarray | None, dict[str, np.ndarray]]) -> None:
+        block, categorical = counted
+        if block is not None:
+            self._block += block
+        for f, c in categorical.items():
+            self._categorical_counts[f] += c
 
 
 class OutputBins:

@@ -165,8 +165,9 @@ class ExporterCollector(Collector):
         for name, s in ex.states.items():
             fb = s.feature_bins
             if fb is not None:
-                for feature in sorted(fb.counts):
-                    labels, counts, ratios = fb.labels[feature], fb.counts[feature], fb.ratios[feature]
+                all_counts = fb.counts
+                for feature in sorted(all_counts):
+                    labels, counts, ratios = fb.labels[feature], all_counts[feature], fb.ratios[feature]
                     for b, n in zip(labels, counts.tolist()):
                         feature_bins.add_metric([name, feature, b], n)
                     if ratios is not None:  # (a reference without any value of the feature has no shares)

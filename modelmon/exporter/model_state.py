@@ -27,7 +27,7 @@ from modelmon.exporter.comparison import Comparison
 from modelmon.exporter.versions import PAIRED_WINDOW, PairedOutcomes, RequestBook, Traffic, compare as compare_versions
 from modelmon.exporter.drift_tally import DriftTally, feature_stats
 from modelmon.exporter.histogram import (LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, SCORE_BUCKETS,
-                                         Histogram, LabelBudget, shorten as shorten_value)
+                                         Histogram, LabelBudget, observe_grouped, shorten as shorten_value)
 from modelmon.contract import class_key, class_keys
 from modelmon.exporter.records import PredictionColumns
 from modelmon.exporter.reference import object_array
@@ -319,10 +319,10 @@ class ModelState:
             if self.cfg.task == "binary":
                 cols = {"y_true": true_keys == self.positive, "y_pred": pred_keys == self.positive,
                         "score": np.asarray(scores, dtype=np.float64)}
-                self._observe_labeled_scores(distinct, versions, actual, true_keys, cols["score"])
+                self._observe_labeled_scores(distinct, versions, actual, cols["score"], cols["y_true"])
             else:
                 top = np.array([max(m.values()) if m else np.nan for m in scores], dtype=np.float64)
-                self._observe_labeled_scores(distinct, versions, actual, true_keys, top)
+                self._observe_labeled_scores(distinct, versions, actual, top)
                 # Class keys, not codes: a folded "__other__" is a class like any other, and a
                 # slot freed later cannot change what an old row means.
                 cols = {"y_true": object_array(actual), "y_pred": object_array(predicted),
@@ -339,23 +339,29 @@ class ModelState:
                 self._add_regression_sums(v, part["y_true"], part["y_pred"])
         self.dirty = True
 
-    def _observe_labeled_scores(self, distinct: set, versions: list, actual: list, true_keys: np.ndarray,
-                                score: np.ndarray) -> None:
-        """`modelmon_labeled_score`: the labelled records' scores by (version, actual class); records
-        without a finite score are left out (Histogram.observe)."""
+    def _observe_labeled_scores(self, distinct: set, versions: list, actual: list, score: np.ndarray,
+                                positive: np.ndarray | None = None) -> None:
+        """`modelmon_labeled_score`: the labelled records' scores by (version, actual class), in one
+        pass; records without a finite score are left out. `positive`: actual == the positive class
+        (binary), which groups the common batch (one version, two classes) without a pass per row."""
         classes = set(actual)
-        if len(distinct) == 1 and len(classes) <= 16:  # one mask per class, no pass per row
-            groups = [((versions[0], x), true_keys == x) for x in classes]
+        if len(distinct) == 1 and positive is not None and len(classes) == 2 and self.positive in classes:
+            other = next(c for c in classes if c != self.positive)
+            keys, group = [(versions[0], other), (versions[0], self.positive)], positive.astype(np.intp)
+        elif len(distinct) == 1 and len(classes) == 1:
+            keys, group = [(versions[0], actual[0])], np.zeros(len(actual), dtype=np.intp)
         else:
-            rows: dict[tuple[str, str], list[int]] = defaultdict(list)
-            for i, key in enumerate(zip(versions, actual)):
-                rows[key].append(i)
-            groups = [(key, np.asarray(idx)) for key, idx in rows.items()]
-        for key, sel in groups:
+            index: dict[tuple[str, str], int] = {}
+            group = np.fromiter((index.setdefault(k, len(index)) for k in zip(versions, actual)), dtype=np.intp,
+                                count=len(actual))
+            keys = list(index)
+        hists = []
+        for key in keys:
             hist = self.labeled_score.get(key)
             if hist is None:
                 hist = self.labeled_score[key] = Histogram(SCORE_BUCKETS)
-            hist.observe(score[sel])
+            hists.append(hist)
+        observe_grouped(hists, group, score)
 
     def _add_regression_sums(self, version: str, y: np.ndarray, pred: np.ndarray) -> None:
         """The regression error and label sums over the labelled records the quality window takes."""
