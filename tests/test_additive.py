@@ -502,3 +502,26 @@ def test_observe_grouped_equals_observing_each_group():
         one = Histogram(SCORE_BUCKETS)
         one.observe(values[group == g])
         assert h.counts.tolist() == one.counts.tolist() and h.sum == pytest.approx(one.sum, rel=1e-12)
+
+
+def test_counts_made_before_the_lock_for_a_replaced_reference_are_made_again():
+    """A batch binned against a reference that was replaced before the batch was applied is
+    counted again, against the new one (and never added to the new bins' counts as it was)."""
+    ex = Exporter(demo_config(), clock=lambda: CLOCK)
+    ex.load_references()
+    records = [r for r in demo_traffic()[:900] if r["model"] == "credit"]
+    batch = ex.columnar.parse_lines([orjson.dumps(r) for r in records])
+    ex._bin_inputs(batch)
+    state = ex.states["credit"]
+    stale = state.feature_bins
+    assert batch.predictions["credit"].binned[0] is stale
+    with ex.lock:  # a new reference: the same values at half the size, so different bins
+        state.set_reference({f: np.asarray(state.reference.rows[f])[::2] for f in state.cfg.features}, None)
+    ex._apply_timed(batch, "file", 0.0)
+    assert state.feature_bins is not stale
+    served = sum(1 for r in records if r.get("status", "ok") == "ok" and not r.get("shadow"))
+    fresh = state.feature_bins.counts
+    assert {f: int(c.sum()) for f, c in fresh.items()} == {f: served for f in fresh}
+    income = np.array([r["features"].get("income", np.nan) for r in records
+                       if r.get("status", "ok") == "ok" and not r.get("shadow")], dtype=float)
+    assert fresh["income"][:-1].tolist() == state.reference.profiles["income"].counts(income).tolist()
