@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from modelmon import __version__
 from modelmon.contract import DRIFT, FEATURE_DRIFT, QUALITY, series
+from modelmon.exporter.histogram import SCORE_BUCKETS, Histogram
 from modelmon.exporter.pipeline import Exporter
 
 _FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
@@ -93,9 +94,9 @@ class ExporterCollector(Collector):
             for reason in ("ttl", "buffer_full", "replaced"):
                 expired.add_metric([name, reason], s.expired.get(reason, 0))
             delay.add_metric([name], s.label_delay.buckets(), s.label_delay.sum)
-            for (version, actual, predicted), n in sorted(s.confusion.items()):
+            for (version, actual, predicted), n in _confusion_cells(s.confusion):
                 confusion.add_metric([name, version, actual, predicted, _bool(actual == predicted)], n)
-            for (version, actual), h in sorted(s.labeled_score.items()):
+            for (version, actual), h in _score_cells(s.labeled_score):
                 labeled_score.add_metric([name, version, actual], h.buckets(), h.sum)
             for version, sums in sorted(s.regression_sums.items()):
                 for family_name, i in REGRESSION_SUMS.items():
@@ -256,6 +257,34 @@ class ExporterCollector(Collector):
         parsed.add_metric(["columnar"], stats["fast"])
         parsed.add_metric(["per_line"], stats["slow"])
         yield from (refresh, ingest, hold, parsed)
+
+
+# Confusion cells (and labelled-score histograms) are exported at 0 for every version x actual x
+# predicted class seen in the model, up to this many cells per version: a cell born with a value
+# > 0 loses that first value to increase(), which would bias the summed accuracy (a rare mistake is
+# born late), and a series that exists at 0 costs a line of /metrics.
+ZERO_FILLED_CELLS = 400
+
+
+def _confusion_cells(cells: dict[tuple[str, str, str], int]):
+    """(version, actual, predicted), count: every cell of the classes seen as actual and as predicted
+    (by any version of the model), 0 where none was counted; sorted."""
+    versions = sorted({v for v, _, _ in cells})
+    actual = sorted({a for _, a, _ in cells})
+    predicted = sorted({p for _, _, p in cells})
+    if len(actual) * len(predicted) > ZERO_FILLED_CELLS:
+        return sorted(cells.items())
+    return [((v, a, p), cells.get((v, a, p), 0)) for v in versions for a in actual for p in predicted]
+
+
+def _score_cells(hists: dict[tuple[str, str], Histogram]):
+    """(version, actual), histogram: every version x actual class seen, empty where none was observed."""
+    versions = sorted({v for v, _ in hists})
+    actual = sorted({a for _, a in hists})
+    if len(actual) > ZERO_FILLED_CELLS:
+        return sorted(hists.items())
+    empty = Histogram(SCORE_BUCKETS)
+    return [((v, a), hists.get((v, a), empty)) for v in versions for a in actual]
 
 
 def _bool(x: bool) -> str:
