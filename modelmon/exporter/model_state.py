@@ -225,9 +225,12 @@ class ModelState:
             self.dirty = True
             return versions
         okidx = okall[served_ok]
-        window_cols = {"ts": cols.ts[okidx], PRED: out_all[served_ok]}
-        for f, values in cols.features.items():
-            window_cols[f] = values[okidx]
+        if okidx.size == n:  # every record: the parser's arrays as they are (nothing writes them; windows.py)
+            window_cols = {"ts": cols.ts, PRED: out_all, **cols.features}
+        else:
+            window_cols = {"ts": cols.ts[okidx], PRED: out_all[served_ok]}
+            for f, values in cols.features.items():
+                window_cols[f] = values[okidx]
         self.drift_window.append(window_cols)
         bins = self.feature_bins  # the records entering the drift window, by reference bin
         if bins is not None:

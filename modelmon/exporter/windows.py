@@ -10,7 +10,8 @@ pops chunks or *replaces* the first one with a new dict of slices; compacting re
 queue. So ``view()`` -- a tuple of the current chunk dicts, taken under the lock -- stays
 valid after the lock is released, whatever ingest does next, and ``concat(view.chunks)``
 can run on it without the lock. ``append`` takes ownership of the arrays it is given: callers
-must not write to them afterwards (ModelState hands over fresh copies, from fancy indexing).
+must not write to them afterwards (ModelState hands over fresh copies, from fancy indexing, or,
+when a batch enters whole, the parser's own arrays, which nothing writes once parsed).
 
 Compaction: ``columns()`` concatenates and keeps the result (tests and tools; the exporter's
 threads read views). The refresh concatenates a run of a view's chunks outside the lock (all of a
