@@ -545,3 +545,16 @@ def test_confusion_cells_of_the_classes_seen_are_exported_at_zero():
     counts = {tuple(dict(k)[x] for x in ("version", "actual")): v
               for k, v in metric(scrape(ex), "modelmon_labeled_score_count").items()}
     assert counts == {("v1", "a"): 1, ("v1", "b"): 1, ("v2", "a"): 1, ("v2", "b"): 0}
+
+
+def test_a_category_spelt_like_the_missing_bin_counts_as_other():
+    """A category value "__missing__" (or "__other__") is never a kept category: its bin label
+    would clash with the missing (other) values' one. It counts in __other__, in the reference too."""
+    from modelmon.exporter.bins import FeatureBins
+    from modelmon.exporter.reference import object_array
+
+    profile = drift.CategoricalProfile.from_values(object_array(["a"] * 5 + [MISSING] * 9 + ["__other__"] * 2 + [None]))
+    assert profile.categories == ("a", "__other__") and profile.ref_counts.tolist() == [5, 11]
+    fb = FeatureBins({"c": profile})
+    counted = fb.as_dict(fb.count({"c": object_array(["a", MISSING, None, "b"])}, None))
+    assert fb.labels["c"] == ("a", "__other__", MISSING) and counted["c"].tolist() == [1, 2, 1]

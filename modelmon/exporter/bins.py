@@ -39,7 +39,7 @@ from modelmon.exporter import drift
 from modelmon.exporter.histogram import shorten
 from modelmon.exporter.reference import object_array
 
-MISSING = "__missing__"
+MISSING = drift.MISSING  # never a kept category (CategoricalProfile folds it into __other__)
 
 
 def bin_labels(profile: Any, max_length: int = 10_000) -> tuple[str, ...]:

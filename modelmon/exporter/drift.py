@@ -25,6 +25,7 @@ import numpy as np
 from scipy import special, stats
 
 OTHER = "__other__"
+MISSING = "__missing__"  # the bin of missing values in the additive counters (bins.py)
 
 
 def _missing_numeric(values: np.ndarray) -> np.ndarray:
@@ -148,7 +149,9 @@ class CategoricalProfile:
         v = np.asarray(values, dtype=object).ravel()
         missing = _missing_categorical(v)
         present = v[~missing].astype(str)
-        names, counts = np.unique(present[present != OTHER], return_counts=True)
+        # OTHER, and MISSING (the bin label of missing values in modelmon_feature_bin_total), are
+        # never kept as categories of their own: such a value counts as any unknown one, in OTHER.
+        names, counts = np.unique(present[(present != OTHER) & (present != MISSING)], return_counts=True)
         keep = np.lexsort((names, -counts))[:top_k]  # by count descending, then by name
         profile = cls(categories=(*names[keep].tolist(), OTHER),
                       ref_counts=np.zeros(keep.size + 1, dtype=np.int64),
