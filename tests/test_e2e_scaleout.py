@@ -10,9 +10,11 @@ whose windows hold all of them.
 Tolerance. PSI and the quality ratios from counters are exact functions of the summed counts, but
 `increase()` extrapolates each series a little past its last sample (by up to 1.1 scrape
 intervals), by a factor that is the same for every series of one target but differs slightly
-between the two replicas; and a counter series that appears mid-run (a confusion cell, a version)
-loses the increments of its first scrape. Traffic is paced over about 30 scrapes so both effects
-stay small: PSI within 0.01 + 5 %, ratios and MAE within 1 %.
+between the two replicas; and a version's series appear with its first records, whose first
+scrape `increase()` cannot count (all of a version's cells appear together, at 0 where not yet hit,
+so the loss is proportional, not biased towards the common cells). Traffic is paced over about 30
+scrapes so both effects stay small: PSI within 0.01 + 5 %, accuracy within 0.01 (measured: at most
+0.003), MAE within 1 %.
 """
 from __future__ import annotations
 
@@ -108,6 +110,7 @@ def query(port: int, expr: str) -> dict[tuple, float]:
 
 def single_exporter(config_path: Path, records: list[dict]) -> Exporter:
     ex = Exporter(load_config(config_path))
+    ex.load_references()
     ex.ingest_lines([orjson.dumps(r) for r in records], "file")
     ex.refresh(force=True)
     return ex
