@@ -277,6 +277,20 @@ DRIFT: tuple[Quantity, ...] = (
               meaning="share of recent records without a value for the feature",
               recorded=ALL_TASKS,
               help="Share of records in the drift window with the feature missing."),
+    _quantity("wasserstein_normed", "modelmon_feature_wasserstein_normed", FEATURE_DRIFT,
+              title="Normed Wasserstein distance", short="Wasserstein (normed)", tasks=ALL_TASKS,
+              direction="above", unit="short", value_format=_G3,
+              meaning="Wasserstein-1 distance between reference and recent values divided by the reference's "
+                      "standard deviation (as Evidently norms it), numeric features; 0.1 is Evidently's default threshold",
+              note="per exporter process",
+              help="Wasserstein distance of the drift window to the reference, divided by the reference's standard "
+                   "deviation (numeric features); per exporter process, does not add up across replicas."),
+    _quantity("ttest_pvalue", "modelmon_feature_ttest_pvalue", FEATURE_DRIFT, title="Welch t-test p-value",
+              short="t-test p-value", tasks=ALL_TASKS, direction="below", unit="short", value_format="",
+              meaning="Welch's two-sample t-test of the means, numeric features; small means the mean moved",
+              note="per exporter process",
+              help="Welch two-sample t-test p-value of the drift window against the reference (numeric features); "
+                   "per exporter process, does not add up across replicas."),
     _quantity("prediction_psi", "modelmon_prediction_psi", PREDICTION_DRIFT, title="Prediction PSI",
               tasks=ALL_TASKS, direction="above", unit="short", value_format=_G3,
               meaning="population stability index of the model's output against the reference",
@@ -297,6 +311,26 @@ DRIFT: tuple[Quantity, ...] = (
 
 # Every thresholded quantity by its modelmon.yaml key, quality first.
 QUANTITIES: dict[str, Quantity] = {q.key: q for q in QUALITY + DRIFT}
+
+
+# Estimated performance (before labels arrive): per quality quantity with an estimator, the gauge
+# `modelmon_estimated_<suffix>` {model, version}. Classification: confidence-based performance
+# estimation (scores calibrated on the labelled reference); regression: direct loss estimation.
+ESTIMATED_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse")
+
+
+def _suffix(metric: str) -> str:
+    return metric[len(PREFIX):]
+
+
+def estimated_name(key: str) -> str:
+    """`modelmon_estimated_accuracy_ratio` for `accuracy`."""
+    return f"{PREFIX}estimated_{_suffix(QUANTITIES[key].metric)}"
+
+
+def reference_name(key: str) -> str:
+    """`modelmon_reference_accuracy_ratio` for `accuracy`: the quality on the labelled reference."""
+    return f"{PREFIX}reference_{_suffix(QUANTITIES[key].metric)}"
 
 
 def quantities_for(task: str) -> tuple[Quantity, ...]:
@@ -406,6 +440,30 @@ SERIES: tuple[Series, ...] = (
            constant=True),
     Series("modelmon_window_labeled", "gauge", "Labelled predictions inside the quality window.", _MV,
            "labelled predictions inside the quality window"),
+    *(Series(reference_name(q.key), "gauge", f"{q.title} of the model on its labelled reference data.",
+             ("model",), f"{q.meaning}, on the labelled reference (the training baseline; needs a `label` column "
+                         f"in the reference file)", tasks=q.tasks) for q in QUALITY),
+    Series("modelmon_reference_labeled", "gauge", "Labelled rows of the reference data.", ("model",),
+           "labelled rows of the reference: what the reference quality and the estimators are fitted on"),
+    *(Series(estimated_name(k), "gauge",
+             f"Estimated {QUANTITIES[k].title.lower() if k not in ('roc_auc', 'mae', 'rmse') else QUANTITIES[k].short_title} "
+             "over the quality window's predictions, labelled or not, without labels; per exporter process.",
+             _MV, f"{QUANTITIES[k].meaning}, estimated without labels over the last quality-window's worth of "
+                  f"predictions ({'confidence-based: scores calibrated on the labelled reference' if k not in ('mae', 'rmse') else 'direct loss estimation: a model of the error fitted on the labelled reference'})",
+             tasks=QUANTITIES[k].tasks if k != "roc_auc" else CLASSIFICATION) for k in ESTIMATED_KEYS),
+    Series("modelmon_estimated_stderr", "gauge",
+           "Standard error of an estimated quality quantity: the spread of the realized value around the estimate "
+           "if the estimator's assumptions hold.", ("model", "version", "quantity"),
+           "sampling uncertainty of each estimate (`quantity` = accuracy, precision, …): realized quality should "
+           "fall within ±2 of these around the estimate about 95% of the time"),
+    Series("modelmon_estimation_labeled_delta", "gauge",
+           "Realized minus estimated quality on the labelled predictions of the quality window.",
+           ("model", "version", "quantity"),
+           "realized minus estimated quality on the same labelled predictions: far beyond its standard error, the "
+           "estimator's assumptions broke (concept drift)"),
+    Series("modelmon_estimation_labeled_stderr", "gauge",
+           "Standard error of the realized-minus-estimated delta on the labelled predictions.",
+           ("model", "version", "quantity"), "the standard error of that delta"),
     *(q.series for q in DRIFT if q.kind == FEATURE_DRIFT),
     Series("modelmon_feature_bin_total", "counter",
            "Values of a feature in the drift stream, by reference bin (bins are fixed by the reference).",

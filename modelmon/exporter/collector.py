@@ -14,7 +14,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
 from prometheus_client.registry import Collector
 
 from modelmon import __version__
-from modelmon.contract import DRIFT, FEATURE_DRIFT, QUALITY, series
+from modelmon.contract import DRIFT, ESTIMATED_KEYS, FEATURE_DRIFT, QUALITY, estimated_name, reference_name, series
 from modelmon.exporter.histogram import SCORE_BUCKETS, Histogram
 from modelmon.exporter.pipeline import Exporter
 
@@ -114,7 +114,44 @@ class ExporterCollector(Collector):
         yield from (labels, unmatched, expired, delay, confusion, labeled_score, *regression.values(), label_sum,
                     windowed)
         yield from gauges.values()
+        yield from self._reference(ex)
+        yield from self._estimated(ex)
         yield from self._versions(ex)
+
+    def _reference(self, ex: Exporter) -> Iterator[Metric]:
+        """The quality on the labelled reference (the training baseline), computed when it loaded."""
+        gauges = {q.key: family(reference_name(q.key)) for q in QUALITY}
+        labeled = family("modelmon_reference_labeled")
+        for name, s in ex.states.items():
+            if s.reference is None:
+                continue
+            labeled.add_metric([name], s.reference.labeled)
+            for key, value in sorted(s.reference.quality.items()):
+                q = QUALITY_GAUGES.get(key)
+                if q is not None and q.applies_to(s.cfg.task) and _finite(value):
+                    gauges[key].add_metric([name], value)
+        yield from gauges.values()
+        yield labeled
+
+    def _estimated(self, ex: Exporter) -> Iterator[Metric]:
+        """Estimated quality per version (the estimation worker's last result), with its uncertainty."""
+        gauges = {k: family(estimated_name(k)) for k in ESTIMATED_KEYS}
+        stderr = family("modelmon_estimated_stderr")
+        delta = family("modelmon_estimation_labeled_delta")
+        delta_se = family("modelmon_estimation_labeled_stderr")
+        for name, s in ex.states.items():
+            for version, est in sorted(s.estimation.items()):
+                for key in ESTIMATED_KEYS:
+                    if _finite(est.values.get(key)):
+                        gauges[key].add_metric([name, version], est.values[key])
+                    if _finite(est.stderr.get(key)):
+                        stderr.add_metric([name, version, key], est.stderr[key])
+                    if _finite(est.delta.get(key)):
+                        delta.add_metric([name, version, key], est.delta[key])
+                    if _finite(est.delta_stderr.get(key)):
+                        delta_se.add_metric([name, version, key], est.delta_stderr[key])
+        yield from gauges.values()
+        yield from (stderr, delta, delta_se)
 
     def _versions(self, ex: Exporter) -> Iterator[Metric]:
         pairs = family("modelmon_version_pairs_total")

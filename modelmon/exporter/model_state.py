@@ -26,6 +26,7 @@ from modelmon.exporter.bins import FeatureBins, OutputBins, served_rows
 from modelmon.exporter.comparison import Comparison
 from modelmon.exporter.versions import PAIRED_WINDOW, PairedOutcomes, RequestBook, Traffic, compare as compare_versions
 from modelmon.exporter.drift_tally import DriftTally, feature_stats
+from modelmon.exporter.estimation import Estimate
 from modelmon.exporter.histogram import (LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, SCORE_BUCKETS,
                                          Histogram, LabelBudget, observe_grouped, shorten as shorten_value)
 from modelmon.contract import class_key, class_keys
@@ -85,6 +86,8 @@ class Reference:
             self.profiles[f] = drift.CategoricalProfile.from_values(
                 np.asarray(columns[f], dtype=object), top_k=exp.top_k_categories)
         self.size = len(next(iter(columns.values()))) if columns else 0
+        self.labeled = 0  # labelled rows (a `label` column): the training baseline and the estimators
+        self.quality: dict[str, float] = {}  # quality key -> value on the labelled rows
         # A bounded, row-aligned sample for the multivariate worker.
         rng = np.random.default_rng(0)
         take = rng.choice(self.size, size=min(self.size, exp.multivariate_sample_size), replace=False) \
@@ -155,6 +158,7 @@ class ModelState:
         # Called with (model, frozen features or None, frozen outputs) when traffic froze a reference.
         self.on_frozen: Callable[[ModelConfig, dict | None, np.ndarray], None] | None = None
         self.multivariate: dict[str, float] = {}  # drift_classifier_auc, outlier_ratio, last_run
+        self.estimation: dict[str, Estimate] = {}  # version -> estimated quality (the estimation worker's)
         self.dirty = False
 
     # ------------------------------------------------------------------ ingest
@@ -677,7 +681,7 @@ class ModelState:
                     del totals[key]
             for store in (self.latency, self.shadow_latency, self.labels_total, self.quality_windows,
                           self.score_hist, self.output_windows, self.output_tallies, self.version_drift_windows,
-                          self.version_drift_tallies, self.regression_sums):
+                          self.version_drift_tallies, self.regression_sums, self.estimation):
                 store.pop(version, None)
             if self.output_bins is not None:
                 self.output_bins.counts.pop(version, None)
