@@ -375,9 +375,35 @@ def test_committed_reference_files_match_the_config_and_seed_zero(sim, demo_conf
         text = path.read_text()
         header, *rows = text.splitlines()
         outputs = ["prediction", "score"] if model.task == "binary" else ["prediction"]
-        assert header.split(",") == [*model.features, *outputs]
+        if model.task == "multiclass":
+            outputs += [f"score_{c}" for c in model.classes]
+        assert header.split(",") == [*model.features, *outputs, "label"]
         assert len(rows) == 5000
         assert text == sim.reference_csv(model.name, 5000), f"{path} is stale: regenerate with seed 0"
+
+
+def _csv_columns(text: str) -> dict[str, list[str]]:
+    header, *rows = [line.split(",") for line in text.splitlines()]
+    return {name: [r[i] for r in rows] for i, name in enumerate(header)}
+
+
+def test_reference_labels_give_the_stable_quality_and_scores_sum_to_one(sim):
+    """The reference's labels come from the stable concept: the model's quality on them is its stable
+    quality (as in test_stable_quality_is_realistic_and_healthy); per-class scores are probabilities."""
+    credit = _csv_columns(sim.reference_csv("credit", 5000))
+    assert 0.8 < accuracy_score(credit["label"], credit["prediction"]) < 0.95
+    assert 0.85 < roc_auc_score(np.array(credit["label"], int), np.array(credit["score"], float)) < 0.98
+    segment = _csv_columns(sim.reference_csv("segment", 5000))
+    assert 0.7 < accuracy_score(segment["label"], segment["prediction"]) < 0.95
+    classes = sim.specs["segment"].classes
+    scores = np.column_stack([np.array(segment[f"score_{c}"], float) for c in classes])
+    assert np.allclose(scores.sum(axis=1), 1, atol=2e-3)
+    assert (np.array(segment["prediction"]) == np.array(classes)[scores.argmax(axis=1)]).all()
+    eta = _csv_columns(sim.reference_csv("eta", 5000))
+    assert 2 < mean_absolute_error(np.array(eta["label"], float), np.array(eta["prediction"], float)) < 4
+    # The rows are those of reference_rows: the labels are drawn apart, the feature rows do not move.
+    rows = sim.reference_rows("credit", 5000)
+    assert [int(v) for v in credit["age"]] == [r["age"] for r in rows]
 
 
 def test_demo_models_match_the_repo_config(sim, demo_config):

@@ -31,16 +31,22 @@ def _significant(x: float, digits: int = 4) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def reference_csv(spec: ModelSpec, cols: Columns, outputs: list[dict] | None = None) -> str:
+def reference_csv(spec: ModelSpec, cols: Columns, outputs: list[dict] | None = None,
+                  labels: list[Any] | None = None) -> str:
     """Feature rows as CSV: the config's feature order, categorical values as text.
 
-    With ``outputs`` (the model's predictions on these rows) a ``prediction`` column, and for a
-    binary model a ``score`` column, follow: the exporter's reference for prediction drift.
+    With ``outputs`` (the model's predictions on these rows) a ``prediction`` column, for a
+    binary model a ``score`` column and for a multiclass model one ``score_<class>`` column per
+    class (in the config's class order) follow: the exporter's reference for prediction drift and
+    for calibrating its estimators. With ``labels`` (the true label of each row) a ``label``
+    column comes last: reference quality and the fit of estimated performance.
     """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     output_names = [k for k in ("prediction", "score") if outputs and k in outputs[0]]
-    writer.writerow([*spec.feature_names, *output_names])
+    class_scores = list(outputs[0]["scores"]) if outputs and "scores" in outputs[0] else []
+    writer.writerow([*spec.feature_names, *output_names, *(f"score_{c}" for c in class_scores),
+                     *(["label"] if labels is not None else [])])
     cells: list[list[str]] = []
     for f in spec.numeric:
         values = cols[f.name].tolist()
@@ -49,8 +55,19 @@ def reference_csv(spec: ModelSpec, cols: Columns, outputs: list[dict] | None = N
         cells.append([c.values[k] for k in cols[c.name].tolist()])
     for name in output_names:
         cells.append([v if isinstance(v, str) else _significant(float(v)) for v in (o[name] for o in outputs)])
+    for c in class_scores:
+        cells.append([_significant(float(o["scores"][c])) for o in outputs])
+    if labels is not None:
+        cells.append([_cell(v) for v in labels])
     writer.writerows(zip(*cells))
     return buf.getvalue()
+
+
+def _cell(value: Any) -> str:
+    """A label as a CSV cell: class names and integer classes as they are, numbers in full."""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
 
 
 def model_entry(spec: ModelSpec, reference: Any) -> dict[str, Any]:

@@ -229,13 +229,23 @@ class Simulator:
         columns += [[c.values[k] for k in cols[c.name].tolist()] for c in spec.categorical]
         return [dict(zip(names, row)) for row in zip(*columns)]
 
+    def reference_labels(self, model: str, n: int = 5000) -> list:
+        """The true label of each row of ``reference_rows`` (class names, or numbers for regression),
+        drawn from the stable concept with a random stream of its own, so the rows do not move."""
+        spec = self._spec(model)
+        cols = spec.sample(_rng(self.seed, "reference", model), n)
+        truth = spec.truth(_rng(self.seed, "reference-label", model), cols, False)
+        return RecordStream._label_values(self.fitted[model], truth)
+
     def reference_csv(self, model: str, n: int = 5000) -> str:
         """The same rows as ``reference_rows``, as CSV text with about 4 significant digits, plus
-        the model's outputs on them (``prediction``, and ``score`` for a binary model)."""
+        the model's outputs on them (``prediction``; ``score`` for a binary model, ``score_<class>``
+        per class for a multiclass one) and the true ``label`` of each row."""
         spec = self._spec(model)
         cols = spec.sample(_rng(self.seed, "reference", model), n)
         predicted, proba = self.fitted[model].predict(spec.matrix(cols))
-        return reference_csv(spec, cols, RecordStream._outputs(self.fitted[model], predicted, proba))
+        return reference_csv(spec, cols, RecordStream._outputs(self.fitted[model], predicted, proba),
+                             self.reference_labels(model, n))
 
     def write_reference(self, directory: str | Path, n: int = 5000) -> dict[str, Path]:
         """Write <model>.csv for every model into ``directory``; returns model -> path."""
