@@ -8,14 +8,14 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from modelmon.alerting.alerts import threshold_alert_name
+from modelmon.alerting.alerts import estimated_alert_name, threshold_alert_name
 from modelmon.alerting.generate import artefacts
 from modelmon.alerting.options import RuleOptions
 from modelmon.alerting.policy import Rollout, load_policy, parse_policy
 from modelmon.alerting.render import HEADER
 from modelmon.alerting.rules import alerts_of, rule_files
 from modelmon.config import load_config, parse_config
-from modelmon.contract import QUANTITIES, TASKS, quantities_for
+from modelmon.contract import ESTIMATED_KEYS, QUANTITIES, TASKS, estimated_name, quantities_for
 from modelmon.promql import number
 
 RUNBOOK = ROOT / "alerting" / "RUNBOOK.md"
@@ -221,7 +221,8 @@ def test_class_values_are_escaped_in_promql_and_multiclass_needs_no_class_list()
 def all_alert_names() -> set[str]:
     names = {a.name for a in alerts_of(full_config())}
     expected = {threshold_alert_name(k, q.direction) for k, q in QUANTITIES.items()}
-    assert expected <= names, "full_config() must exercise every thresholded quantity"
+    expected |= {estimated_alert_name(k) for k in ESTIMATED_KEYS} | {"ModelmonEstimateDisagrees"}
+    assert expected <= names, "full_config() must exercise every thresholded quantity and its estimate"
     return names
 
 
@@ -330,6 +331,7 @@ def test_pages_only_for_user_facing_harm_or_a_blind_monitor():
     assert paging <= PAGING_FAMILIES, paging - PAGING_FAMILIES
     assert by_family["drift"] == {"warning"}
     assert by_family["labels"] == {"warning"} and by_family["input"] == {"warning"}
+    assert by_family["estimation"] == {"warning"}  # an estimate opens tickets, never pages
     # latency and availability: the fast burn windows page, the slow ones ticket
     for family in ("latency", "availability"):
         assert {"critical", "warning"} <= by_family[family], family
@@ -451,3 +453,110 @@ def test_comparison_recording_rules_per_task_and_window():
         for r, w in zip(records[m.name], ("1h", "6h", "7d")):
             pairs = f'sum by (model, version, baseline) (increase(modelmon_version_pairs_total{{model="{m.name}"}}[{w}]))'
             assert r["expr"].endswith(f"/\n({pairs} > 0)"), r["expr"]
+
+
+# ---------------------------------------------------------------- estimated quality (issue 13)
+
+
+def _model_rules(config, name: str, policy=None) -> list[dict]:
+    docs = rule_files(config, policy=policy)
+    return [r for g in docs[f"model-{name}.yml"]["groups"] for r in g["rules"] if "alert" in r]
+
+
+def test_estimated_alerts_for_every_estimated_threshold_while_labels_are_missing():
+    """One ticket per threshold whose key has an estimator, on the warning threshold, silenced by
+    min_labeled labelled predictions over the alert window (absent counts as none)."""
+    config = full_config()
+    w = config.recording.alert_window
+    for m in config.models:
+        rules = {r["alert"]: r for r in _model_rules(config, m.name) if r["alert"].startswith("ModelmonEstimated")}
+        keys = [k for k in ESTIMATED_KEYS if k in m.thresholds and QUANTITIES[k].applies_to(m.task)]
+        assert set(rules) == {estimated_alert_name(k) for k in keys}, m.name
+        for k in keys:
+            r, t = rules[estimated_alert_name(k)], m.thresholds[k]
+            op = "<" if QUANTITIES[k].direction == "below" else ">"
+            assert r["expr"] == (f'{estimated_name(k)}{{model="{m.name}"}} {op} {number(t.warning)}\n'
+                                 f"unless on (model, version)\n"
+                                 f'model_version:modelmon_labeled_predictions:increase{w}{{model="{m.name}"}} '
+                                 f">= {m.min_labeled}")
+            assert r["labels"] == {"severity": "warning", "team": m.team, "family": "estimation"}
+            assert (r["for"], r["keep_firing_for"]) == ("15m", "30m")
+            assert r["annotations"]["runbook_url"].endswith("#" + estimated_alert_name(k).lower())
+            assert f"/d/modelmon-model-{m.task}?var-model={m.name}" in r["annotations"]["dashboard_url"]
+            assert "modelmon_estimated_stderr" in r["annotations"]["description"]
+    names = {estimated_alert_name(k) for k in ESTIMATED_KEYS}
+    assert names == {"ModelmonEstimatedAccuracyLow", "ModelmonEstimatedPrecisionLow", "ModelmonEstimatedRecallLow",
+                     "ModelmonEstimatedF1Low", "ModelmonEstimatedRocAucLow", "ModelmonEstimatedMaeHigh",
+                     "ModelmonEstimatedRmseHigh"}
+
+
+def test_estimated_alerts_use_the_critical_threshold_without_a_warning_and_skip_other_quantities():
+    raw = _raw_full_config()
+    for m in raw["models"]:
+        m["thresholds"] = ({"accuracy": {"critical": 0.7}, "log_loss": {"warning": 0.9}} if m["task"] != "regression"
+                           else {"r2": {"warning": 0.5}, "rmse": {"critical": 12}})
+    config = parse_config(raw)
+    for m in config.models:
+        estimated = [r for r in _model_rules(config, m.name) if r["alert"].startswith("ModelmonEstimated")]
+        if m.task == "regression":
+            assert [r["alert"] for r in estimated] == ["ModelmonEstimatedRmseHigh"]  # R² has no estimator
+            assert estimated[0]["expr"].startswith('modelmon_estimated_rmse{model="m_regression"} > 12\n')
+        else:
+            assert [r["alert"] for r in estimated] == ["ModelmonEstimatedAccuracyLow"]  # log loss has none
+            assert " < 0.7\n" in estimated[0]["expr"]
+        assert all(r["labels"]["severity"] == "warning" for r in estimated)
+        assert "critical threshold" in estimated[0]["annotations"]["description"]
+
+
+def test_estimate_disagrees_beyond_three_standard_errors_with_min_labeled():
+    config = full_config()
+    for m in config.models:
+        (r,) = [r for r in _model_rules(config, m.name) if r["alert"] == "ModelmonEstimateDisagrees"]
+        delta = f'modelmon_estimation_labeled_delta{{model="{m.name}"}}'
+        se = f'modelmon_estimation_labeled_stderr{{model="{m.name}"}}'
+        assert f"{delta} > 3 * {se}" in r["expr"] and f"{delta} < -3 * {se}" in r["expr"]
+        assert r["expr"].endswith(f'and on (job, instance, model, version)\n'
+                                  f'modelmon_window_labeled{{model="{m.name}"}} >= {m.min_labeled}')
+        assert r["labels"] == {"severity": "warning", "team": m.team, "family": "estimation"}
+        assert (r["for"], r["keep_firing_for"]) == ("30m", "30m")
+        assert "{{ $labels.quantity }}" in r["annotations"]["description"]
+    # A model without thresholds still gets it: the check is on the estimator, not on a threshold.
+    raw = _raw_full_config()
+    for m in raw["models"]:
+        m.pop("thresholds")
+    config = parse_config(raw)
+    for m in config.models:
+        names = [r["alert"] for r in _model_rules(config, m.name)]
+        assert "ModelmonEstimateDisagrees" in names and not [n for n in names if n.startswith("ModelmonEstimated")]
+
+
+@pytest.mark.parametrize("key", ["estimated", "ModelmonEstimateDisagrees"])
+def test_estimated_quality_never_pages(key):
+    data = _policy_data()
+    data["alerts"][key]["severity"] = "critical"
+    with pytest.raises(ValueError, match=f"^policy.yml: alerts.{key}.severity: estimated quality opens tickets"):
+        parse_policy(data)
+    data["alerts"][key]["severity"] = "info"
+    assert parse_policy(data).alert(key).severity == "info"
+
+
+def test_drift_thresholds_on_wasserstein_and_ttest_alert_like_ks():
+    """The normed Wasserstein distance and the Welch t-test p-value are per-feature gauges (per
+    exporter process) with thresholds like KS: count the drifting features per model, guarded by the
+    exporter's drift window."""
+    raw = _raw_full_config()
+    for m in raw["models"]:
+        m["thresholds"] = {"wasserstein_normed": {"warning": 0.1}, "ttest_pvalue": {"warning": 0.001},
+                           "ks_pvalue": {"warning": 0.001}}
+    config = parse_config(raw)
+    for m in config.models:
+        rules = {r["alert"]: r for r in _model_rules(config, m.name) if r["alert"].startswith("ModelmonFeature")}
+        assert set(rules) == {"ModelmonFeatureWassersteinNormedHigh", "ModelmonFeatureTtestPvalueLow",
+                              "ModelmonFeatureKsPvalueLow"}
+        for name, metric, op in (("ModelmonFeatureWassersteinNormedHigh", "modelmon_feature_wasserstein_normed", "> 0.1"),
+                                 ("ModelmonFeatureTtestPvalueLow", "modelmon_feature_ttest_pvalue", "< 0.001")):
+            r = rules[name]
+            assert r["expr"].startswith(f'count by (model) ({metric}{{model="{m.name}"}} {op}) >= 1\n'), r["expr"]
+            assert f'modelmon_drift_window_records{{model="{m.name}"}} >= ' in r["expr"]
+            assert r["labels"]["severity"] == "warning" and r["labels"]["family"] == "drift"
+            assert r["annotations"]["dashboard_url"].startswith("http://localhost:3000/d/modelmon-drift")

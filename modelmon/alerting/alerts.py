@@ -26,9 +26,9 @@ DASHBOARD_SERVICE = contract.SERVICE_UID
 DASHBOARD_SELF = contract.SELF_UID
 
 # Families: the unit of inhibition (a critical alert silences warning and info of its family).
-QUALITY, DRIFT, LATENCY, AVAILABILITY, TRAFFIC, LABELS, CARDINALITY, VERSIONS, EXPORTER, INPUT = (
+QUALITY, DRIFT, LATENCY, AVAILABILITY, TRAFFIC, LABELS, CARDINALITY, VERSIONS, EXPORTER, INPUT, ESTIMATION = (
     "quality", "drift", "latency", "availability", "traffic", "labels", "cardinality", "versions",
-    "exporter", "input")
+    "exporter", "input", "estimation")
 # Families whose alerts a dead exporter causes; ModelmonExporterDown/Absent inhibit them.
 CAUSED_BY_EXPORTER = (TRAFFIC, LABELS)
 
@@ -40,6 +40,19 @@ def camel(key: str) -> str:
 def threshold_alert_name(key: str, direction: str) -> str:
     prefix = "Feature" if QUANTITIES[key].per_feature else ""
     return f"Modelmon{prefix}{camel(key)}{'Low' if direction == 'below' else 'High'}"
+
+
+def estimated_alert_name(key: str) -> str:
+    """``ModelmonEstimatedAccuracyLow``, ``ModelmonEstimatedMaeHigh``: estimated quality past its threshold."""
+    return f"ModelmonEstimated{camel(key)}{'Low' if QUANTITIES[key].direction == 'below' else 'High'}"
+
+
+ESTIMATE_DISAGREES = "ModelmonEstimateDisagrees"
+# policy.yml key of the ModelmonEstimated<Quantity>Low/High alerts (one entry for all quantities).
+ESTIMATED_POLICY = "estimated"
+# How many standard errors realized and estimated quality may differ on the same labelled
+# predictions before the estimator's assumptions count as broken (ModelmonEstimateDisagrees).
+DISAGREEMENT_SE = 3
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,7 @@ _MODEL = "{{ $labels.model }}"
 _INTEGER = _value('printf "%.0f"')
 _NUMBER = _value('printf "%.3g"')
 _VERSION = "{{ $labels.version }}"
+_SIGNED = _value('printf "%+.3g"')
 
 
 class ModelAlerts:
@@ -111,6 +125,7 @@ class ModelAlerts:
         alerts.extend(self.error_budget())
         alerts.extend(self.traffic())
         alerts.extend(self.versions())
+        alerts.extend(self.estimation())
         return alerts
 
     def _alert(self, name: str, expr: str, *, severity: str | None = None, policy_key: str | None = None,
@@ -223,6 +238,76 @@ class ModelAlerts:
 
     def _drift_guard(self) -> str:
         return f"{selector('modelmon_drift_window_records', **self.sel)} >= {self.m.min_drift_samples}"
+
+    # ---------------------------------------------------------------- estimated quality (no labels yet)
+
+    def estimation(self) -> list[Alert]:
+        """Estimated quality past the model's threshold while labels are missing (a ticket), and
+        estimate and realized quality disagreeing on the same labelled predictions (a ticket).
+
+        The estimated gauges (``modelmon_estimated_<quantity>``) only exist for a model whose
+        reference carries labels; until then these rules match nothing."""
+        out = [a for key, t in self.m.thresholds.items() if key in contract.ESTIMATED_KEYS
+               and QUANTITIES[key].applies_to(self.m.task) for a in self.estimated(key, t)]
+        if any(QUANTITIES[k].applies_to(self.m.task) for k in contract.ESTIMATED_KEYS):
+            out.append(self.estimate_disagrees())
+        return out
+
+    def estimated(self, key: str, t: Threshold) -> list[Alert]:
+        """The estimate past the warning threshold (the critical one when there is no warning),
+        while the labelled predictions over the alert window, summed over every replica, are
+        fewer than min_labeled: realized quality cannot judge yet, so the estimate opens a ticket.
+        Once min_labeled labels are in, the realized-quality alert (which may page) takes over."""
+        q = QUANTITIES[key]
+        limit = t.warning if t.warning is not None else t.critical
+        if limit is None:
+            return []
+        op, side = ("<", "below") if t.direction == "below" else (">", "above")
+        which = "warning" if t.warning is not None else "critical"
+        title = q.title if q.title.split()[0].isupper() else q.title[0].lower() + q.title[1:]  # ROC AUC, F1 score
+        value = number(limit)
+        w = self.window
+        estimate = selector(contract.estimated_name(key), **self.sel)
+        labelled = selector(additive.labeled_predictions(w), **self.sel)
+        # `unless`: no labelled-predictions series at all (no label ever joined) also counts as missing.
+        expr = f"{estimate} {op} {value}\nunless on (model, version)\n{labelled} >= {self.m.min_labeled}"
+        stderr = _instance_lookup("modelmon_estimated_stderr", key, fmt="%.2g")
+        count = (f'{{{{ with printf "{additive.labeled_predictions(w)}{{model=%q, version=%q}}" $labels.model '
+                 f'$labels.version | query }}}}{{{{ . | first | value | printf "%.0f" }}}}{{{{ else }}}}0{{{{ end }}}}')
+        name = estimated_alert_name(key)
+        p = self.policy.alert(ESTIMATED_POLICY)
+        return [Alert(
+            name=name, expr=expr, severity=p.severity or "warning", pending=self.options.pending(name, p.pending),
+            family=ESTIMATION, dashboard=self.model_dashboard, model=self.m,
+            keep_firing_for=self.options.keep(p.keep_firing_for),
+            summary=f"Estimated {title} is {side} its threshold while labels are missing",
+            description=(f"Estimated {title} of model {_MODEL} version {_VERSION} is {_value(q.value_format)} "
+                         f"(standard error {stderr}) over its last quality window of predictions, {side} the "
+                         f"{which} threshold {value}; only {count} labelled predictions over the last {w} "
+                         f"(fewer than min_labeled {self.m.min_labeled}), so realized quality cannot judge yet. "
+                         f"An estimate, not a measurement: it assumes the calibration on the labelled reference "
+                         f"still holds (no concept drift)."))]
+
+    def estimate_disagrees(self) -> Alert:
+        """Realized minus estimated quality on the same labelled predictions beyond DISAGREEMENT_SE
+        standard errors, with at least min_labeled labelled predictions in the exporter's quality
+        window (the window the delta is computed on, same process): the estimator's assumptions
+        broke (concept drift, a stale reference), so its estimates cannot be trusted."""
+        delta = selector("modelmon_estimation_labeled_delta", **self.sel)
+        se = selector("modelmon_estimation_labeled_stderr", **self.sel)
+        labelled = selector("modelmon_window_labeled", **self.sel)
+        k = DISAGREEMENT_SE
+        expr = (f"(\n  {delta} > {k} * {se}\n  or\n  {delta} < -{k} * {se}\n)\n"
+                f"and on (job, instance, model, version)\n{labelled} >= {self.m.min_labeled}")
+        return self._alert(
+            ESTIMATE_DISAGREES, expr, family=ESTIMATION, dashboard=self.model_dashboard,
+            summary="Estimated and realized quality disagree beyond their uncertainty",
+            description=(f"On the labelled predictions of model {_MODEL} version {_VERSION}, realized minus "
+                         f"estimated {{{{ $labels.quantity }}}} is {_SIGNED}, more than {k} "
+                         f"standard errors ({_instance_lookup('modelmon_estimation_labeled_stderr', None, fmt='%.2g')}) "
+                         f"from zero, with at least {self.m.min_labeled} labelled: the estimator's assumptions "
+                         f"broke (concept drift, or a reference that no longer describes the model), so the "
+                         f"estimated quality of this model is not to be trusted until it is refitted."))
 
     # ---------------------------------------------------------------- service level
 
@@ -394,6 +479,16 @@ def _lookup(metric: str, *labels: str, fmt: str) -> str:
     names = ("model", "version", "baseline", *labels)
     matchers = ", ".join(f"{n}=%q" for n in names)
     args = " ".join(f"$labels.{n}" for n in names)
+    return (f'{{{{ with printf "{metric}{{{matchers}}}" {args} | query }}}}'
+            f'{{{{ . | first | value | printf "{fmt}" }}}}{{{{ end }}}}')
+
+
+def _instance_lookup(metric: str, quantity: str | None, *, fmt: str) -> str:
+    """Go template reading ``metric`` of the alert's exporter (job, instance), model, version and
+    quantity (``quantity`` given: that value; None: the alert's own ``quantity`` label)."""
+    names = ("job", "instance", "model", "version", "quantity")
+    matchers = ", ".join(f"{n}=%q" for n in names)
+    args = " ".join(f"$labels.{n}" for n in names[:-1]) + (f' "{quantity}"' if quantity else " $labels.quantity")
     return (f'{{{{ with printf "{metric}{{{matchers}}}" {args} | query }}}}'
             f'{{{{ . | first | value | printf "{fmt}" }}}}{{{{ end }}}}')
 

@@ -13,6 +13,8 @@ from modelmon.config import format_duration, load_yaml, parse_duration
 
 POLICY_FILE = Path(__file__).with_name("policy.yml")
 SEVERITIES = ("critical", "warning", "info")
+# Alerts on estimated quality: an estimate rests on assumptions, so it never pages.
+TICKETS_ONLY = ("estimated", "ModelmonEstimateDisagrees")
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,9 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         severity = spec.get("severity")
         if severity is not None and severity not in SEVERITIES:
             raise ValueError(f"{POLICY_FILE.name}: alerts.{key}.severity: expected one of {SEVERITIES}")
+        if key in TICKETS_ONLY and severity == "critical":
+            raise ValueError(f"{POLICY_FILE.name}: alerts.{key}.severity: estimated quality opens tickets, never "
+                             f"pages (warning or info); the realized-quality alerts page once labels arrive")
         keep = spec.get("keep_firing_for")
         alerts[key] = AlertPolicy(pending=_duration(spec["for"], f"alerts.{key}.for"), severity=severity,
                                   keep_firing_for=_duration(keep, f"alerts.{key}.keep_firing_for") if keep else None)
