@@ -326,6 +326,84 @@ def test_late_labels_arrive_after_their_predictions_or_never(credit_only_targets
     assert len(segment_labels) / len(segment_ok) > 0.85  # not targeted
 
 
+def test_covariate_shift_harmful_hurts_and_harmless_does_not_with_labels_days_later():
+    """Issue 13: both shifts move the inputs only; the harmful one pushes the classifiers towards their
+    decision boundary (real quality falls past the warning thresholds), the harmless one tilts a
+    feature the models handle equally well (it drifts clearly, quality stays). Labels come days later."""
+    sim = Simulator(seed=5, label_rate=1.0)
+    stable = sim.records(n=9000, start=START)
+    harmful = sim.records(n=9000, scenario="covariate_shift_harmful", start=START)
+    harmless = sim.records(n=9000, scenario="covariate_shift_harmless", start=START)
+    base = {m: quality(stable, m) for m in ("credit", "segment", "eta")}
+    hurt = {m: quality(harmful, m) for m in ("credit", "segment", "eta")}
+    kept = {m: quality(harmless, m) for m in ("credit", "segment", "eta")}
+    assert hurt["credit"]["accuracy"] < 0.75 < 0.83 < base["credit"]["accuracy"]  # past critical
+    assert hurt["segment"]["accuracy"] < 0.70 < 0.78 < base["segment"]["accuracy"]  # past warning
+    for m in ("credit", "segment"):
+        assert abs(kept[m]["accuracy"] - base[m]["accuracy"]) < 0.03, m
+    assert abs(kept["eta"]["mae"] - base["eta"]["mae"]) < 0.3 and abs(hurt["eta"]["mae"] - base["eta"]["mae"]) < 0.5
+    for m in ("credit", "segment", "eta"):  # the harmless shift is real drift of the tilted feature
+        feature = sim.specs[m].shift_feature
+        before, after = feature_values(stable, m, feature), feature_values(harmless, m, feature)
+        assert stats.ks_2samp(before, after).pvalue < 1e-20
+        assert np.mean(after) > np.mean(before) + 0.5 * np.std(before), m
+    # The harmful shift's inputs sit nearer the boundary: the credit scores crowd around 0.5.
+    scores = [r["score"] for r in predictions(harmful, "credit") if r["status"] == "ok"]
+    base_scores = [r["score"] for r in predictions(stable, "credit") if r["status"] == "ok"]
+    assert np.mean(np.abs(np.array(scores) - 0.5)) < 0.6 * np.mean(np.abs(np.array(base_scores) - 0.5))
+    # Labels of the shifted predictions: every one, as later records, 2 to 5 days after the prediction.
+    when = {r["id"]: epoch(r["ts"]) for r in predictions(harmful)}
+    delays = np.array([epoch(r["ts"]) - when[r["id"]] for r in label_records(harmful)])
+    assert not any("label" in r for r in predictions(harmful))
+    assert len(delays) == sum(r["status"] == "ok" for r in predictions(harmful))
+    assert delays.min() >= 2 * 86400 and delays.max() <= 5 * 86400
+
+
+def test_covariate_shift_is_deterministic_and_keeps_other_scenarios_bytes():
+    a = Simulator(seed=2).records(n=600, scenario="covariate_shift_harmless", start=START)
+    b = Simulator(seed=2).records(n=600, scenario="covariate_shift_harmless", start=START)
+    assert a == b
+    # A schedule without the new scenarios is the same traffic as before they existed: the golden replay
+    # log (tests/fixtures/replay.jsonl, committed) is still what the simulator writes.
+    from test_golden_metrics import LOG, RATE as REPLAY_RATE, SCHEDULE, SEED, START as REPLAY_START
+
+    buf = io.BytesIO()
+    Simulator(seed=SEED).write(buf, start=REPLAY_START, schedule=SCHEDULE, rate=REPLAY_RATE)
+    assert LOG.read_bytes().startswith(buf.getvalue())
+
+
+def test_labels_withheld_by_scenario_or_for_the_whole_run(tmp_path):
+    sim = Simulator(models=["credit"], seed=1)
+    records = sim.records(start=START, rate=RATE, schedule="stable:20,no_labels:20")
+    labelled = {r["id"] for r in label_records(records)}
+    first = [r for r in predictions(records) if epoch(r["ts"]) < START_S + 20 and r["status"] == "ok"]
+    second = [r for r in predictions(records) if epoch(r["ts"]) >= START_S + 20]
+    assert len({r["id"] for r in first} & labelled) > 0.8 * len(first)
+    assert second and not ({r["id"] for r in second} & labelled)
+    withheld = Simulator(models=["credit"], seed=1, withhold_labels=True, inline_labels=True)
+    records = withheld.records(start=START, rate=RATE, schedule="stable:10,covariate_shift_harmful:10")
+    assert not label_records(records) and not any("label" in r for r in records)
+    # The CLI: --no-labels withholds them all; --delayed-label-delay sets the shifted phases' delay.
+    log = tmp_path / "shift.jsonl"
+    assert _cli(["--out", str(log), "--models", "credit", "--records", "300", "--start", START,
+                 "--scenario", "covariate_shift_harmful", "--delayed-label-delay", "fixed:1d"]) == 0
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    when = {r["id"]: epoch(r["ts"]) for r in predictions(records)}
+    assert {epoch(r["ts"]) - when[r["id"]] for r in label_records(records)} == {86400.0}
+    log.write_text("")
+    assert _cli(["--out", str(log), "--models", "credit", "--records", "300", "--start", START, "--no-labels"]) == 0
+    assert not label_records([json.loads(line) for line in log.read_text().splitlines()])
+
+
+def test_help_lists_every_scenario_with_what_it_does(capsys):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    text = parser.format_help()
+    for name in SCENARIOS:
+        assert f"  {name} " in text
+    assert "covariate_shift_harmful" in text and "decision" in text and "--no-labels" in text
+
+
 def test_traffic_stop_writes_nothing_but_due_labels(sim):
     records = sim.records(start=START, rate=RATE, schedule="stable:30,traffic_stop:30,stable:30")
     times = [(epoch(r["ts"]) - START_S, "status" in r) for r in records]

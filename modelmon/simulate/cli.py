@@ -55,7 +55,23 @@ def _share(text: str) -> float:
     return value
 
 
+def scenarios_epilog() -> str:
+    """The scenarios and what each does, for the end of `modelmon simulate --help`."""
+    import textwrap
+
+    lines = ["scenarios (--scenario NAME, or phases of --schedule):"]
+    for s in SCENARIOS.values():
+        lines += textwrap.wrap(s.description, 100, initial_indent=f"  {s.name:<26}", subsequent_indent=" " * 28)
+    lines += ["", "estimated quality before labels (issue 13): e.g. --schedule stable:300,covariate_shift_harmful:600 "
+              "(labels of the shifted phase arrive --delayed-label-delay later; --no-labels withholds them all): "
+              "modelmon_estimated_* falls at once while realized quality has no labels to judge; "
+              "covariate_shift_harmless drifts as clearly and the estimate stays."]
+    return "\n".join(lines[:-1] + textwrap.wrap(lines[-1], 100))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = scenarios_epilog()
     out = p.add_argument_group("output")
     out.add_argument("--out", metavar="LOG", help="append JSON Lines records to LOG ('-' for stdout)")
     out.add_argument("--rotate-bytes", metavar="SIZE", type=_size,
@@ -71,7 +87,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     traffic.add_argument("--models", type=_names, default=None, metavar="A,B",
                          help="demo models to simulate (default: credit,segment,eta)")
     traffic.add_argument("--seed", metavar="N", type=int, default=0, help="random seed; same seed and arguments, same bytes (0)")
-    traffic.add_argument("--scenario", choices=tuple(SCENARIOS), default="stable", help="scenario to run (stable)")
+    traffic.add_argument("--scenario", choices=tuple(SCENARIOS), default="stable",
+                         help="scenario to run (stable); the list below says what each does")
     traffic.add_argument("--schedule", metavar="NAME:SECONDS,...",
                          help="scenarios in sequence, e.g. stable:60,concept_drift:120,latency_regression:60")
     traffic.add_argument("--loop", action="store_true", help="repeat --schedule forever (live mode)")
@@ -107,6 +124,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         help="late_labels scenario: share of predictions that ever get a label (0.6)")
     labels.add_argument("--late-label-delay", default="lognormal:15m", metavar="DIST",
                         help="late_labels scenario: label delay distribution (lognormal:15m)")
+    labels.add_argument("--delayed-label-delay", default="uniform:2d..5d", metavar="DIST",
+                        help="covariate_shift_harmful/covariate_shift_harmless: label delay, days as a rule "
+                             "(uniform:2d..5d); in batch mode pick --start far enough back, or the exporter "
+                             "refuses labels stamped in the future")
+    labels.add_argument("--no-labels", action="store_true",
+                        help="withhold every label in every scenario (the no_labels scenario withholds those of "
+                             "its own phase): quality can then only be estimated")
 
 
 def _check(args: argparse.Namespace) -> str | None:
@@ -150,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
             args.models or tuple(DEMO_MODELS), args.seed, target_models=args.target_models,
             drift_features=args.drift_features, label_rate=args.label_rate, label_delay=args.label_delay,
             inline_labels=args.inline_labels, late_label_rate=args.late_label_rate,
-            late_label_delay=args.late_label_delay, missing_rate=args.missing_rate, error_rate=args.error_rate,
+            late_label_delay=args.late_label_delay, delayed_label_delay=args.delayed_label_delay,
+            withhold_labels=args.no_labels, missing_rate=args.missing_rate, error_rate=args.error_rate,
             candidate=args.candidate, canary_share=args.canary_share)
     except ValueError as e:
         print(f"modelmon simulate: {e}", file=sys.stderr)

@@ -65,6 +65,9 @@ CREDIT = ModelSpec(
     classes=(0, 1),
     latency_ms=14.0,
     drift_defaults=("income", "country"),
+    # The model is linear in income where the truth is linear in log income: along income its confidence
+    # drifts from its accuracy; along age both are linear, so the harmless shift tilts age.
+    shift_feature="age",
     config={
         "quality_window": 2000, "drift_window": 1000, "min_labeled": 200,
         "thresholds": {
@@ -121,6 +124,7 @@ SEGMENT = ModelSpec(
     classes=("basic", "plus", "premium"),
     latency_ms=22.0,
     drift_defaults=("monthly_spend", "plan"),
+    shift_feature="tenure_months",
     config={
         "quality_window": 2000, "drift_window": 1000, "min_labeled": 200,
         "thresholds": {
@@ -171,6 +175,7 @@ ETA = ModelSpec(
     make_estimator=gradient_boosting,
     latency_ms=30.0,
     drift_defaults=("distance_km", "city"),
+    shift_feature="distance_km",
     config={
         "quality_window": "1h", "drift_window": 1000, "min_labeled": 100,
         "thresholds": {

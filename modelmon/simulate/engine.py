@@ -9,13 +9,16 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
 from modelmon.simulate.delays import DelayDistribution
 from modelmon.simulate.scenarios import SCENARIOS, Scenario, scenario
 from modelmon.simulate.spec import FittedModel, with_missing
+
+if TYPE_CHECKING:
+    from modelmon.simulate.shift import ShiftSampler
 
 STABLE = SCENARIOS["stable"]
 LATENCY_SIGMA = 0.4  # lognormal spread of healthy latency: p99 is about 2.5x the median
@@ -32,6 +35,9 @@ class LabelPolicy:
     inline: bool = False  # label on the prediction record instead of a later label record
     late_rate: float = 0.6  # the late_labels scenario: fewer labels ...
     late_delay: DelayDistribution = DelayDistribution("lognormal", 900.0, 1.0)  # ... much later
+    # The covariate_shift_* scenarios: labels days later (the share labelled is ``rate``).
+    delayed_delay: DelayDistribution = DelayDistribution("uniform", 2 * 86400.0, 5 * 86400.0)
+    withhold: bool = False  # no label for any prediction, in every scenario
 
     def __post_init__(self) -> None:
         for name in ("rate", "late_rate"):
@@ -61,7 +67,7 @@ class RecordStream:
                  drifted: Mapping[str, frozenset[str]], labels: LabelPolicy, rng: np.random.Generator,
                  run_tag: str, missing_rate: float, error_rate: float,
                  candidates: Callable[[str, str], FittedModel] | None = None, candidate: str = "better",
-                 canary_share: float = 0.2):
+                 canary_share: float = 0.2, shifts: Callable[[str], "ShiftSampler"] | None = None):
         self.models = list(models.values())
         self.targets = targets
         self.drifted = drifted
@@ -73,6 +79,7 @@ class RecordStream:
         self.candidates = candidates  # (model, "better"/"worse") -> the candidate version, for rollouts
         self.candidate = candidate  # the candidate of the plain shadow and canary scenarios
         self.canary_share = canary_share
+        self.shifts = shifts  # model -> its ShiftSampler, for the covariate_shift_* scenarios
         self._heap: list[tuple[int, int, dict]] = []  # (due ms, tie-breaker, label record)
         self._seq = itertools.count()
         self._next_id = 0
@@ -134,7 +141,12 @@ class RecordStream:
         shadow scenarios, the candidate's shadow bodies by position."""
         spec, rng = fitted.spec, self.rng
         drifted = self.drifted[spec.name] if scen.covariate_drift else frozenset()
-        cols = spec.sample(rng, n, drifted)
+        if scen.shift is not None:
+            if self.shifts is None:
+                raise ValueError(f"scenario {scen.name!r} needs the simulator's shift samplers")
+            cols = self.shifts(spec.name).sample(rng, n, scen.shift)
+        else:
+            cols = spec.sample(rng, n, drifted)
         truth = spec.truth(rng, cols, scen.concept_drift)
         seen = with_missing(spec, rng, cols, self.missing_rate)
         predicted, proba = fitted.predict(spec.matrix(seen))
@@ -145,8 +157,12 @@ class RecordStream:
         latency[slow] = rng.lognormal(np.log(SLOW_MEDIAN_MS), SLOW_SIGMA, int(slow.sum()))
         policy = self.labels
         rate, delay = (policy.late_rate, policy.late_delay) if scen.late_labels else (policy.rate, policy.delay)
+        if scen.delayed_labels:
+            delay = policy.delayed_delay
         labelled = ~failed & (rng.random(n) < rate)
-        inline = policy.inline and not scen.late_labels
+        if scen.no_labels or policy.withhold:
+            labelled[:] = False
+        inline = policy.inline and not (scen.late_labels or scen.delayed_labels)
         delays_ms = np.round(delay.sample(rng, n) * 1000).astype(np.int64).tolist()
 
         names = spec.feature_names

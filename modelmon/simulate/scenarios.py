@@ -18,6 +18,11 @@ class Scenario:
     error_rate: float | None = None  # None: the healthy baseline
     traffic: bool = True  # False: the model receives no requests at all
     late_labels: bool = False  # labels come much later, and fewer of them
+    # Covariate shift that moves the inputs only (P(y | x) unchanged, see modelmon.simulate.shift):
+    # "harmful" towards where the model errs more, "harmless" along a direction it handles equally well.
+    shift: str | None = None
+    delayed_labels: bool = False  # labels come days later (the simulator's delayed-label delay)
+    no_labels: bool = False  # labels are withheld: no prediction of this scenario ever gets one
     # Versions: a second, candidate version of the model next to the served one. "shadow": every
     # request is also predicted by the candidate, logged with "shadow": true under the same id;
     # "canary": a share of requests is served by the candidate instead.
@@ -47,6 +52,14 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              traffic=False),
     Scenario("late_labels", "labels arrive much later as separate records, and some never arrive",
              late_labels=True),
+    Scenario("covariate_shift_harmful", "inputs move towards where the model errs more (near its decision "
+             "boundary; P(y|x) unchanged): real quality falls, labels arrive days later (--delayed-label-delay), "
+             "so only estimated quality can see it in time", shift="harmful", delayed_labels=True),
+    Scenario("covariate_shift_harmless", "inputs move along a direction the model handles equally well (one "
+             "feature drifts clearly, P(y|x) unchanged): real quality stays, labels arrive days later "
+             "(--delayed-label-delay); drift without harm", shift="harmless", delayed_labels=True),
+    Scenario("no_labels", "the stable service, but no prediction ever gets a label (labels withheld)",
+             no_labels=True),
     Scenario("shadow", "every request is also predicted by a candidate version (--candidate), logged with "
              "shadow: true under the same id", rollout="shadow"),
     Scenario("shadow_better", "shadow with a candidate retrained on a changed concept: the served version is "

@@ -15,6 +15,7 @@ from modelmon.simulate.demo_models import DEMO_MODELS
 from modelmon.simulate.engine import LabelPolicy, RecordStream
 from modelmon.simulate.output import config_yaml, encode_lines, reference_csv, relative_reference
 from modelmon.simulate.scenarios import CANDIDATES, Timeline, parse_schedule, scenario
+from modelmon.simulate.shift import ShiftSampler
 from modelmon.simulate.spec import FittedModel, ModelSpec
 from modelmon.simulate.wide import wide_model
 
@@ -58,6 +59,10 @@ class Simulator:
     The rollout scenarios (shadow, canary) add a candidate version of each targeted model, trained
     when first needed: ``candidate`` ("better" or "worse") for the plain ``shadow`` and ``canary``,
     ``canary_share`` the share of requests a canary serves.
+    Labels: ``label_rate`` of the successful predictions get one, ``label_delay`` later (or inline);
+    the late_labels scenario uses ``late_label_rate``/``late_label_delay``, the covariate_shift_harmful
+    and covariate_shift_harmless scenarios ``delayed_label_delay`` (days); ``withhold_labels`` gives no
+    prediction a label at all (the no_labels scenario does so for its own phase).
     """
 
     wide_model = staticmethod(wide_model)
@@ -67,6 +72,7 @@ class Simulator:
                  label_rate: float = 0.9, label_delay: str | DelayDistribution = "exp:30s",
                  inline_labels: bool = False, late_label_rate: float = 0.6,
                  late_label_delay: str | DelayDistribution = "lognormal:15m",
+                 delayed_label_delay: str | DelayDistribution = "uniform:2d..5d", withhold_labels: bool = False,
                  missing_rate: float = MISSING_RATE, error_rate: float = ERROR_RATE,
                  candidate: str = "better", canary_share: float = 0.2):
         self.seed = int(seed)
@@ -87,7 +93,8 @@ class Simulator:
         self.drifted = self._drifted(drift_features)
         self.labels = LabelPolicy(
             rate=label_rate, delay=self._delay(label_delay), inline=inline_labels,
-            late_rate=late_label_rate, late_delay=self._delay(late_label_delay))
+            late_rate=late_label_rate, late_delay=self._delay(late_label_delay),
+            delayed_delay=self._delay(delayed_label_delay), withhold=bool(withhold_labels))
         if not (0 <= missing_rate < 1 and 0 <= error_rate < 1):
             raise ValueError("missing_rate and error_rate must be in [0, 1)")
         self.missing_rate = missing_rate
@@ -99,6 +106,7 @@ class Simulator:
         self.default_candidate = candidate
         self.canary_share = canary_share
         self._candidates: dict[tuple[str, str], FittedModel] = {}
+        self._shifts: dict[str, ShiftSampler] = {}
         self.fitted = {name: FittedModel(spec, _rng(self.seed, "train", name), missing_rate)
                        for name, spec in self.specs.items()}
 
@@ -136,10 +144,22 @@ class Simulator:
                                                     self.missing_rate)
         return self._candidates[key]
 
+    def shift_sampler(self, model: str) -> ShiftSampler:
+        """The sampler of the covariate_shift_* scenarios for ``model``, calibrated on first use from
+        its own random stream."""
+        if model not in self._shifts:
+            self._shifts[model] = ShiftSampler(self.fitted[self._spec(model).name], _rng(self.seed, "shift", model))
+        return self._shifts[model]
+
     def prepare(self, scenarios: Iterable[str]) -> None:
-        """Train the candidate versions these scenarios need now (live mode: before the clock runs)."""
+        """Train the candidate versions and calibrate the shift samplers these scenarios need now
+        (live mode: before the clock runs)."""
         for name in scenarios:
             scen = scenario(name).resolved(self.default_candidate)
+            if scen.shift is not None:
+                for model in self.specs:
+                    if model in self.targets:
+                        self.shift_sampler(model)
             if scen.rollout is not None:
                 for model in self.specs:
                     if model in self.targets:
@@ -154,7 +174,8 @@ class Simulator:
         return RecordStream(self.fitted, targets=self.targets, drifted=self.drifted, labels=self.labels,
                             rng=_rng(self.seed, "traffic"), run_tag=tag, missing_rate=self.missing_rate,
                             error_rate=self.error_rate, candidates=self.candidate,
-                            candidate=self.default_candidate, canary_share=self.canary_share)
+                            candidate=self.default_candidate, canary_share=self.canary_share,
+                            shifts=self.shift_sampler)
 
     def _timeline(self, n: int | None = None, scenario: str = "stable", *, rate: float = DEFAULT_RATE,
                  schedule: Schedule | None = None) -> Timeline:

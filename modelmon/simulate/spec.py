@@ -59,6 +59,9 @@ class ModelSpec:
     classes: tuple[Any, ...] = ()  # binary: (negative, positive)
     latency_ms: float = 20.0  # median serving latency of the healthy service
     drift_defaults: tuple[str, ...] = ()  # features shifted by covariate_drift unless told otherwise
+    # The numeric feature covariate_shift_harmless tilts (None: the first numeric drift default): one the
+    # model handles equally well across its range (see modelmon.simulate.shift).
+    shift_feature: str | None = None
     # Extra modelmon.yaml keys for --config-out: windows, thresholds, slo, team, min_labeled.
     config: Mapping[str, Any] = field(default_factory=dict)
     train_rows: int = 4000
@@ -69,6 +72,8 @@ class ModelSpec:
         if self.task != "regression" and len(self.classes) < 2:
             raise ValueError(f"model {self.name}: a classifier needs at least two classes")
         unknown = set(self.drift_defaults) - set(self.feature_names)
+        if self.shift_feature is not None and self.shift_feature not in self.numeric_names:
+            unknown.add(self.shift_feature)
         if unknown:
             raise ValueError(f"model {self.name}: drift_defaults names unknown features {sorted(unknown)}")
 
