@@ -948,3 +948,105 @@ def test_model_details_link_the_rollout_dashboard_with_the_model():
         for title in ("Traffic share by version", "Versions side by side over the selected time range"):
             urls = [x["url"] for x in panel(dash, title)["links"]]
             assert "/d/modelmon-rollout?var-model=${model}&${__url_time_range}" in urls, (uid, title)
+
+
+# ---------------------------------------------------------------------------- estimated performance (issue 13)
+
+ESTIMATION_ROW = "Estimated vs realized vs reference quality · $model"
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_model_detail_shows_estimated_realized_and_reference_per_estimated_quantity(task):
+    """Second row: label coverage, then per quantity the exporter estimates for the task one panel with
+    the estimate (worst exporter), its ±2 SE band, the realized value as on the quality row, and the
+    reference quality as a line; thresholds of the task's models; empty only without a labelled reference."""
+    from modelmon.contract import ESTIMATED_KEYS, estimated_name, reference_name
+    dash = DASHBOARDS[MODEL_UIDS[task]]
+    (title, cells) = rows(dash)[1]
+    assert title == ESTIMATION_ROW
+    keys = [k for k in ESTIMATED_KEYS if QUANTITIES[k].applies_to(task)]
+    assert keys == (["mae", "rmse"] if task == "regression" else ["accuracy", "precision", "recall", "f1", "roc_auc"])
+    assert [p["title"] for p in cells] == ["Label coverage"] + [
+        f"{QUANTITIES[k].short_title}: estimated vs realized vs reference" for k in keys]
+    # Label coverage sits beside the first estimate, on the same line.
+    assert cells[0]["gridPos"]["y"] == cells[1]["gridPos"]["y"]
+    for p, k in zip(cells[1:], keys):
+        q = QUANTITIES[k]
+        worst = "min" if q.direction == "below" else "max"
+        est, lower, upper, realized, reference = (t["expr"] for t in p["targets"])
+        selected = 'model="$model", version=~"$version"'
+        assert est == f'{worst} by (model, version) ({estimated_name(k)}{{job="modelmon", {selected}}})'
+        stderr = f'modelmon_estimated_stderr{{job="modelmon", {selected}, quantity="{k}"}}'
+        assert lower == f'min by (model, version) ({estimated_name(k)}{{job="modelmon", {selected}}} - ignoring (quantity) (2 * {stderr}))'
+        assert upper == f'max by (model, version) ({estimated_name(k)}{{job="modelmon", {selected}}} + ignoring (quantity) (2 * {stderr}))'
+        if q.is_recorded(task):
+            assert realized == f'{q.recorded("$window")}{{{selected}}}'
+        else:
+            assert realized == f'{worst} by (model, version) ({q.metric}{{job="modelmon", {selected}}})'
+            assert "per exporter process: does not add up across replicas" in p["description"]
+        assert reference == f'max by (model) ({reference_name(k)}{{job="modelmon", model="$model"}})'
+        assert [t["legendFormat"] for t in p["targets"]] == [
+            "{{model}} {{version}} estimated", "{{model}} {{version}} estimated - 2 SE",
+            "{{model}} {{version}} estimated + 2 SE", "{{model}} {{version}} realized", "{{model}} reference"]
+        assert p["modelmon"]["requires"] == "labelledReference" and "no label column" in p["description"]
+        assert p["fieldConfig"]["defaults"]["unit"] == q.unit
+        # The band and the reference are dashed; the selected model's thresholds colour the panel.
+        styles = {o["matcher"]["options"]: {x["id"]: x["value"] for x in o["properties"]}
+                  for o in p["fieldConfig"]["overrides"] if "thresholds" not in {x["id"] for x in o["properties"]}}
+        assert [r for r in styles if re.search(r, "credit v3 estimated - 2 SE")] == [" estimated [-+] 2 SE$"]
+        assert [r for r in styles if re.search(r, "credit v3 estimated + 2 SE")] == [" estimated [-+] 2 SE$"]
+        assert [r for r in styles if re.search(r, "credit reference")] == [" reference$"]
+        assert not [r for r in styles if re.search(r, "credit v3 estimated") or re.search(r, "credit v3 realized")]
+        assert all(s["custom.lineStyle"]["fill"] == "dash" for s in styles.values())
+        thresholds = overrides_by(p, "byRegexp")
+        for m in CONFIG.models:
+            if m.task == task and k in m.thresholds:
+                (steps,) = [s for r, s in thresholds.items() if re.match(r, f"{m.name} v1 estimated")]
+                t = m.thresholds[k]
+                assert_steps_match(steps, t.warning, t.critical, t.direction)
+    # Coverage: labelled over successful predictions over $window, 0 (not empty) before any label.
+    (coverage,) = cells[0]["targets"]
+    predictions = ('sum by (model, version) (increase(modelmon_predictions_total{job="modelmon", model="$model", '
+                   'version=~"$version", status="ok"}[$window]))')
+    assert coverage["expr"] == (
+        f'(\n  model_version:modelmon_labeled_predictions:increase$window{{model="$model", version=~"$version"}}\n'
+        f"  or\n  {predictions} * 0\n)\n/ on (model, version)\n({predictions} > 0)")
+    assert cells[0]["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    assert "requires" not in cells[0].get("modelmon", {})
+
+
+def test_estimation_panels_may_be_empty_only_without_a_labelled_reference():
+    from modelmon.dashboards.queries import panels_requiring_labelled_reference
+    binary = DASHBOARDS["modelmon-model-binary"]
+    needing = panels_requiring_labelled_reference(binary)
+    assert needing == {f"{QUANTITIES[k].short_title}: estimated vs realized vs reference"
+                       for k in ("accuracy", "precision", "recall", "f1", "roc_auc")}
+    assert needing <= panels_allowed_empty(binary, "credit")
+    assert not needing & panels_allowed_empty(binary, "credit", labelled_reference=True)
+    assert "Label coverage" not in panels_allowed_empty(binary, "credit")
+    for dash in DASHBOARDS.values():
+        if dash["uid"] not in MODEL_UIDS.values():
+            assert not panels_requiring_labelled_reference(dash), dash["uid"]
+
+
+def test_drift_dashboard_shows_wasserstein_and_ttest_like_ks():
+    """Per-process gauges of numeric features: in the worst-first table and over time, the worst
+    exporter's value (largest distance, smallest p-value), for the models with numeric features."""
+    drift = DASHBOARDS["modelmon-drift"]
+    table = panel(drift, "Drift by feature, worst first")
+    exprs = [t["expr"] for t in table["targets"]]
+    selected = 'job="modelmon", model="$model", feature=~"$feature"'
+    assert f'max by (model, feature) (modelmon_feature_wasserstein_normed{{{selected}}})' in exprs
+    assert f'min by (model, feature) (modelmon_feature_ttest_pvalue{{{selected}}})' in exprs
+    renamed = table["transformations"][1]["options"]["renameByName"]
+    assert {"Wasserstein (normed)", "t-test p-value", "KS p-value"} <= set(renamed.values())
+    numeric = sorted(m.name for m in CONFIG.models if m.numeric_features)
+    for key, worst, log in (("wasserstein_normed", "max", False), ("ttest_pvalue", "min", True),
+                            ("ks_pvalue", "min", True)):
+        q = QUANTITIES[key]
+        p = panel(drift, f"{q.short_title} over time")
+        (t,) = p["targets"]
+        assert t["expr"] == f"{worst} by (model, feature) ({q.metric}{{{selected}}})"
+        assert p["modelmon"]["models"] == numeric
+        assert (p["fieldConfig"]["defaults"]["custom"]["scaleDistribution"]["type"] == "log") == log
+        assert "per exporter process: does not add up across replicas" in p["description"]

@@ -3,8 +3,9 @@ against the reference, output drift, domain classifier and outliers for one mode
 thresholds as in model_detail).
 
 PSI, JS distance, missing ratio and prediction PSI read the recorded series summed over exporter
-replicas over ``$window`` (default the alert window); the KS and χ² p-values, the domain
-classifier and the outlier ratio are per exporter process (``dashboards.recorded``)."""
+replicas over ``$window`` (default the alert window); the KS, χ² and Welch t-test p-values, the
+normed Wasserstein distance, the domain classifier and the outlier ratio are per exporter process
+(``dashboards.recorded``): the worst exporter's value."""
 from __future__ import annotations
 
 from typing import Any
@@ -35,7 +36,7 @@ def _overrides(config: Config, q: Quantity) -> list[dict[str, Any]]:
 
 
 def _feature_models(config: Config, kind: str) -> list[str]:
-    """Models that have at least one numeric (KS test) or categorical (chi² test) feature."""
+    """Models that have at least one numeric (KS, t-test, Wasserstein) or categorical (chi² test) feature."""
     attr = "numeric_features" if kind == "numeric" else "categorical_features"
     return [m.name for m in config.models if getattr(m, attr)]
 
@@ -67,7 +68,8 @@ def _worst_first(config: Config, f: PanelFactory) -> list[Cell]:
     psi = BY_KEY["psi"]
     alert = rc.alert_window(config)
     table_columns = [("A", "psi", "PSI"), ("B", "js_distance", "JS distance"), ("C", "ks_pvalue", "KS p-value"),
-                     ("D", "chi2_pvalue", "χ² p-value"), ("E", "missing_ratio", "Missing ratio")]
+                     ("D", "chi2_pvalue", "χ² p-value"), ("E", "missing_ratio", "Missing ratio"),
+                     ("F", "wasserstein_normed", "Wasserstein (normed)"), ("G", "ttest_pvalue", "t-test p-value")]
     return [
         f.bargauge(
             "Feature PSI, worst first",
@@ -80,8 +82,11 @@ def _worst_first(config: Config, f: PanelFactory) -> list[Cell]:
             "Drift by feature, worst first",
             f"All per-feature drift scores at once, sorted by PSI. PSI, JS distance (0 same, 1 disjoint) and "
             f"the share of missing values {RECORDED_NOTE.format(alert=alert)}. KS p-value for numeric and "
-            f"χ² p-value for categorical features (small: the distributions differ) are {rc.PER_PROCESS} "
-            f"(each exporter tests its own drift window): the smallest p-value over the exporters.",
+            f"χ² p-value for categorical features (small: the distributions differ), and for numeric features "
+            f"the normed Wasserstein distance (how far the values moved, in reference standard deviations; "
+            f"Evidently's default threshold 0.1) and the Welch t-test p-value (small: the mean moved) are "
+            f"{rc.PER_PROCESS} (each exporter tests its own drift window): the smallest p-value and the largest "
+            f"distance over the exporters.",
             # One frame per column with the same label columns (model, feature), no __name__: merged by feature.
             [Query(_table_query(f, BY_KEY[key]), instant=True, format="table", ref=ref)
              for ref, key, _ in table_columns],
@@ -232,9 +237,12 @@ def build(ctx: GenerationContext) -> dict[str, Any]:
             _feature_over_time(config, f, "psi", w=12),
             _feature_over_time(config, f, "js_distance", w=12),
             _feature_over_time(config, f, "ks_pvalue", w=8, log_scale=True, models=_feature_models(config, "numeric")),
-            _feature_over_time(config, f, "chi2_pvalue", w=8, log_scale=True,
+            _feature_over_time(config, f, "ttest_pvalue", w=8, log_scale=True,
+                               models=_feature_models(config, "numeric")),
+            _feature_over_time(config, f, "wasserstein_normed", w=8, models=_feature_models(config, "numeric")),
+            _feature_over_time(config, f, "chi2_pvalue", w=12, log_scale=True,
                                models=_feature_models(config, "categorical")),
-            _feature_over_time(config, f, "missing_ratio", w=8),
+            _feature_over_time(config, f, "missing_ratio", w=12),
         ]),
         ("Bins of the selected features · $model", [_bins_panel(config, f)]),
         ("Output and multivariate drift · $model", _output_and_multivariate(config, f)),

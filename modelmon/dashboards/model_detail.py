@@ -17,13 +17,18 @@ versions show side by side.
 Quality panels read the recorded series summed over exporter replicas (``dashboards.recorded``)
 over ``$window``, default the alert window, for every quantity with an additive form for the task;
 log loss, Brier score and multiclass ROC AUC stay per-process gauges (worst exporter shown).
+
+Before labels arrive, the estimation row shows per estimated quantity the exporter's estimate
+(``modelmon_estimated_<q>``, with a ±2 standard-error band from ``modelmon_estimated_stderr``), the
+realized value (the same series as the quality row) and the reference quality (the training
+baseline ``modelmon_reference_<q>``) in one panel, next to the label coverage over ``$window``.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from modelmon.config import Config, ModelConfig
-from modelmon.contract import CLASSIFICATION
+from modelmon.contract import CLASSIFICATION, ESTIMATED_KEYS, estimated_name, reference_name
 from modelmon.dashboards import thresholds as th
 from grafanalib import core
 
@@ -31,7 +36,7 @@ from modelmon.dashboards.base import (ROLLOUT_UID, build_dashboard, factory, mod
                                       version_variable)
 from modelmon.dashboards import recorded as rc
 from modelmon.dashboards.catalog import BY_KEY, QUALITY, Quantity, threshold
-from modelmon.dashboards.panels import Cell, PanelFactory, Query, dashboard_link, merged_columns
+from modelmon.dashboards.panels import LABELLED_REFERENCE, Cell, PanelFactory, Query, dashboard_link, merged_columns
 from modelmon.dashboards.expressions import accuracy_over, error_ratio, mae_over
 from modelmon.generation import GenerationContext
 from modelmon.promql import Regex, rate, selector
@@ -68,6 +73,89 @@ def _quality_panel(config: Config, f: PanelFactory, task: str, q: Quantity) -> C
         f"modelmon.yaml for the selected model.",
         [Query(query, legend=BY_VERSION)],
         unit=q.unit, overrides=overrides, w=8, h=7)
+
+
+# Series names of the estimation panels (legend suffixes): the band and reference overrides match them.
+ESTIMATED, LOWER, UPPER, REALIZED, REFERENCE = "estimated", "estimated - 2 SE", "estimated + 2 SE", "realized", "reference"
+BAND_SE = 2
+
+
+def estimated_keys(task: str) -> list[str]:
+    """The quality quantities the exporter estimates for a model of ``task``, in contract order."""
+    return [k for k in ESTIMATED_KEYS if BY_KEY[k].applies_to(task)]
+
+
+def _realized(f: PanelFactory, task: str, q: Quantity) -> tuple[str, str]:
+    """(query, where) of the realized value: as on the quality row."""
+    if q.is_recorded(task):
+        return (rc.recorded(q, rc.W, model=M, version=V),
+                f"the recorded {q.recorded('$window')}, summed over every exporter replica")
+    return (rc.per_process(q, "model, version", f.sel(q.metric, model=M, version=V)),
+            f"the exporter gauge {q.metric} over its quality window, {rc.PER_PROCESS} (the worst exporter)")
+
+
+def _estimated_panel(config: Config, f: PanelFactory, task: str, q: Quantity) -> Cell:
+    """Estimated (with its ±2 SE band) vs realized vs reference quality of one quantity."""
+    estimate = f.sel(estimated_name(q.key), model=M, version=V)
+    stderr = f.sel("modelmon_estimated_stderr", model=M, version=V, quantity=q.key)
+    band = f"{BAND_SE} * {stderr}"
+    realized, where = _realized(f, task, q)
+    style = [
+        {"matcher": {"id": "byRegexp", "options": f" estimated [-+] {BAND_SE} SE$"}, "properties": [
+            {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [4, 4]}},
+            {"id": "custom.lineWidth", "value": 1}, {"id": "custom.fillOpacity", "value": 0}]},
+        {"matcher": {"id": "byRegexp", "options": f" {REFERENCE}$"}, "properties": [
+            {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+            {"id": "custom.lineWidth", "value": 2}, {"id": "custom.fillOpacity", "value": 0}]},
+    ]
+    overrides = th.per_model_overrides(
+        _task_models(config, task), lambda m: th.threshold_steps(threshold(q, m)) if threshold(q, m) else None)
+    method = ("scores calibrated on the labelled reference (confidence-based performance estimation)"
+              if task in CLASSIFICATION else
+              "a model of the error fitted on the labelled reference (direct loss estimation)")
+    return f.timeseries(
+        f"{q.short_title}: estimated vs realized vs reference",
+        f"{q.short_title} of each version three ways. Estimated: without labels, over the last quality window's "
+        f"worth of predictions (labelled or not), from {method}; the dashed lines around it are ±{BAND_SE} "
+        f"standard errors (modelmon_estimated_stderr): realized quality should fall inside about 95% of the time "
+        f"while the estimator's assumptions hold. Estimates are {rc.PER_PROCESS} (the worst exporter's estimate; "
+        f"the band spans every exporter's). Realized: {where}, once labels arrive. Reference: the quality on the "
+        f"labelled reference data (the training baseline, a constant line). An estimate falling before any label "
+        f"is the early warning (ModelmonEstimated* alerts, tickets while labels are missing); an estimate far from "
+        f"the realized value means concept drift (ModelmonEstimateDisagrees). Dashed thresholds from modelmon.yaml "
+        f"for the selected model.",
+        [Query(f"{rc.per_process(q, 'model, version', estimate)}", legend=f"{BY_VERSION} {ESTIMATED}", ref="A"),
+         Query(f"min by (model, version) ({estimate} - ignoring (quantity) ({band}))",
+               legend=f"{BY_VERSION} {LOWER}", ref="B"),
+         Query(f"max by (model, version) ({estimate} + ignoring (quantity) ({band}))",
+               legend=f"{BY_VERSION} {UPPER}", ref="C"),
+         Query(realized, legend=f"{BY_VERSION} {REALIZED}", ref="D"),
+         Query(f"max by (model) ({f.sel(reference_name(q.key), model=M)})", legend=f"{{{{model}}}} {REFERENCE}",
+               ref="E")],
+        unit=q.unit, overrides=[*overrides, *style], w=8, h=8, requires=LABELLED_REFERENCE)
+
+
+def label_coverage(f: PanelFactory, window: str = rc.W) -> str:
+    """Labelled predictions over ``window`` (the recorded guard of the quality alerts, summed over
+    replicas) per successful prediction over the same window, per version: 0 while no label came."""
+    labelled = selector(rc.labeled_predictions(window), model=M, version=V)
+    predictions = (f"sum by (model, version) (increase("
+                   f"{f.sel('modelmon_predictions_total', model=M, version=V, status='ok')}[{window}]))")
+    return f"(\n  {labelled}\n  or\n  {predictions} * 0\n)\n/ on (model, version)\n({predictions} > 0)"
+
+
+def _estimation_row(config: Config, f: PanelFactory, task: str) -> list[Cell]:
+    coverage = f.timeseries(
+        "Label coverage",
+        f"Per version: labelled predictions over the last $window (the recorded "
+        f"{rc.labeled_predictions('$window')}, summed over every exporter replica) per successful prediction "
+        f"over the same window, from the counters. Low coverage is when the estimates matter: while fewer than "
+        f"the model's min_labeled labelled predictions are in the alert window ({rc.alert_window(config)}), "
+        f"realized quality cannot judge and the estimated-quality alerts (tickets) speak instead. Labels arrive "
+        f"late, so a burst of late labels can lift it above 100% for a while.",
+        [Query(label_coverage(f), legend=BY_VERSION)],
+        unit="percentunit", w=8, h=8)
+    return [coverage, *(_estimated_panel(config, f, task, BY_KEY[k]) for k in estimated_keys(task))]
 
 
 def _labels_row(config: Config, f: PanelFactory, task: str) -> list[Cell]:
@@ -198,6 +286,7 @@ def build_task(ctx: GenerationContext, task: str) -> dict[str, Any]:
     kind = "Classification" if task in CLASSIFICATION else "Regression"
     sections = [
         (f"{kind} quality · $model", [_quality_panel(config, f, task, q) for q in quality]),
+        ("Estimated vs realized vs reference quality · $model", _estimation_row(config, f, task)),
         ("Labels · $model", _labels_row(config, f, task)),
         ("Versions · $model", _versions_row(config, f, task)),
     ]

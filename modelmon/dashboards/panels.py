@@ -6,6 +6,9 @@ Panel metadata lives under the custom panel key ``modelmon`` (Grafana keeps unkn
   (e.g. "an alert fires"); the description says the same in words.
 - ``models``: the panel only has data for these models (task-specific metrics such as the
   confusion matrix), checked against the value of ``$model``.
+- ``requires``: what the selected model needs before the panel has data, other than traffic:
+  ``labelledReference`` (estimated performance and reference quality exist only for a model whose
+  reference file carries labels; the end-to-end test asks ``modelmon_reference_labeled``).
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from grafanalib import core
 
 from modelmon.dashboards.grafana import BarGaugePanel, HeatmapPanel, PromTarget, datasource_ref
 from modelmon.promql import selector
+
+LABELLED_REFERENCE = "labelledReference"  # panel metadata ``requires``: see the module docstring
 
 
 @dataclass(frozen=True)
@@ -58,13 +63,19 @@ class PanelFactory:
         return out
 
     def _common(self, title: str, description: str, queries: list[Query], *, empty_until: str | None,
-                models: list[str] | None, links: list[dict] | None) -> dict[str, Any]:
+                models: list[str] | None, links: list[dict] | None, requires: str | None = None) -> dict[str, Any]:
         meta: dict[str, Any] = {}
         if empty_until:
             description = f"{description} Expected empty until {empty_until}."
             meta["emptyUntil"] = empty_until
         if models is not None:
             meta["models"] = sorted(models)
+        if requires is not None:
+            if requires != LABELLED_REFERENCE:
+                raise ValueError(f"panel {title!r}: unknown requirement {requires!r}")
+            description = (f"{description} Empty for a model whose reference data has no label column "
+                           f"(/ready says so): no reference quality, no estimated performance.")
+            meta["requires"] = requires
         return {
             "title": title,
             "description": description,
@@ -79,10 +90,12 @@ class PanelFactory:
                    steps: list[dict] | None = None, overrides: list[dict] | None = None,
                    stack: bool = False, log_scale: bool = False, bars: bool = False,
                    w: int = 8, h: int = 8, empty_until: str | None = None,
-                   models: list[str] | None = None, links: list[dict] | None = None) -> Cell:
+                   models: list[str] | None = None, links: list[dict] | None = None,
+                   requires: str | None = None) -> Cell:
         shows_thresholds = steps is not None or bool(overrides)
         panel = core.TimeSeries(
-            **self._common(title, description, queries, empty_until=empty_until, models=models, links=links),
+            **self._common(title, description, queries, empty_until=empty_until, models=models, links=links,
+                           requires=requires),
             unit=unit,
             thresholds=steps or [{"color": "green", "value": None}],
             thresholdsStyleMode="dashed" if shows_thresholds else "off",

@@ -111,9 +111,12 @@ def instant_queries(dashboard: dict[str, Any]) -> set[tuple[str, str]]:
             if t.get("expr") and not t.get("hide") and t.get("instant")}
 
 
-def panels_allowed_empty(dashboard: dict[str, Any], model: str | None = None) -> set[str]:
-    """Titles of panels that may return no data: documented as empty until an incident, or
-    specific to other models' tasks/SLOs than ``model``."""
+def panels_allowed_empty(dashboard: dict[str, Any], model: str | None = None, *,
+                         labelled_reference: bool = False) -> set[str]:
+    """Titles of panels that may return no data: documented as empty until an incident,
+    specific to other models' tasks/SLOs than ``model``, or needing a labelled reference
+    (estimated and reference quality) when ``model``'s reference has no labels
+    (``labelled_reference``: whether it has, e.g. ``modelmon_reference_labeled > 0``)."""
     allowed = set()
     for panel in iter_panels(dashboard):
         meta = panel.get("modelmon", {})
@@ -121,4 +124,11 @@ def panels_allowed_empty(dashboard: dict[str, Any], model: str | None = None) ->
             allowed.add(panel["title"])
         elif "models" in meta and model not in meta["models"]:
             allowed.add(panel["title"])
+        elif meta.get("requires") == "labelledReference" and not labelled_reference:
+            allowed.add(panel["title"])
     return allowed
+
+
+def panels_requiring_labelled_reference(dashboard: dict[str, Any]) -> set[str]:
+    """Titles of the panels that have data only for a model with a labelled reference."""
+    return {p["title"] for p in iter_panels(dashboard) if p.get("modelmon", {}).get("requires") == "labelledReference"}
