@@ -1,6 +1,13 @@
 """Drift benchmark: modelmon's drift refresh next to Evidently's DataDriftPreset, same data, same run.
 
     python benchmarks/drift.py [--rows 100000] [--features 20] [--big 1000000] [--no-evidently]
+                               [--config modelmon.yaml]
+
+Evidently is never a dependency of modelmon: run the script with the Python of a separate
+environment that has both (DO_NOT_TRACK=1 is set here), e.g.
+
+    python3 -m venv /tmp/benchvenv && /tmp/benchvenv/bin/pip install -e . evidently 'pandas<3'
+    /tmp/benchvenv/bin/python benchmarks/drift.py
 
 Data: a reference and a current frame of `--rows` rows each, 15 numeric and 5 categorical
 features (`--features` 20), 6 of them drifted in the current frame (mean shift of 0.1 sd and
@@ -19,7 +26,12 @@ Figures (targets from issue 12):
     window views, then publish; the statistics run outside the lock); target <= 10 ms;
   * a `--big` time window (100 s at 10k records/s) with 10 ms of event-time jitter, whose trims
     cut records out of the middle of its first chunk: median refresh after 10k new records;
-  * features each tool flags as drifted (modelmon: PSI > 0.1 or KS/chi2 p < 0.05; Evidently: its defaults).
+  * features each tool flags as drifted, side by side: modelmon with the drift thresholds of the
+    example config (`--config`, its first model's warning levels: the defaults the README
+    recommends), Evidently with its defaults (normed Wasserstein >= 0.1 for numeric columns,
+    Jensen-Shannon distance >= 0.1, natural log, for categorical ones, at these sizes);
+  * the cost of the Wasserstein distance and t-test: one column of the `--big` window, and how
+    many columns a steady refresh recomputed (see drift_tally.py for the schedule).
 """
 from __future__ import annotations
 
@@ -34,7 +46,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from modelmon.config import parse_config  # noqa: E402
+from modelmon.config import load_config, parse_config  # noqa: E402
+from modelmon.exporter.drift_tally import mean_stats  # noqa: E402
 from modelmon.exporter.model_state import PRED, ModelState  # noqa: E402
 from modelmon.exporter.pipeline import Exporter  # noqa: E402
 from lock_holds import recording_holds  # noqa: E402  (benchmarks/, the script's folder)
@@ -83,6 +96,25 @@ def fill(state: ModelState, cur: dict, rows: int) -> None:
     state.drift_window.append(cols)
 
 
+DRIFTED = ("n0", "n1", "n2", "n3", "c0", "c1")  # what `frames` changed
+FEATURE_KEYS = ("wasserstein_normed", "ttest_pvalue", "psi", "js_distance", "ks_pvalue", "chi2_pvalue")
+SHORT = {"wasserstein_normed": "W1", "ttest_pvalue": "t-p", "psi": "PSI", "js_distance": "JS",
+         "ks_pvalue": "KS-p", "chi2_pvalue": "chi2-p"}
+
+
+def config_thresholds(path: str) -> tuple[str, dict[str, tuple[float, str]]]:
+    """The example config's feature-drift warning thresholds (its first model's): key -> (value, direction)."""
+    model = load_config(path).models[0]
+    return model.name, {k: (t.warning, t.direction) for k, t in model.thresholds.items()
+                        if k in FEATURE_KEYS and t.warning is not None}
+
+
+def flags(stats: dict[str, float], thresholds: dict[str, tuple[float, str]]) -> list[str]:
+    """The threshold keys a feature's statistics cross (the alert rules compare with > and <)."""
+    return [k for k, (value, direction) in thresholds.items() if k in stats
+            and (stats[k] > value if direction == "above" else stats[k] < value)]
+
+
 def modelmon_figures(ref: dict, cur: dict, numeric: list[str], categorical: list[str], rows: int):
     t = time.perf_counter()
     state = model_state(numeric, categorical, rows)
@@ -94,9 +126,7 @@ def modelmon_figures(ref: dict, cur: dict, numeric: list[str], categorical: list
     t = time.perf_counter()
     state.refresh()
     steady = time.perf_counter() - t
-    drifted = sorted(f for f, d in state.snapshot.feature_drift.items()
-                     if d.get("psi", 0) > 0.1 or d.get("ks_pvalue", 1) < 0.05 or d.get("chi2_pvalue", 1) < 0.05)
-    return cold, steady, drifted
+    return cold, steady, dict(state.snapshot.feature_drift)
 
 
 def big_refresh(numeric: list[str], categorical: list[str], rows: int) -> tuple[float, float, float]:
@@ -120,6 +150,19 @@ def big_refresh(numeric: list[str], categorical: list[str], rows: int) -> tuple[
     assert state.snapshot.drift_window_records == rows and not ex.model_errors
     assert state.drift_tally.full_recomputes == 1  # the steady refresh was incremental
     print(f"drift tally of the {rows:,}-row window: {state.drift_tally.code_bytes / 1e6:.0f} MB of stored codes")
+    # One column's Wasserstein distance and t-test, as a refresh computes it (codes from the tally,
+    # values from the window): the steady refresh above recomputed this many columns.
+    tally, view = state.drift_tally._state, state.drift_window.view()
+    codes = np.concatenate([seg["n0"] for _, seg in tally.segments])
+    values = np.concatenate([c["n0"] for c in view.chunks])
+    once = []
+    for _ in range(5):
+        t = time.perf_counter()
+        mean_stats(tally.coders["n0"], codes, values)
+        once.append(time.perf_counter() - t)
+    print(f"Wasserstein + t-test of one {rows:,}-value column: {min(once) * 1000:.1f} ms (best of 5); "
+          f"columns recomputed: {state.drift_tally.mean_recomputes} over the two refreshes "
+          f"({len(numeric)} numeric; one column a refresh past {rows:,} records)")
     return first, took, max(holds)
 
 
@@ -167,16 +210,40 @@ def evidently_figures(ref: dict, cur: dict):
     t = time.perf_counter()
     result = Report([DataDriftPreset()]).run(reference_data=ref_df, current_data=cur_df)
     seconds = time.perf_counter() - t
-    drifted = []
+    columns = {}  # column -> (method, value, threshold, drifted)
     for metric in result.dict().get("metrics", []):
         cfg = metric.get("config", {})
         if not str(cfg.get("type", "")).endswith("ValueDrift"):
             continue
-        value, threshold, method = metric["value"], cfg["threshold"], str(cfg.get("method", "")).lower()
+        value, threshold, method = metric["value"], cfg["threshold"], str(cfg.get("method", ""))
         # p-value methods drift below their threshold, distances at or above it
-        if (value < threshold) if "p_value" in method or "p-value" in method else (value >= threshold):
-            drifted.append(cfg["column"])
-    return seconds, sorted(set(drifted))
+        pvalue = "p_value" in method.lower() or "p-value" in method.lower()
+        columns[cfg["column"]] = (method, value, threshold, value < threshold if pvalue else value >= threshold)
+    return seconds, columns
+
+
+def side_by_side(features: list[str], ours: dict, thresholds: dict, theirs: dict | None) -> None:
+    """One line per feature: modelmon's statistics and flags, Evidently's value and flag."""
+    head = "  ".join(f"{SHORT[k]:>8}" for k in FEATURE_KEYS)
+    print(f"{'feature':8} {'changed':8} {head}  {'modelmon flags':16} {'Evidently':30} flag")
+    for f in features:
+        d = ours.get(f, {})
+        cells = "  ".join(f"{d[k]:8.3g}" if k in d else f"{'':8}" for k in FEATURE_KEYS)
+        mine = flags(d, thresholds)
+        ev = ""
+        ev_flag = ""
+        if theirs is not None and f in theirs:
+            method, value, threshold, drifted = theirs[f]
+            name = {"wasserstein distance (normed)": "W1", "jensen-shannon distance": "JS(ln)"}.get(
+                method.lower(), method.split()[0])
+            ev, ev_flag = f"{name} {value:.4f} (threshold {threshold:g})", "DRIFT" if drifted else ""
+        print(f"{f:8} {'yes' if f in DRIFTED else '':8} {cells}  {' '.join(SHORT[k] for k in mine) or '-':16} "
+              f"{ev:30} {ev_flag}")
+    got = sorted(f for f in features if flags(ours.get(f, {}), thresholds))
+    print(f"modelmon flags (example config): {' '.join(got) or '-'}")
+    if theirs is not None:
+        print(f"Evidently flags (its defaults):  {' '.join(sorted(f for f, v in theirs.items() if v[3])) or '-'}")
+    print(f"changed in the data:             {' '.join(sorted(DRIFTED))}")
 
 
 def main() -> int:
@@ -185,23 +252,29 @@ def main() -> int:
     ap.add_argument("--features", type=int, default=20)
     ap.add_argument("--big", type=int, default=1_000_000)
     ap.add_argument("--no-evidently", action="store_true")
+    ap.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "modelmon.yaml"),
+                    help="the config whose drift thresholds modelmon's flags use (its first model)")
     args = ap.parse_args()
+    model, thresholds = config_thresholds(args.config)
     ref, cur, numeric, categorical = frames(args.rows, args.features)
     print(f"data: {args.rows:,} reference and {args.rows:,} current rows x {args.features} features "
           f"({len(numeric)} numeric, {len(categorical)} categorical), 6 drifted: n0 n1 n2 n3 c0 c1")
-    cold, steady, drifted = modelmon_figures(ref, cur, numeric, categorical, args.rows)
+    cold, steady, ours = modelmon_figures(ref, cur, numeric, categorical, args.rows)
     print(f"modelmon cold (profiles + first refresh): {cold * 1000:9.1f} ms")
     print(f"modelmon steady refresh:                  {steady * 1000:9.1f} ms")
-    print(f"modelmon flags: {' '.join(drifted)}")
+    theirs = None
     if not args.no_evidently:
         seconds, info = evidently_figures(ref, cur)
         if seconds is None:
             print(f"Evidently: {info}")
         else:
+            theirs = info
             print(f"Evidently DataDriftPreset:                {seconds * 1000:9.1f} ms")
-            print(f"Evidently flags: {' '.join(info)}")
             print(f"ratio Evidently / modelmon: cold {seconds / cold:6.1f}x   steady {seconds / steady:6.1f}x"
                   f"   (target steady >= 50x)")
+    limits = ", ".join(f"{k} {'>' if d == 'above' else '<'} {v:g}" for k, (v, d) in thresholds.items())
+    print(f"modelmon thresholds: model {model!r} of {args.config}: {limits or 'none'}")
+    side_by_side(numeric + categorical, ours, thresholds, theirs)
     if args.big:
         first, big, hold = big_refresh(numeric, categorical, args.big)
         print(f"modelmon first refresh of a {args.big:,}-row window: {first * 1000:8.1f} ms   (codes every record)")

@@ -259,3 +259,98 @@ def test_same_distribution_is_stable_and_a_shift_is_caught():
     assert chi2_pvalue(cprof.ref_counts, cprof.counts(same_c)) > 0.05
     assert psi(cprof.ref_counts, cprof.counts(moved_c)) > 0.25  # "PL" is new: lands in __other__
     assert chi2_pvalue(cprof.ref_counts, cprof.counts(moved_c)) < 1e-6
+
+
+# ---------------------------------------------------------------- normed Wasserstein and Welch t-test
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x[np.isfinite(x)]
+
+
+def evidently_wasserstein_normed(reference: np.ndarray, current: np.ndarray) -> float:
+    """Evidently's ``wasserstein_distance_norm`` stattest: W1 / max(np.std(reference), 0.001),
+    np.std with ddof=0 (the reference here: the profile's KS sample)."""
+    from scipy.stats import wasserstein_distance
+    return wasserstein_distance(reference, current) / max(np.std(reference), 0.001)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_wasserstein_normed_and_ttest_equal_scipy(seed):
+    """Random references (continuous, discrete with ties, larger than the KS sample or not) against
+    windows shifted, scaled, inside and outside the reference range, of 1 to 50k values."""
+    from scipy.stats import ttest_ind
+
+    from modelmon.exporter.drift_tally import mean_stats_of
+    rng = np.random.default_rng(seed)
+    for _ in range(8):
+        n_ref = int(rng.choice([3, 60, 500, 5000, 30000]))
+        discrete = rng.random() < 0.3
+        ref = rng.integers(0, 7, n_ref).astype(float) if discrete else rng.normal(0, rng.choice([1e-3, 1, 50]), n_ref)
+        profile = NumericProfile.from_values(ref, sample_max=int(rng.choice([100, 20000])), seed=seed)
+        m = int(rng.choice([1, 2, 15, 1000, 50000]))
+        scale = np.std(ref) or 1.0
+        if discrete:
+            cur = rng.integers(-2, 9, m).astype(float)
+        else:
+            cur = rng.normal(rng.choice([0, 0.1, 4, -30]) * scale, rng.choice([0.2, 1, 3]) * scale, m)
+        got = mean_stats_of(profile, cur)
+        assert_allclose(got["wasserstein_normed"], evidently_wasserstein_normed(profile.sample, cur),
+                        rtol=1e-9, atol=1e-12)
+        if m >= 2:
+            assert_allclose(got["ttest_pvalue"], ttest_ind(ref, cur, equal_var=False).pvalue, rtol=1e-9, atol=1e-300)
+        else:
+            assert "ttest_pvalue" not in got
+
+
+def test_wasserstein_uses_evidentlys_norm():
+    """ddof=0 (np.std), and a constant reference is normed by 0.001, as Evidently does."""
+    from modelmon.exporter.drift_tally import mean_stats_of
+    ref = np.array([1.0, 2.0, 3.0, 4.0])
+    got = mean_stats_of(NumericProfile.from_values(ref), np.array([2.0, 3.0, 4.0, 5.0]))
+    assert got["wasserstein_normed"] == pytest.approx(1.0 / np.std(ref))  # W1 = 1 (a shift by 1)
+    const = NumericProfile.from_values(np.full(50, 7.0))
+    got = mean_stats_of(const, np.array([7.0, 7.5]))
+    assert got["wasserstein_normed"] == pytest.approx(0.25 / 0.001)
+
+
+def test_wasserstein_and_ttest_leave_out_missing_and_infinite_values():
+    """NaN (missing), None in an object column, and +-inf on either side count in neither statistic:
+    the same as SciPy on the finite values."""
+    from scipy.stats import ttest_ind, wasserstein_distance
+
+    from modelmon.exporter.drift_tally import mean_stats_of
+    rng = np.random.default_rng(3)
+    ref = np.concatenate([rng.normal(size=400), [np.inf, -np.inf, np.nan]])
+    profile = NumericProfile.from_values(ref)
+    cur = np.concatenate([rng.normal(0.3, 1, 300), [np.inf, np.inf, -np.inf, np.nan]])
+    rng.shuffle(cur)
+    got = mean_stats_of(profile, cur)
+    s = _finite(profile.sample)
+    assert_allclose(got["wasserstein_normed"], wasserstein_distance(s, _finite(cur)) / np.std(s), rtol=1e-9)
+    assert_allclose(got["ttest_pvalue"], ttest_ind(_finite(ref), _finite(cur), equal_var=False).pvalue, rtol=1e-9)
+    as_object = obj([None if np.isnan(x) else x for x in cur])
+    assert mean_stats_of(profile, as_object) == got
+    assert mean_stats_of(profile, np.array([np.nan, np.inf])) == {}  # nothing finite: neither statistic
+
+
+def test_welch_pvalue_edges():
+    from scipy.stats import ttest_ind_from_stats
+
+    from modelmon.exporter.drift import welch_pvalue
+    want = ttest_ind_from_stats(1.0, 2.0, 30, 1.4, 1.0, 12, equal_var=False).pvalue
+    assert welch_pvalue(30, 1.0, 4.0, 12, 1.4, 1.0) == pytest.approx(want, rel=1e-12)
+    assert welch_pvalue(5, 3.0, 0.0, 9, 3.0, 0.0) == 1.0  # both constant and equal: SciPy says NaN
+    assert welch_pvalue(5, 3.0, 0.0, 9, 3.5, 0.0) == 0.0  # both constant, moved
+    with pytest.raises(ValueError):
+        welch_pvalue(1, 0.0, 0.0, 9, 0.0, 1.0)
+
+
+def test_profile_keeps_the_reference_moments_of_all_finite_values():
+    rng = np.random.default_rng(0)
+    ref = np.concatenate([rng.normal(2, 3, 50_000), [np.nan, np.inf]])
+    p = NumericProfile.from_values(ref, sample_max=1000)
+    n, mean, var = p.ref_moments
+    f = _finite(ref)
+    assert n == f.size and mean == pytest.approx(f.mean()) and var == pytest.approx(f.var(ddof=1))

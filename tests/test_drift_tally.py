@@ -72,6 +72,8 @@ def check(tally: DriftTally, win: SlidingWindow, profiles, prediction) -> None:
             continue
         got = tally_stats(st, f)
         assert got == want[f], (f, got, want[f])
+        if isinstance(coder, NumericCoder) and "ks_pvalue" in got:  # Wasserstein and t-test present too
+            assert "wasserstein_normed" in got and ("ttest_pvalue" in got or got.get("missing_ratio", 0) > 0)
         if isinstance(coder, NumericCoder) and "ks_pvalue" in got:
             v = np.array([x for x in cols[f] if x is not None], dtype=np.float64)
             v = v[~np.isnan(v)]
@@ -270,3 +272,34 @@ def test_adopting_a_tail_run_never_changes_the_window(seed):
             win.columns()
         if stream.size:
             assert np.array_equal(concat(win.view().chunks)["id"], stream[-300:])
+
+
+def test_wasserstein_and_ttest_within_the_budget_lag_by_at_most_a_round_of_columns():
+    """With a budget of one column per update, the stalest numeric column is recomputed at each
+    update; every published value equals the raw computation over the view it was computed at,
+    and no column is more than (numeric columns) updates behind."""
+    rng = np.random.default_rng(7)
+    profiles, prediction = reference(7, "binary")
+    profiles["cont2"] = profiles["cont"]
+    win, tally = SlidingWindow(Window(count=400)), DriftTally()
+    tally.mean_budget = 1  # one column per update
+    t, seen = 0.0, []  # (view, its raw stats) of every update
+    computed_at = {}  # column -> update index whose view its published stats describe
+    for step in range(30):
+        b = batch(rng, int(rng.choice([20, 60])), t, "binary")
+        b["cont2"] = rng.normal(0.5, 1, len(b["ts"]))
+        win.append(b)
+        t += 10
+        view = win.view()
+        st = tally.update(view, profiles, prediction, PRED)
+        cols = concat(view.chunks)
+        seen.append({f: feature_drift(profiles[f], cols[f]) for f in ("cont", "disc", "cont2")})
+        for f in ("cont", "disc", "cont2"):
+            got = {k: v for k, v in tally_stats(st, f).items() if k in ("wasserstein_normed", "ttest_pvalue")}
+            assert got or step < 2  # a column waits for its first turn at most a round
+            match = [i for i, raw in enumerate(seen)
+                     if {k: raw[f][k] for k in got} == got and i >= computed_at.get(f, 0)]
+            assert match, (step, f)
+            computed_at[f] = max(match)
+            assert step - computed_at[f] < 3  # 3 numeric columns, one a step
+    assert tally.mean_recomputes == 30

@@ -15,6 +15,14 @@ correction: see ``ks_pvalue`` for its measured accuracy against the exact test).
 ValueError on an empty side; callers gate on ``min_drift_samples`` first. KS is exact against the
 reference *sample* (all reference values, or ``sample_max`` of them drawn at random): the window
 side is never sampled.
+
+Two statistics of the numeric values themselves, not of their bins, complete the set (issue 13):
+the normed Wasserstein distance, Evidently's ``wasserstein_distance_norm`` (W1 between the
+reference sample and the window, divided by ``max(np.std(reference sample), 0.001)``, ddof=0),
+and the Welch t-test p-value (``welch_pvalue``: the reference side from the moments of *all*
+finite reference values, kept in ``NumericProfile.ref_moments``). Both leave out missing and
+infinite values. ``drift_tally.mean_stats`` computes them, exactly against SciPy, from the
+tally's cells without sorting the window (see there for the schedule).
 """
 from __future__ import annotations
 
@@ -51,6 +59,9 @@ class NumericProfile:
     ref_counts: np.ndarray  # reference values per bin
     sample: np.ndarray  # sorted reference values (at most sample_max of them) for the KS test
     ref_missing_ratio: float
+    # (count, mean, variance with ddof=1) of all finite reference values: the reference side of the
+    # Welch t-test (``from_values`` sets it; a profile built otherwise has no t-test)
+    ref_moments: tuple[int, float, float] = (0, math.nan, math.nan)
 
     @classmethod
     def from_values(cls, values: np.ndarray, n_bins: int = 10, sample_max: int = 20000,
@@ -73,8 +84,10 @@ class NumericProfile:
         if present.size > sample_max:
             present = np.random.default_rng(seed).choice(present, size=sample_max, replace=False)
         missing_ratio = float(np.count_nonzero(_missing_numeric(v))) / v.size
+        moments = (int(finite.size), float(np.mean(finite)),
+                   float(np.var(finite, ddof=1)) if finite.size > 1 else math.nan)
         profile = cls(edges=edges, ref_counts=np.zeros(edges.size + 1, dtype=np.int64),
-                      sample=np.sort(present), ref_missing_ratio=missing_ratio)
+                      sample=np.sort(present), ref_missing_ratio=missing_ratio, ref_moments=moments)
         object.__setattr__(profile, "ref_counts", profile.counts(v))
         return profile
 
@@ -331,3 +344,25 @@ def chi2_pvalue(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
     expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
     statistic = float(np.sum((table - expected) ** 2 / expected))
     return float(stats.chi2.sf(statistic, table.shape[1] - 1))
+
+
+def welch_pvalue(n1: int, mean1: float, var1: float, n2: int, mean2: float, var2: float) -> float:
+    """Two-sided p-value of Welch's unequal-variance t-test from each side's count, mean and
+    variance (ddof=1): ``scipy.stats.ttest_ind(a, b, equal_var=False).pvalue`` when these are
+    ``len``, ``np.mean`` and ``np.var(ddof=1)`` of a and b (same formulas: t = (mean1 - mean2) /
+    sqrt(var1/n1 + var2/n2), Welch-Satterthwaite degrees of freedom, 2 * t.sf(|t|)).
+
+    Needs n1, n2 >= 2 (ValueError otherwise). Where SciPy answers NaN -- both sides constant, so
+    the standard error is 0 -- this answers 1.0 for equal means and 0.0 for different ones (a gauge
+    has no use for NaN, and a constant feature that moved has certainly moved).
+    """
+    if n1 < 2 or n2 < 2:
+        raise ValueError("the t-test needs at least 2 values on each side")
+    vn1, vn2 = var1 / n1, var2 / n2
+    se2 = vn1 + vn2
+    diff = mean1 - mean2
+    if not se2 > 0:
+        return 1.0 if diff == 0 else 0.0
+    df = se2 * se2 / (vn1 * vn1 / (n1 - 1) + vn2 * vn2 / (n2 - 1))
+    t = diff / math.sqrt(se2)
+    return float(min(max(2.0 * special.stdtr(df, -abs(t)), 0.0), 1.0))

@@ -25,7 +25,7 @@ from modelmon.exporter import drift, quality
 from modelmon.exporter.bins import FeatureBins, OutputBins, served_rows
 from modelmon.exporter.comparison import Comparison
 from modelmon.exporter.versions import PAIRED_WINDOW, PairedOutcomes, RequestBook, Traffic, compare as compare_versions
-from modelmon.exporter.drift_tally import DriftTally, feature_stats
+from modelmon.exporter.drift_tally import DriftTally, feature_stats, mean_stats_of
 from modelmon.exporter.estimation import Estimate
 from modelmon.exporter.histogram import (LABEL_DELAY_BUCKETS, LATENCY_BUCKETS, SCORE_BUCKETS,
                                          Histogram, LabelBudget, observe_grouped, shorten as shorten_value)
@@ -774,6 +774,7 @@ def feature_drift(profile: Any, values: np.ndarray) -> dict[str, float]:
     out["js_distance"] = drift.js_distance(profile.ref_counts, counts)
     if isinstance(profile, drift.NumericProfile):
         out["ks_pvalue"] = drift.ks_pvalue(profile.sample, present.astype(np.float64))
+        out.update(mean_stats_of(profile, present))  # wasserstein_normed, ttest_pvalue
     else:
         out["chi2_pvalue"] = drift.chi2_pvalue(profile.ref_counts, counts)
     return out
