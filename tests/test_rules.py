@@ -556,7 +556,9 @@ def test_drift_thresholds_on_wasserstein_and_ttest_alert_like_ks():
         for name, metric, op in (("ModelmonFeatureWassersteinNormedHigh", "modelmon_feature_wasserstein_normed", "> 0.1"),
                                  ("ModelmonFeatureTtestPvalueLow", "modelmon_feature_ttest_pvalue", "< 0.001")):
             r = rules[name]
-            assert r["expr"].startswith(f'count by (model) ({metric}{{model="{m.name}"}} {op}) >= 1\n'), r["expr"]
-            assert f'modelmon_drift_window_records{{model="{m.name}"}} >= ' in r["expr"]
+            assert r["expr"] == (f'count by (model) (\n  group by (model, feature) (\n    {metric}{{model="{m.name}"}} {op}\n'
+                                 f'    and on (job, instance, model)\n'
+                                 f'    modelmon_drift_window_records{{model="{m.name}"}} >= {m.min_drift_samples}\n'
+                                 f'  )\n) >= 1'), r["expr"]
             assert r["labels"]["severity"] == "warning" and r["labels"]["family"] == "drift"
             assert r["annotations"]["dashboard_url"].startswith("http://localhost:3000/d/modelmon-drift")

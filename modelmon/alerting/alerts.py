@@ -224,15 +224,18 @@ class ModelAlerts:
                           f"over its quality window ({self.m.quality_window.describe()}, at least "
                           f"{self.m.min_labeled} labelled), {side} the {severity} threshold {value}.")
         if q.per_feature:
+            # Each exporter's gauge counts only with its own drift window full (a replica that just
+            # started must not alert on a few records), and a feature drifting on several replicas
+            # counts once.
             need = self.m.drift_min_features
-            expr = (f"count by (model) ({selector(q.metric, **self.sel)} {op} {value}) >= {need}\n"
-                    f"and on (model)\n{self._drift_guard()}")
+            expr = (f"count by (model) (\n  group by (model, feature) (\n    {selector(q.metric, **self.sel)} {op} {value}\n"
+                    f"    and on (job, instance, model)\n    {self._drift_guard()}\n  )\n) >= {need}")
             features = self._drifting_features(selector(q.metric, **self.sel), op, value)
             return expr, (f"{_INTEGER} feature(s) of model {_MODEL} have a {q.title} {side} "
                           f"the {severity} threshold {value} over the drift window "
                           f"({self.m.drift_window.describe()}); the alert needs at least {need}. "
                           f"Drifting: {features}.")
-        expr = f"{selector(q.metric, **self.sel)} {op} {value}\nand on (model)\n{self._drift_guard()}"
+        expr = f"{selector(q.metric, **self.sel)} {op} {value}\nand on (job, instance, model)\n{self._drift_guard()}"
         return expr, (f"{q.title} of model {_MODEL} is {_value(q.value_format)} over the drift window "
                       f"({self.m.drift_window.describe()}), {side} the {severity} threshold {value}.")
 
