@@ -18,15 +18,25 @@ import orjson
 import requests
 import yaml
 
+from modelmon.alerting.alerts import estimated_alert_name
 from modelmon.alerting.generate import artefacts as alerting_artefacts
 from modelmon.alerting.options import RuleOptions
 from modelmon.alerting.prometheus_config import PrometheusOptions, ScrapeTargets
 from modelmon.config import load_config
+from modelmon.contract import ESTIMATED_KEYS
 from modelmon.simulate import Simulator
 from tests.conftest import ROOT, free_port
 
 RATE_PER_MODEL = 25.0  # records per second per model
 TICK = 0.25
+# Alerts whose `for` stays longer than the stack's 5s: labels flow inline (no "not arriving"), and
+# the estimated-quality alerts rest on estimates refitted every 5s from a 300-prediction window, so
+# they must hold for a while (a single 3-SE excursion or a startup estimate is not an incident).
+E2E_FOR_OVERRIDES = {
+    "ModelmonLabelsNotArriving": "10m",
+    "ModelmonEstimateDisagrees": "1m",
+    **{estimated_alert_name(k): "20s" for k in ESTIMATED_KEYS},
+}
 
 
 def e2e_config_text(receiver_port: int) -> str:
@@ -107,7 +117,7 @@ class LiveStack:
         files = alerting_artefacts(
             self.config,
             rules=RuleOptions(for_override="5s", rate_window="30s", min_requests=5,
-                              for_overrides={"ModelmonLabelsNotArriving": "10m"}),
+                              for_overrides=E2E_FOR_OVERRIDES),
             prometheus=PrometheusOptions(
                 targets=ScrapeTargets(exporter=f"127.0.0.1:{p['exporter']}", prometheus=f"127.0.0.1:{p['prometheus']}",
                                       alertmanager=f"127.0.0.1:{p['alertmanager']}"),

@@ -100,6 +100,56 @@ def test_covariate_drift_opens_a_ticket_naming_the_features_and_pages_nobody(liv
     live_stack.traffic.scenarios["credit"] = "stable"
 
 
+def _estimated_alerts(stack, model: str) -> list[dict]:
+    return [s["metric"] for s in stack.query(f'ALERTS{{alertname=~"ModelmonEstimat.*", model="{model}"}}')]
+
+
+def test_estimated_quality_falls_before_any_label_for_harmful_shift_only(live_stack):
+    """Labels delayed by days while the inputs shift: harmless shift (the model handles it equally
+    well) raises no estimated-quality alert; harmful shift (towards where the model errs) opens a
+    ticket on the estimated quality before any label, and pages nobody."""
+    from modelmon.simulate.scenarios import SCENARIOS
+    if not {"covariate_shift_harmful", "covariate_shift_harmless"} <= set(SCENARIOS):
+        pytest.skip("the simulator has no covariate_shift_harmful/harmless scenarios")
+    stack = live_stack
+    if not stack.query('modelmon_reference_labeled{model="credit"} > 0'):
+        pytest.skip("credit's reference has no labels here: no estimated performance to alert on")
+    estimate = 'modelmon_estimated_accuracy_ratio{model="credit"}'
+    deadline = time.time() + 60
+    while not stack.query(estimate):
+        assert time.time() < deadline, "no estimated accuracy for credit: is its reference labelled?"
+        stack.check_alive()
+        time.sleep(1)
+    assert _estimated_alerts(stack, "credit") == [], "labels flow: the estimated alerts must stay silent"
+    w = stack.config.recording.alert_window
+    labelled = f'model_version:modelmon_labeled_predictions:increase{w}{{model="credit"}}'
+    min_labeled = stack.config.model("credit").min_labeled
+
+    def labels_missing() -> bool:
+        return all(float(s["value"][1]) < min_labeled for s in stack.query(labelled))
+
+    # Harmless: the labels stop (delayed by days), the estimate holds; past the window and the
+    # alerts' `for`, nothing about estimated quality fires.
+    start = time.time()
+    stack.traffic.scenarios["credit"] = "covariate_shift_harmless"
+    while not labels_missing():
+        assert time.time() < start + 90, "labels kept arriving in the harmless scenario"
+        stack.check_alive()
+        time.sleep(1)
+    time.sleep(40)
+    low = [s for s in _estimated_alerts(stack, "credit") if s["alertname"] != "ModelmonEstimateDisagrees"]
+    assert low == [], f"harmless shift raised {low}; estimate {stack.query(estimate)}"
+    # Harmful: the estimate falls below the accuracy threshold: a ticket, no label needed.
+    alert = run_fault(stack, "credit", "covariate_shift_harmful", "ModelmonEstimatedAccuracyLow", timeout=150)
+    assert alert["labels"]["severity"] == "warning" and alert["labels"]["family"] == "estimation"
+    assert "#modelmonestimatedaccuracylow" in alert["annotations"]["runbook_url"]
+    assert labels_missing()
+    pages = [a for a in stack.receiver_alerts() if a["labels"].get("family") == "estimation"
+             and a["labels"].get("severity") == "critical"]
+    assert pages == []
+    stack.traffic.scenarios["credit"] = "stable"
+
+
 def test_latency_regression_pages_through_the_latency_budget(live_stack):
     run_fault(live_stack, "eta", "latency_regression", "ModelmonLatencyBudgetBurn")
     assert_one_thread(live_stack, "ModelmonLatencyBudgetBurn", "eta")  # the ticket windows and the page
