@@ -129,6 +129,8 @@ class ExporterConfig:
     multivariate_interval_seconds: float = 60.0
     multivariate_sample_size: int = 2000
     multivariate_enabled: bool = True
+    estimation_enabled: bool = True  # estimated performance (needs a labelled reference)
+    estimation_interval_seconds: float | None = None  # None: the multivariate interval
     # Event-time guard: a record stamped further ahead of the exporter's wall clock than this is
     # refused (`bad_timestamp`), so no single record can move the join or window clocks.
     max_clock_skew_seconds: float = 300.0
@@ -442,7 +444,7 @@ def _validate_exporter(v: _Validator, raw: Any) -> ExporterConfig:
     p = "exporter"
     keys = {"label_ttl", "join_buffer_max", "max_versions_per_model", "max_classes", "top_k_categories",
             "reference_sample_max", "multivariate", "max_clock_skew", "max_event_age", "max_label_value_length",
-            "label_idle"}
+            "label_idle", "estimation"}
     raw = v.mapping(raw, p, keys)
     d = ExporterConfig()
     kw: dict[str, Any] = {}
@@ -482,6 +484,18 @@ def _validate_exporter(v: _Validator, raw: Any) -> ExporterConfig:
         n = v.number(mv["sample_size"], f"{p}.multivariate.sample_size", lo=50, integer=True)
         if n is not None:
             kw["multivariate_sample_size"] = int(n)
+    est = v.mapping(raw.get("estimation"), f"{p}.estimation", {"enabled", "interval"})
+    if "enabled" in est:
+        if not isinstance(est["enabled"], bool):
+            v.err(f"{p}.estimation.enabled", f"expected true or false, got {est['enabled']!r}")
+        else:
+            kw["estimation_enabled"] = est["enabled"]
+    if "interval" in est:
+        secs = v.duration(est["interval"], f"{p}.estimation.interval")
+        if secs is not None and secs <= 0:
+            v.err(f"{p}.estimation.interval", f"must be a positive duration, got {est['interval']!r}")
+        elif secs is not None:
+            kw["estimation_interval_seconds"] = secs
     return ExporterConfig(**{**d.__dict__, **kw})
 
 

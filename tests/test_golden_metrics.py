@@ -171,10 +171,9 @@ def test_replay_is_deterministic(scraped: bytes):
 
 # Families exposed (empty) but without samples in the replay: its references are frozen from traffic,
 # which carry no labels, so nothing is estimated and there is no reference quality
-# (tests/test_estimation.py checks them); the drift statistics of issue 13 until their producer lands.
+# (tests/test_estimation.py and tests/test_contract.py check them with labelled references).
 UNSAMPLED = {"modelmon_reference_labeled", "modelmon_estimated_stderr", "modelmon_estimation_labeled_delta",
-             "modelmon_estimation_labeled_stderr", "modelmon_feature_wasserstein_normed",
-             "modelmon_feature_ttest_pvalue"}
+             "modelmon_estimation_labeled_stderr"}
 
 
 def _unsampled(name: str) -> bool:

@@ -187,3 +187,64 @@ def test_fast_csv_path_matches_the_pure_python_reader(tmp_path, rows):
         load_reference(p, num, cat)
     assert str(fast_error.value) == str(slow_error.value)
     assert "column 'income': expected a number, got 'oops'" in str(fast_error.value)
+
+
+# ---------------------------------------------------------------------------- the label column (issue 13)
+
+
+def _labelled_frames():
+    return {"x": [1.0, 2.0, 3.0], "prediction": [1, 0, 1], "score": [0.9, 0.2, None], "label": [1, None, 0]}
+
+
+def _check_labelled(out):
+    from modelmon.exporter.reference import object_array  # noqa: F401
+
+    assert out["label"].tolist() == ["1", None, "0"]
+    assert out["prediction"].tolist() == ["1", "0", "1"]
+    np.testing.assert_array_equal(out["score"], [0.9, 0.2, np.nan])
+
+
+def test_labelled_csv_jsonl_parquet(tmp_path):
+    from modelmon.exporter.reference import load_labelled
+
+    csv_path = write(tmp_path, "ref.csv", "x,prediction,score,label\n1,1,0.9,1\n2,0,0.2,\n3,1,,0\n")
+    _check_labelled(load_labelled(csv_path, "binary", (), 1))
+    rows = [{"x": 1, "prediction": 1, "score": 0.9, "label": 1}, {"x": 2, "prediction": 0, "score": 0.2},
+            {"x": 3, "prediction": 1, "score": None, "label": False}]
+    jsonl = write(tmp_path, "ref.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    _check_labelled(load_labelled(jsonl, "binary", (), 1))  # a JSON false is class "0", as in the log
+    # prediction-log records: the label and outputs beside the "features" object
+    logs = [{"ts": 1, "model": "m", "features": {"x": r["x"]}, **{k: v for k, v in r.items() if k != "x"}}
+            for r in rows]
+    log_path = write(tmp_path, "log.jsonl", "\n".join(json.dumps(r) for r in logs) + "\n")
+    _check_labelled(load_labelled(log_path, "binary", (), 1))
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(_labelled_frames()), tmp_path / "ref.parquet")
+    _check_labelled(load_labelled(tmp_path / "ref.parquet", "binary", (), 1))
+
+
+def test_labelled_multiclass_scores_and_regression(tmp_path):
+    from modelmon.exporter.reference import load_labelled
+
+    p = write(tmp_path, "m.csv", "x,prediction,score_a,score_b,label\n1,a,0.7,0.3,a\n2,b,0.4,0.6,a\n")
+    out = load_labelled(p, "multiclass", ["a", "b"])
+    assert out["label"].tolist() == ["a", "a"] and out["prediction"].tolist() == ["a", "b"]
+    np.testing.assert_array_equal(out["proba"], [[0.7, 0.3], [0.4, 0.6]])
+    assert "proba" not in load_labelled(p, "multiclass", ["a", "b", "c"])  # score_c missing: no scores
+    logs = [{"features": {"x": 1}, "prediction": "a", "scores": {"a": 0.7, "b": 0.3}, "label": "a"}]
+    out = load_labelled(write(tmp_path, "m.jsonl", json.dumps(logs[0]) + "\n"), "multiclass", ["a", "b"])
+    np.testing.assert_array_equal(out["proba"], [[0.7, 0.3]])
+    r = write(tmp_path, "r.csv", "x,prediction,label\n1,2.5,3\n2,1.0,\n")
+    out = load_labelled(r, "regression")
+    np.testing.assert_array_equal(out["label"], [3.0, np.nan])
+    np.testing.assert_array_equal(out["prediction"], [2.5, 1.0])
+
+
+def test_no_label_column_is_none_and_a_bad_one_an_error(tmp_path):
+    from modelmon.exporter.reference import load_labelled
+
+    assert load_labelled(write(tmp_path, "a.csv", "x,score\n1,0.5\n"), "binary") is None
+    with pytest.raises(ReferenceDataError, match="label"):
+        load_labelled(write(tmp_path, "b.csv", "x,label\n1,oops\n"), "regression")

@@ -257,7 +257,7 @@ class ExporterCollector(Collector):
                 budget = s.versions if label == "version" else s.classes
                 overflow.add_metric([name, label], budget.overflow)
                 shortened.add_metric([name, label], s.shortened.get(label, 0))
-            for stage in ("ingest", "refresh", "multivariate"):
+            for stage in ("ingest", "refresh", "multivariate", "estimation"):
                 errors.add_metric([name, stage], ex.model_errors.get((name, stage), 0))
         pending = family("modelmon_label_join_pending")
         pending.add_metric([], len(ex.joiner))

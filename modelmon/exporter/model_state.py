@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from modelmon.config import ExporterConfig, ModelConfig
-from modelmon.exporter import drift, quality
+from modelmon.exporter import drift, estimation, quality
 from modelmon.exporter.bins import FeatureBins, OutputBins, served_rows
 from modelmon.exporter.comparison import Comparison
 from modelmon.exporter.versions import PAIRED_WINDOW, PairedOutcomes, RequestBook, Traffic, compare as compare_versions
@@ -36,6 +36,7 @@ from modelmon.exporter.windows import SlidingWindow, WindowView, concat, tail_ru
 
 PRED = "__prediction__"  # drift-window column holding the model output
 PREDICTION_REFERENCE_SIZE = 5000  # predictions frozen as output reference when the file has none
+LABELLED_REFERENCE_MAX = 50_000  # labelled reference rows kept for the estimators (a seeded sample past it)
 
 
 @dataclass
@@ -73,7 +74,7 @@ class Reference:
     """Frozen reference profiles of a model's inputs and outputs."""
 
     def __init__(self, model: ModelConfig, columns: dict[str, np.ndarray], exp: ExporterConfig,
-                 prediction: np.ndarray | None = None):
+                 prediction: np.ndarray | None = None, labelled: dict[str, np.ndarray] | None = None):
         self.profiles: dict[str, Any] = {}
         self.unusable: list[str] = []  # features without a single reference value: no drift for them
         for f in model.numeric_features:
@@ -88,6 +89,11 @@ class Reference:
         self.size = len(next(iter(columns.values()))) if columns else 0
         self.labeled = 0  # labelled rows (a `label` column): the training baseline and the estimators
         self.quality: dict[str, float] = {}  # quality key -> value on the labelled rows
+        self.labels_problem: str | None = None  # why the labels cannot be used (None: fine, or no labels)
+        # The labelled rows the estimators fit on (bounded sample): label, prediction, score/proba, features.
+        self.fit_rows: dict[str, np.ndarray] | None = None
+        if labelled is not None:
+            self._set_labelled(model, columns, labelled)
         # A bounded, row-aligned sample for the multivariate worker.
         rng = np.random.default_rng(0)
         take = rng.choice(self.size, size=min(self.size, exp.multivariate_sample_size), replace=False) \
@@ -96,6 +102,37 @@ class Reference:
         self.prediction: Any = None
         if prediction is not None:
             self.set_prediction(model, prediction)
+
+    def _set_labelled(self, model: ModelConfig, columns: dict[str, np.ndarray], labelled: dict[str, np.ndarray]) -> None:
+        """Keep the labelled rows (those with a label and the outputs the task needs)."""
+        task = model.task
+        label = labelled["label"]
+        has = ~np.isnan(label) if task == "regression" else np.array([v is not None for v in label], dtype=bool)
+        pred = labelled.get("prediction")
+        if task == "binary" and pred is None and "score" in labelled:
+            positive = class_key(model.positive_class)
+            other = next((class_key(c) for c in (model.classes or ()) if class_key(c) != positive), "0")
+            pred = object_array(np.where(labelled["score"] >= 0.5, positive, other).tolist())
+        if task == "multiclass" and pred is None and "proba" in labelled:
+            names = [class_key(c) for c in model.classes or ()]
+            pred = object_array([names[i] for i in np.argmax(np.nan_to_num(labelled["proba"], nan=-1), axis=1)])
+        if pred is None:
+            self.labels_problem = "the reference has labels but no `prediction` column"
+            return
+        has &= ~np.isnan(pred) if task == "regression" else np.array([v is not None for v in pred], dtype=bool)
+        rows = np.flatnonzero(has)
+        if rows.size > LABELLED_REFERENCE_MAX:
+            rows = np.sort(np.random.default_rng(0).choice(rows, LABELLED_REFERENCE_MAX, replace=False))
+        self.labeled = int(has.sum())
+        if not rows.size:
+            return
+        fit = {"label": label[rows], "prediction": pred[rows]}
+        for key in ("score", "proba"):
+            if key in labelled:
+                fit[key] = labelled[key][rows]
+        for f in model.features:
+            fit["feature:" + f] = np.asarray(columns[f])[rows]
+        self.fit_rows = fit
 
     def set_prediction(self, model: ModelConfig, values: np.ndarray) -> None:
         if model.task == "multiclass":
@@ -159,6 +196,10 @@ class ModelState:
         self.on_frozen: Callable[[ModelConfig, dict | None, np.ndarray], None] | None = None
         self.multivariate: dict[str, float] = {}  # drift_classifier_auc, outlier_ratio, last_run
         self.estimation: dict[str, Estimate] = {}  # version -> estimated quality (the estimation worker's)
+        # Version -> its predictions over the quality window's span, labelled or not, kept while the
+        # reference can be estimated from (`estimation_state` ready); read by the estimation worker.
+        self.estimation_windows: dict[str, SlidingWindow] = {}
+        self.estimating = False  # set with the reference: whether ingest feeds estimation_windows
         self.dirty = False
 
     # ------------------------------------------------------------------ ingest
@@ -211,11 +252,15 @@ class ModelState:
         ok_ts = cols.ts[okall]
         output_bins = self.output_bins  # every output entering an output window, by reference bin
         out_codes = output_bins.code(out_all) if output_bins is not None else None
+        estimated = self._estimation_columns(cols, okall, ok_ts, out_all) if self.estimating else None
         for v in distinct:
             sel = slice(None) if ok_versions is None else ok_versions == v
             if ok_versions is not None and not sel.any():
                 continue
             self.output_window(v).append({"ts": ok_ts[sel], PRED: out_all[sel]})
+            if estimated is not None:
+                self.estimation_window(v).append(estimated if ok_versions is None else
+                                                 {k: c[sel] for k, c in estimated.items()})
             if out_codes is not None:
                 output_bins.add(v, out_codes[sel])
             if top is not None:
@@ -293,6 +338,18 @@ class ModelState:
         if self.cfg.task == "binary":
             return (np.asarray(class_keys(preds), dtype=object) == self.positive).astype(np.float64)
         return object_array(class_keys(preds))
+
+    def _estimation_columns(self, cols: PredictionColumns, okidx: np.ndarray, ts: np.ndarray,
+                            out: np.ndarray) -> dict[str, np.ndarray]:
+        """What the estimators need of the batch's ok records, as they are (no per-record work here:
+        class keys and probability matrices are made by the estimation worker)."""
+        task = self.cfg.task
+        if task == "regression":
+            return {"ts": ts, "pred": out, **{"feature:" + f: c[okidx] for f, c in cols.features.items()}}
+        pred = object_array(cols.predictions)[okidx]
+        if task == "binary":
+            return {"ts": ts, "score": cols.scores[okidx], "pred": pred}
+        return {"ts": ts, "scores": object_array(cols.score_maps)[okidx], "pred": pred}
 
     def _top_probability(self, cols: PredictionColumns, okidx: np.ndarray) -> np.ndarray:
         maps = [cols.score_maps[i] for i in okidx]
@@ -411,9 +468,53 @@ class ModelState:
 
     # ------------------------------------------------------------------ reference
 
-    def set_reference(self, columns: dict[str, np.ndarray], prediction: np.ndarray | None) -> None:
-        self.reference = Reference(self.cfg, columns, self.exp, prediction)
+    def set_reference(self, columns: dict[str, np.ndarray], prediction: np.ndarray | None,
+                      labelled: dict[str, np.ndarray] | None = None) -> None:
+        self.reference = Reference(self.cfg, columns, self.exp, prediction, labelled)
+        if self.reference.fit_rows is not None:
+            self.reference.quality = self._quality(self._reference_quality_columns(self.reference.fit_rows))
+        self.estimation = {}
+        self.estimating = self.estimation_state == "ready"
         self._new_bins(inputs=True)
+
+    def _reference_quality_columns(self, fit: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The labelled reference rows as a quality window holds them (see `add_labelled`)."""
+        task = self.cfg.task
+        if task == "regression":
+            return {"y_true": fit["label"].astype(np.float64), "y_pred": fit["prediction"].astype(np.float64)}
+        if task == "binary":
+            n = len(fit["label"])
+            return {"y_true": fit["label"] == self.positive, "y_pred": fit["prediction"] == self.positive,
+                    "score": fit.get("score", np.full(n, np.nan))}
+        n_conf = max(len(self.cfg.classes or ()), 1)
+        return {"y_true": fit["label"], "y_pred": fit["prediction"],
+                "proba": fit.get("proba", np.full((len(fit["label"]), n_conf), np.nan))}
+
+    @property
+    def estimation_state(self) -> str:
+        """Whether performance can be estimated, in a sentence for /ready (`ready` when it can)."""
+        ref = self.reference
+        if ref is None:
+            return "waiting for the reference"
+        if ref.labels_problem:
+            return f"reference labels unusable ({ref.labels_problem}): no estimated performance"
+        if ref.fit_rows is None:
+            return "reference has no labels: no estimated performance"
+        if ref.labeled < self.cfg.min_labeled:
+            return (f"reference has {ref.labeled} labelled rows, fewer than min_labeled ({self.cfg.min_labeled}): "
+                    "no estimated performance")
+        if self.cfg.task == "binary" and "score" not in ref.fit_rows:
+            return "reference has no `score` column: no estimated performance"
+        if self.cfg.task == "multiclass" and "proba" not in ref.fit_rows:
+            return "reference lacks a `score_<class>` column for some configured class: no estimated performance"
+        return "ready"
+
+    def estimation_window(self, version: str) -> SlidingWindow:
+        """One version's predictions (labelled or not) over the quality window's span, for the estimators."""
+        win = self.estimation_windows.get(version)
+        if win is None:
+            win = self.estimation_windows[version] = SlidingWindow(self.cfg.quality_window)
+        return win
 
     def _new_bins(self, inputs: bool) -> None:
         """Bin counters for a new reference (inputs and outputs) or output reference: they start at 0,
@@ -681,7 +782,8 @@ class ModelState:
                     del totals[key]
             for store in (self.latency, self.shadow_latency, self.labels_total, self.quality_windows,
                           self.score_hist, self.output_windows, self.output_tallies, self.version_drift_windows,
-                          self.version_drift_tallies, self.regression_sums, self.estimation):
+                          self.version_drift_tallies, self.regression_sums, self.estimation,
+                          self.estimation_windows):
                 store.pop(version, None)
             if self.output_bins is not None:
                 self.output_bins.counts.pop(version, None)
@@ -703,6 +805,84 @@ class ModelState:
             for key in [k for k in self.labeled_score if k[1] == cls]:
                 del self.labeled_score[key]
             self.dirty = True
+
+    # ------------------------------------------------------------------ estimation worker
+
+    def estimation_inputs(self):
+        """(reference, {version: (estimation window view, quality window view or None)}), or None
+        when nothing can be estimated. Under the lock: O(chunks); compute with `compute_estimation`
+        after releasing it (the reference and the views are never modified)."""
+        if not self.estimating or self.reference is None:
+            return None
+        views = {}
+        for version, win in self.estimation_windows.items():
+            if self.cfg.quality_window.is_time and self.last_ts is not None:
+                win.expire(self.last_ts)
+            if len(win):
+                q = self.quality_windows.get(version)
+                views[version] = (win.view(), q.view() if q is not None and len(q) else None)
+        return self.reference, views
+
+    def fit_estimator(self, reference: Reference, seed: int = 0) -> estimation.Estimator:
+        """The estimator of the task fitted on the reference's labelled rows (no lock needed)."""
+        fit, task = reference.fit_rows, self.cfg.task
+        if task == "binary":
+            return estimation.Estimator(task, binary=estimation.BinaryCBPE.fit(fit["score"], fit["label"] == self.positive))
+        if task == "multiclass":
+            return estimation.Estimator(task, multiclass=estimation.MulticlassCBPE.fit(
+                fit["proba"], self._configured_codes(fit["label"])))
+        x = self._encode({f: fit["feature:" + f] for f in self.cfg.features}, reference)
+        return estimation.Estimator(task, dle=estimation.DLE.fit(x, fit["prediction"], fit["label"], seed=seed))
+
+    def compute_estimation(self, estimator: estimation.Estimator, reference: Reference, views: dict,
+                           seed: int = 0) -> dict[str, estimation.Estimate]:
+        """Per version: the estimate over its window and the check on its labelled records (no lock)."""
+        out = {}
+        for version, (view, qview) in views.items():
+            cols = concat(view.chunks)
+            qcols = concat(qview.chunks) if qview is not None else None
+            out[version] = self._estimate_one(estimator, reference, cols, qcols, seed)
+        return out
+
+    def _estimate_one(self, est, reference, cols, qcols, seed):
+        task = self.cfg.task
+        if task == "regression":
+            x = self._encode({f: cols["feature:" + f] for f in self.cfg.features}, reference)
+            pred = cols["pred"]
+            labeled = None
+            if qcols is not None and len(qcols["y_true"]):
+                # Labelled records still in the estimation window: matched on (event time, prediction)
+                index = {k: i for i, k in enumerate(zip(cols["ts"].tolist(), pred.tolist()))}
+                pairs = [(index.get(k), j) for j, k in enumerate(zip(qcols["ts"].tolist(), qcols["y_pred"].tolist()))]
+                pairs = [(i, j) for i, j in pairs if i is not None]
+                if pairs:
+                    i, j = (np.array(t) for t in zip(*pairs))
+                    labeled = (x[i], pred[i], qcols["y_true"][j])
+            return estimation.estimate_regression(est, x, pred, labeled)
+        if task == "binary":
+            window = {"score": cols["score"], "pred": object_array(class_keys(cols["pred"].tolist())) == self.positive}
+            labeled = None if qcols is None else {"score": qcols["score"], "pred": qcols["y_pred"], "y": qcols["y_true"]}
+        else:
+            window = {"proba": self._proba_matrix(cols["scores"].tolist()),
+                      "pred": self._configured_codes(object_array(class_keys(cols["pred"].tolist())))}
+            labeled = None if qcols is None else {"proba": qcols["proba"], "pred": self._configured_codes(qcols["y_pred"]),
+                                                  "y": self._configured_codes(qcols["y_true"])}
+        return estimation.estimate_classification(est, window, labeled, seed=seed)
+
+    def _configured_codes(self, keys: np.ndarray) -> np.ndarray:
+        """Class keys -> codes of the configured classes (-1 for any other)."""
+        codes = np.full(len(keys), -1, dtype=np.int64)
+        for i, c in enumerate(self.cfg.classes or ()):
+            codes[keys == class_key(c)] = i
+        return codes
+
+    def _encode(self, columns: dict[str, np.ndarray], reference: Reference) -> np.ndarray:
+        from modelmon.exporter import multivariate
+
+        if not self.cfg.features:
+            return np.empty((len(next(iter(columns.values()), ())), 0))
+        return multivariate.encode(columns, self.cfg.numeric_features, self.cfg.categorical_features,
+                                   reference.profiles)
 
     # ------------------------------------------------------------------ multivariate worker input
 

@@ -27,7 +27,7 @@ from modelmon.exporter.histogram import LATENCY_BUCKETS, Histogram
 from modelmon.exporter.joiner import LabelJoiner, Pending
 from modelmon.exporter.model_state import ModelState, sample_view
 from modelmon.exporter.records import ParsedBatch, PredictionColumns, RecordParser, Reject
-from modelmon.exporter.reference import ReferenceDataError, load_reference
+from modelmon.exporter.reference import ReferenceDataError, load_labelled, load_reference
 from modelmon.exporter.reference_store import ReferenceStore
 
 log = logging.getLogger("modelmon.exporter")
@@ -81,6 +81,7 @@ class Exporter:
         self.refresh_seconds: dict[str, float] = {}  # model -> wall duration of its last refresh
         self.ingest_seconds = {s: Histogram(INGEST_DURATION_BUCKETS) for s in INGEST_SOURCES}  # by source
         self.lock_hold = {op: Histogram(LOCK_HOLD_BUCKETS) for op in LOCK_OPERATIONS}  # by operation
+        self._estimators: dict[str, tuple] = {}  # model -> (the reference fitted on, its Estimator): worker-only
         self._refreshing = threading.Lock()  # one refresh pass at a time; taken before `lock`, never inside it
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -108,10 +109,21 @@ class Exporter:
                 if prediction is None and self.reference_store is not None:
                     saved = self.reference_store.load(m, with_features=False)
                     prediction = saved[1] if saved is not None else None
+                labelled, labels_error = None, None
+                try:
+                    labelled = load_labelled(m.reference.path, m.task, m.classes or (), m.positive_class)
+                except ReferenceDataError as e:  # drift still works from the features; only the labels are lost
+                    labels_error = str(e)
                 with self.lock:
-                    state.set_reference({f: cols[f] for f in m.features}, prediction)
+                    state.set_reference({f: cols[f] for f in m.features}, prediction, labelled)
+                    if labels_error:
+                        state.reference.labels_problem = labels_error
+                        state.estimating = False
                     state.reference_error = None
-                log.info("model %s: reference %s loaded (%d rows)", m.name, m.reference.path, state.reference.size)
+                log.info("model %s: reference %s loaded (%d rows, %d labelled)", m.name, m.reference.path,
+                         state.reference.size, state.reference.labeled)
+                if state.estimation_state != "ready":
+                    log.warning("model %s: %s", m.name, state.estimation_state)
             except Exception as e:  # noqa: BLE001 - reported on /ready and in the log, never fatal
                 state.reference_error = f"{m.reference.path}: {e}"
                 log.error("model %s: cannot load reference: %s", m.name, e)
@@ -390,11 +402,40 @@ class Exporter:
         with self.lock:
             state.multivariate = result
 
+    def run_estimation(self, seed: int = 0) -> None:
+        """One pass of the performance estimators over every model whose reference has labels: fit
+        once per reference (kept until the reference changes), then estimate each version's window,
+        all outside the exporter lock (views captured under it, the result swapped in under it)."""
+        for name, state in self.states.items():
+            try:
+                self._estimation_one(state, seed)
+            except Exception:  # noqa: BLE001 - isolated per model
+                with self.lock:
+                    self._model_failed(name, "estimation")
+
+    def _estimation_one(self, state: ModelState, seed: int) -> None:
+        with self.lock:
+            captured = state.estimation_inputs()
+        if captured is None:
+            return
+        reference, views = captured
+        fitted = self._estimators.get(state.cfg.name)
+        if fitted is None or fitted[0] is not reference:
+            fitted = self._estimators[state.cfg.name] = (reference, state.fit_estimator(reference, seed))
+        result = state.compute_estimation(fitted[1], reference, views, seed)
+        with self.lock:
+            if state.reference is reference:  # a reference replaced meanwhile: its estimates are stale
+                state.estimation = {v: e for v, e in result.items() if v in state.estimation_windows}
+
     def start_background(self) -> None:
         self.run_every("modelmon-refresh", self.refresh_interval, self.refresh)
         if self.config.exporter.multivariate_enabled:
             self.run_every("modelmon-multivariate", self.config.exporter.multivariate_interval_seconds,
                            self.run_multivariate)
+        exp = self.config.exporter
+        if exp.estimation_enabled:
+            self.run_every("modelmon-estimation", exp.estimation_interval_seconds or exp.multivariate_interval_seconds,
+                           self.run_estimation)
 
     def run_every(self, name: str, interval: float, fn) -> None:
         """Run `fn` every `interval` seconds on a daemon thread until `stop()`."""
@@ -414,7 +455,9 @@ class Exporter:
         errors = {name: s.reference_error for name, s in self.states.items() if s.reference_error}
         ready = self.source_open and not errors and all(
             s.reference is not None or s.cfg.reference.first is not None for s in self.states.values())
-        detail = {"ready": ready, "source_open": self.source_open, "references": models, "errors": errors}
+        detail = {"ready": ready, "source_open": self.source_open, "references": models, "errors": errors,
+                  # per model: `ready`, or why nothing is estimated (no labels in the reference: not an error)
+                  "estimation": {name: s.estimation_state for name, s in self.states.items()}}
         reasons = []
         if self.source_problem:
             reasons.append(self.source_problem)

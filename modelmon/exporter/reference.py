@@ -50,6 +50,7 @@ def _case_variants(word: str) -> list[str]:
 # The missing-value tokens as Arrow's CSV reader must list them (it matches exactly, case included).
 ARROW_NULL_TOKENS = [v for token in sorted(MISSING_NUMERIC_TOKENS) for v in _case_variants(token)]
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+OUTPUT_COLUMNS = ("label", "prediction", "score")  # read beside a prediction-log record's features
 
 
 class ReferenceDataError(ValueError):
@@ -312,8 +313,9 @@ def _read_json_lines(path: Path, numeric: Sequence[str], categorical: Sequence[s
     for pos, obj in _json_objects(path):
         if not isinstance(obj, dict):
             raise ReferenceDataError(f"{path}: {pos}: expected a JSON object, got {type(obj).__name__}")
-        # Either flat feature columns or a prediction-log record with a "features" object.
-        feats = obj["features"] if isinstance(obj.get("features"), dict) else obj
+        # Either flat feature columns or a prediction-log record with a "features" object (whose
+        # outputs and label stay readable: `label`, `prediction`, `score`, `scores` as score_<class>).
+        feats = _log_record_columns(obj) if isinstance(obj.get("features"), dict) else obj
         rows.append(feats)
         where.append(pos)
         seen.update(feats)
@@ -330,6 +332,15 @@ def _read_json_lines(path: Path, numeric: Sequence[str], categorical: Sequence[s
     for name in categorical:
         out[name] = _categorical(r.get(name) for r in rows)
     return out
+
+
+def _log_record_columns(obj: dict[str, Any]) -> dict[str, Any]:
+    feats = obj["features"]
+    extra = {k: obj[k] for k in OUTPUT_COLUMNS if k in obj and k not in feats}
+    scores = obj.get("scores")
+    if isinstance(scores, dict):
+        extra.update({f"score_{k}": v for k, v in scores.items() if f"score_{k}" not in feats})
+    return {**feats, **extra} if extra else feats
 
 
 def _read_parquet(path: Path, numeric: Sequence[str], categorical: Sequence[str]) -> dict[str, np.ndarray]:
@@ -358,4 +369,50 @@ def _read_parquet(path: Path, numeric: Sequence[str], categorical: Sequence[str]
         out[name] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)  # nulls -> NaN
     for name in categorical:
         out[name] = _categorical(table.column(name).to_pylist())
+    return out
+
+
+def load_labelled(path: Path, task: str, classes: Sequence[Any] = (),
+                  positive_class: Any = None) -> dict[str, np.ndarray] | None:
+    """The reference's outputs and labels, or None when the file has no ``label`` column.
+
+    Keys: ``label`` (classification: class keys as the log's labels are normalised, None where
+    missing; regression: float, NaN where missing), ``prediction`` (the same types), and the
+    scores: binary ``score`` (probability of the positive class), multiclass ``proba`` (n, C) from
+    the columns ``score_<class>`` of every configured class, in config order (NaN where absent).
+    A missing output column is absent from the result; other errors raise ReferenceDataError.
+    """
+    from modelmon.contract import class_key
+
+    def column(name: str, numeric: bool) -> np.ndarray | None:
+        try:
+            return load_reference(path, [name] if numeric else [], [] if numeric else [name])[name]
+        except ReferenceDataError as e:
+            if "missing column" in str(e):
+                return None
+            raise
+
+    regression = task == "regression"
+    label = column("label", regression)
+    if label is None:
+        return None
+    out: dict[str, np.ndarray] = {"label": label}
+    prediction = column("prediction", regression)
+    if prediction is not None:
+        out["prediction"] = prediction
+    if not regression:
+        # As the log's labels are keyed (contract.class_key); JSON booleans read as true/false here
+        numeric = task == "binary" and class_key(positive_class) in ("0", "1")
+        spelt = {"true": "1", "false": "0"} if numeric else {}
+        for key in ("label", "prediction"):
+            if key in out:
+                out[key] = object_array([None if v is None else spelt.get(v, class_key(v)) for v in out[key]])
+    if task == "binary":
+        score = column("score", True)
+        if score is not None:
+            out["score"] = score
+    elif task == "multiclass" and classes:
+        cols = [column(f"score_{class_key(c)}", True) for c in classes]
+        if all(c is not None for c in cols):
+            out["proba"] = np.column_stack(cols)
     return out
