@@ -45,9 +45,8 @@ records are the stored codes' records in the same order.
 """
 from __future__ import annotations
 
-import weakref
 from collections import deque
-from functools import cached_property
+from functools import cached_property, lru_cache
 from dataclasses import dataclass
 from typing import Any
 
@@ -263,14 +262,14 @@ def mean_stats(coder: NumericCoder, codes: np.ndarray, values: np.ndarray) -> di
     return out
 
 
-_RAW_CODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+@lru_cache(maxsize=16)
+def _raw_coder(profile: drift.NumericProfile) -> NumericCoder:
+    return NumericCoder(profile)  # profiles hash by identity (eq=False); a few recent ones are kept
 
 
 def mean_stats_of(profile: drift.NumericProfile, values: np.ndarray) -> dict[str, float]:
     """``mean_stats`` from raw values (``model_state.feature_drift``, the full recompute)."""
-    coder = _RAW_CODERS.get(profile)
-    if coder is None:
-        coder = _RAW_CODERS[profile] = NumericCoder(profile)
+    coder = _raw_coder(profile)
     return mean_stats(coder, coder.code(values), values)
 
 
