@@ -45,6 +45,10 @@ def e2e_config_text(receiver_port: int) -> str:
     for m in data["models"]:
         m["reference"] = str((ROOT / m["reference"]).resolve())
         m.update(quality_window=300, drift_window=300, min_labeled=100, min_drift_samples=100)
+        # A 300-record window's normed Wasserstein distance sits at ~0.07 on unchanged data (its noise
+        # floor shrinks with the window: README, "Drift decisions"); the demo's 0.09 is for 1000+.
+        if "wasserstein_normed" in m.get("thresholds", {}):
+            m["thresholds"]["wasserstein_normed"] = {"warning": 0.25}
     data["exporter"]["multivariate"] = {"enabled": True, "interval": "5s", "sample_size": 600}
     # Alerts read the replica-summed recorded series over the alert window: 30s holds ~750 records a
     # model at 25/s (past min_labeled and min_drift_samples), so a fault shows within seconds.

@@ -74,6 +74,7 @@ CREDIT = ModelSpec(
             "accuracy": {"warning": 0.80, "critical": 0.75},
             "roc_auc": {"warning": 0.80, "critical": 0.70},
             "psi": {"warning": 0.1},
+            "wasserstein_normed": {"warning": 0.09},
             "prediction_psi": {"warning": 0.1},
             "drift_classifier_auc": {"warning": 0.65},
             "outlier_ratio": {"warning": 0.15},
@@ -131,6 +132,7 @@ SEGMENT = ModelSpec(
             "accuracy": {"warning": 0.70, "critical": 0.60},
             "f1": {"warning": 0.65, "critical": 0.55},
             "psi": {"warning": 0.1},
+            "wasserstein_normed": {"warning": 0.09},
         },
         "slo": {"latency_p99_seconds": 0.3, "availability": 99.5},
         "team": "growth",
@@ -181,6 +183,7 @@ ETA = ModelSpec(
         "thresholds": {
             "mae": {"warning": 6.0, "critical": 9.0},
             "psi": {"warning": 0.1},
+            "wasserstein_normed": {"warning": 0.09},
         },
         "slo": {"latency_p99_seconds": 0.2, "availability": 99.5},
         "team": "logistics",
