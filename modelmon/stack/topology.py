@@ -57,9 +57,13 @@ COMPOSE_CONFIG = "/etc/modelmon/modelmon.yaml"  # where the exporter container s
 # Demo traffic (seconds per scenario, then loop). Phases outlast the `for:` of the alerts they
 # should fire: an error burst first (ModelmonErrorBudgetBurn pages after ~5 minutes of demo), then
 # covariate drift (on the Drift dashboard within a minute; the alerts wait their 15m), concept drift
-# (quality alerts, 10m), a latency regression (p99 alert, 10m), and a calm end in which they resolve.
+# (quality alerts, 10m), a harmless then a harmful covariate shift whose labels come 20-30 minutes
+# late (estimated quality stays, then falls before any label of the shift; the realized quality
+# follows once the labels land), a latency regression (p99 alert, 10m), and a calm end in which
+# they resolve.
 DEMO_SCHEDULE = ("stable:120,error_burst:300,stable:120,covariate_drift:1200,concept_drift:900,"
-                 "latency_regression:900,stable:300")
+                 "covariate_shift_harmless:900,covariate_shift_harmful:1800,latency_regression:900,stable:300")
+DEMO_DELAYED_LABELS = "uniform:20m..30m"  # the shifted phases' labels: late, but within one demo loop
 DEMO_RATE = 50.0  # records per second, all models together
 DEMO_ROTATE_BYTES = "100M"  # the endless demo log rotates by rename: at most ~200 MB on disk
 DEMO_SEED = 7
@@ -386,7 +390,8 @@ def services(t: Target, demo: Demo = Demo(), grafana: bool = True) -> tuple[Node
         # it would otherwise start at the end, like tail -F, and skip what was written).
         Node("traffic", MODELMON,
              ("simulate", f"--out={log}", f"--rate={demo.rate:g}", f"--seed={demo.seed}",
-              f"--schedule={demo.schedule}", "--loop", f"--rotate-bytes={demo.rotate_bytes}"),
+              f"--schedule={demo.schedule}", "--loop", f"--rotate-bytes={demo.rotate_bytes}",
+              f"--delayed-label-delay={DEMO_DELAYED_LABELS}"),
              FileProbe(log, TRAFFIC_FRESH_SECONDS), mounts=(PREDICTIONS,), depends_on=("exporter",)),
         Node("alertmanager", ALERTMANAGER,
              (f"--config.file={t.path(ALERTMANAGER_CONFIG)}",
