@@ -344,6 +344,10 @@ def _q(key: str) -> Series:
 
 _MV = ("model", "version")
 
+# Label values and bucket bounds the exporter exports and the rules and dashboards query.
+MISSING_BIN = "__missing__"  # the `bin` of missing values in modelmon_feature_bin_total / prediction_bin_total
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # modelmon_prediction_score, _labeled_score
+
 # Every series of /metrics, in the order of the README's table.
 SERIES: tuple[Series, ...] = (
     Series("modelmon_predictions_total", "counter", "Predictions seen in the log.", ("model", "version", "status"),

@@ -35,11 +35,10 @@ the 0.05-wide score buckets, ties within a bucket counted one half (see ``_roc_a
 from __future__ import annotations
 
 from modelmon.config import ModelConfig
-from modelmon.contract import QUANTITIES, class_key, recorded_name
-from modelmon.exporter.histogram import SCORE_BUCKETS
+from modelmon.contract import MISSING_BIN, QUANTITIES, SCORE_BUCKETS, class_key, recorded_name
 from modelmon.promql import match, number, rate, selector
 
-MISSING = "__missing__"
+MISSING = MISSING_BIN
 PSI_EPS = 1e-4  # exporter.drift.psi floors both proportions at this
 LN2_TIMES_2 = "1.3862943611198906"  # 2 ln 2: JS divergence in bits is (KL_p + KL_q) / (2 ln 2)
 R2_FLAT = "1e-09"  # a label variance below this share of the labels' second moment counts as constant
@@ -283,7 +282,7 @@ def _roc_auc_rules(m: ModelConfig, w: str, pos: str) -> list[dict]:
     (positive, negative) pairs that share a bucket.
 
     Per-bucket counts need the previous bucket's cumulative count; the bounds are fixed
-    (exporter.histogram.SCORE_BUCKETS), so one ``label_replace`` per bucket moves bucket k−1's
+    (contract.SCORE_BUCKETS), so one ``label_replace`` per bucket moves bucket k−1's
     count onto bucket k's ``le``."""
     sel = {"model": m.name}
     bounds = [canonical_le(b) for b in (*SCORE_BUCKETS, float("inf"))]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelmon.config import Config
-from modelmon.contract import ALL_TASKS, DRIFT_UID
+from modelmon.contract import ALL_TASKS, DRIFT_UID, MISSING_BIN
 from modelmon.dashboards import thresholds as th
 from modelmon.dashboards.base import build_dashboard, factory, feature_variable, model_variable
 from modelmon.dashboards import recorded as rc
@@ -127,7 +127,7 @@ def bin_shares(f: PanelFactory, window: str = rc.W) -> tuple[str, str, str]:
     reference's share (the same on every replica that loads the same reference, so ``max``). PSI
     term: (q - p)·ln(q/p) with both floored at PSI_EPS as drift.psi floors them; the terms of a
     feature add up to its recorded PSI."""
-    bins = selector(rc.feature_bins(window), match("bin", "__missing__", "!="), model=M, feature=F)
+    bins = selector(rc.feature_bins(window), match("bin", MISSING_BIN, "!="), model=M, feature=F)
     recent = f"{bins} / on (model, feature) group_left sum by (model, feature) ({bins})"
     reference = f"max by (model, feature, bin) ({f.sel(REFERENCE_RATIO, model=M, feature=F)})"
     q, p = f"clamp_min({recent}, {rc.PSI_EPS:g})", f"clamp_min({reference}, {rc.PSI_EPS:g})"

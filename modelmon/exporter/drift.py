@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import special, stats
 
+from modelmon.contract import MISSING_BIN
+
 OTHER = "__other__"
-MISSING = "__missing__"  # the bin of missing values in the additive counters (bins.py)
+MISSING = MISSING_BIN  # the bin of missing values in the additive counters (bins.py)
 
 
 def _missing_numeric(values: np.ndarray) -> np.ndarray:

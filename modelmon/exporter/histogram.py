@@ -7,11 +7,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from modelmon import contract
+
 OTHER = "__other__"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LABEL_DELAY_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 259200, 604800)
-SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+SCORE_BUCKETS = contract.SCORE_BUCKETS  # the rules' ROC AUC shifts by these bounds
 
 
 class Histogram:
