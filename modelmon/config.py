@@ -233,6 +233,12 @@ class _Validator:
     def err(self, path: str, msg: str) -> None:
         self.errors.append(f"{path}: {msg}")
 
+    def boolean(self, value: Any, path: str) -> bool | None:
+        if not isinstance(value, bool):
+            self.err(path, f"expected true or false, got {value!r}")
+            return None
+        return value
+
     def mapping(self, value: Any, path: str, allowed: set[str]) -> dict:
         if value is None:
             return {}
@@ -471,11 +477,8 @@ def _validate_exporter(v: _Validator, raw: Any) -> ExporterConfig:
             if n is not None:
                 kw[key] = int(n)
     mv = v.mapping(raw.get("multivariate"), f"{p}.multivariate", {"enabled", "interval", "sample_size"})
-    if "enabled" in mv:
-        if not isinstance(mv["enabled"], bool):
-            v.err(f"{p}.multivariate.enabled", f"expected true or false, got {mv['enabled']!r}")
-        else:
-            kw["multivariate_enabled"] = mv["enabled"]
+    if "enabled" in mv and (flag := v.boolean(mv["enabled"], f"{p}.multivariate.enabled")) is not None:
+        kw["multivariate_enabled"] = flag
     if "interval" in mv:
         secs = v.duration(mv["interval"], f"{p}.multivariate.interval")
         if secs is not None:
@@ -485,11 +488,8 @@ def _validate_exporter(v: _Validator, raw: Any) -> ExporterConfig:
         if n is not None:
             kw["multivariate_sample_size"] = int(n)
     est = v.mapping(raw.get("estimation"), f"{p}.estimation", {"enabled", "interval"})
-    if "enabled" in est:
-        if not isinstance(est["enabled"], bool):
-            v.err(f"{p}.estimation.enabled", f"expected true or false, got {est['enabled']!r}")
-        else:
-            kw["estimation_enabled"] = est["enabled"]
+    if "enabled" in est and (flag := v.boolean(est["enabled"], f"{p}.estimation.enabled")) is not None:
+        kw["estimation_enabled"] = flag
     if "interval" in est:
         secs = v.duration(est["interval"], f"{p}.estimation.interval")
         if secs is not None and secs <= 0:
