@@ -497,7 +497,7 @@ SERIES: tuple[Series, ...] = (
     Series("modelmon_last_record_timestamp_seconds", "gauge", "Event time of the newest prediction record.",
            ("model",), "event time of the newest prediction"),
     Series("modelmon_records_ingested_total", "counter", "Records accepted, by source.", ("source",),
-           "records accepted (`file`, `http`)"),
+           "records accepted (`file`, `http`, `kserve`, `stream`)"),
     Series("modelmon_records_rejected_total", "counter", "Records skipped as bad input, by reason.", ("reason",),
            "bad input, skipped (`invalid_json`, `not_object`, `missing_field`, `bad_type`, `bad_value`, "
            "`bad_timestamp`, `unknown_model`, `oversized_line`, `internal_error`)"),
@@ -513,6 +513,49 @@ SERIES: tuple[Series, ...] = (
            "unaffected.", ("model", "stage"),
            "failed `ingest`, `refresh` or `multivariate` passes of one model (logged once a minute with the "
            "traceback; other models unaffected)"),
+    # Ways in besides the log file and POST /ingest (issue 14). KServe's inference logger posts each
+    # request and response as a CloudEvent; the two halves are joined by `ce-id` into one record.
+    Series("modelmon_kserve_events_total", "counter", "KServe inference-logger CloudEvents received, by half.",
+           ("inference_service", "type"),
+           "CloudEvents from KServe's inference logger per InferenceService of the `kserve:` config and "
+           "`type` (`request`, `response`)"),
+    Series("modelmon_kserve_events_rejected_total", "counter",
+           "KServe CloudEvents refused before joining, by reason.", ("reason",),
+           "events refused before the join (`bad_event`: headers missing or invalid; `unknown_service`: no model "
+           "binds its InferenceService; `bad_body`: not a KServe v1 or v2 body, or not the shape the binding "
+           "expects)"),
+    Series("modelmon_kserve_unmatched_total", "counter",
+           "KServe request or response events that left the join buffer without their other half.",
+           ("inference_service", "type", "reason"),
+           "halves that never met the other (`ttl`, `buffer_full`, `duplicate`: a second event of the same half "
+           "and `ce-id` replaced it); `type` is the half left alone"),
+    Series("modelmon_kserve_join_pending", "gauge", "KServe event halves waiting for the other half.", (),
+           "request or response events waiting for the other half"),
+    # A Redis Stream consumed as a member of a consumer group. Lag and pending are properties of the
+    # group, the same on every replica of it: read them with max by (stream, group), never sum.
+    Series("modelmon_stream_entries_total", "counter", "Stream entries read and applied, by stream and group.",
+           ("stream", "group"),
+           "stream entries this consumer read and applied (valid or not: each entry's record is counted in "
+           "`modelmon_records_ingested_total{source=\"stream\"}` or `modelmon_records_rejected_total`)"),
+    Series("modelmon_stream_acked_total", "counter", "Stream entries acknowledged after their batch was applied.",
+           ("stream", "group"), "entries acknowledged (XACK) after their batch was applied"),
+    Series("modelmon_stream_claimed_total", "counter",
+           "Pending stream entries taken over: this consumer's own after a restart, or an idle member's.",
+           ("stream", "group", "owner"),
+           "pending entries re-read: `self` (its own, after a restart) or `other` (an idle member's, XAUTOCLAIM)"),
+    Series("modelmon_stream_lag_entries", "gauge",
+           "Stream entries not yet delivered to the consumer group (XINFO GROUPS lag).", ("stream", "group"),
+           "entries not yet delivered to the group; a property of the group, equal on every member: "
+           "`max by (stream, group)`"),
+    Series("modelmon_stream_pending_entries", "gauge",
+           "Stream entries delivered to the group and not acknowledged (XPENDING).", ("stream", "group"),
+           "entries delivered to some member and not acknowledged yet (a dead member's stay until claimed); "
+           "`max by (stream, group)`"),
+    Series("modelmon_stream_errors_total", "counter", "Failed Redis operations of the stream source.",
+           ("stream", "group", "operation"),
+           "failed Redis calls (`connect`, `read`, `ack`, `claim`, `info`), each retried with backoff"),
+    Series("modelmon_stream_up", "gauge", "1 while the stream source is connected to Redis, else 0.",
+           ("stream", "group"), "1 while the stream source reaches Redis, else 0"),
     Series("modelmon_log_lag_bytes", "gauge", "Bytes of the prediction log not read yet.", (),
            "bytes of the log not read yet"),
     Series("modelmon_log_rotations_total", "counter", "Log rotations and truncations detected.", (),
@@ -542,7 +585,8 @@ SERIES: tuple[Series, ...] = (
     Series("modelmon_ingest_batch_duration_seconds", "histogram",
            "Wall duration of one ingest call (parse, lock wait and apply of a batch of records), by source.",
            ("source",),
-           "wall duration of one ingest call: parse, wait for the lock, apply the batch (`file`, `http`); "
+           "wall duration of one ingest call: parse, wait for the lock, apply the batch (`file`, `http`, `kserve`, "
+           "`stream`); "
            "buckets .001 … 10 s"),
     Series("modelmon_ingest_lines_parsed_total", "counter",
            "Log lines parsed, by parser: the columnar fast path, or per line (rejects, multiclass records, a field "

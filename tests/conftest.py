@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_BINARIES = os.environ.get("MODELMON_REQUIRE_BINARIES") == "1"
-INSTALL_HINT = "apt-get install -y prometheus prometheus-alertmanager"
+INSTALL_HINT = "apt-get install -y prometheus prometheus-alertmanager redis-server"
 
 
 def which_or_skip(name: str) -> str:

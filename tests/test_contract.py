@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import yaml
 from modelmon import contract
 from modelmon.alerting.alerts import threshold_alert_name
 from modelmon.alerting.rules import alerts_of, rule_files
+from modelmon.exporter.collector import SOURCE_SERIES
 from modelmon.config import ConfigError, parse_config
 from modelmon.contract import QUANTITIES, SERIES, SERIES_BY_NAME, TASKS, quantities_for
 from modelmon.exporter.pipeline import Exporter
@@ -168,6 +170,8 @@ def test_every_exposed_series_is_in_the_contract_and_the_other_way_round(populat
         got = exposed[s.name]
         assert got["type"] == s.type, s.name
         assert got["help"] == s.help, s.name
+        if s.name in SOURCE_SERIES and not got["labels"]:
+            continue  # the KServe and stream families are empty here: tests/test_kserve.py, test_stream*.py
         # the exposition writes label names sorted
         assert got["labels"] == {tuple(sorted(s.labels))}, f"{s.name}: samples {got['labels']}, contract {s.labels}"
 

@@ -14,7 +14,8 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
 from prometheus_client.registry import Collector
 
 from modelmon import __version__
-from modelmon.contract import DRIFT, ESTIMATED_KEYS, FEATURE_DRIFT, QUALITY, estimated_name, reference_name, series
+from modelmon.contract import (DRIFT, ESTIMATED_KEYS, FEATURE_DRIFT, QUALITY, SERIES, estimated_name, reference_name,
+                               series)
 from modelmon.exporter.histogram import SCORE_BUCKETS, Histogram
 from modelmon.exporter.pipeline import Exporter
 
@@ -24,6 +25,10 @@ FEATURE_GAUGES = {q.key: q for q in DRIFT if q.kind == FEATURE_DRIFT}
 # Regression sums per (model, version): family -> index in ModelState.regression_sums
 REGRESSION_SUMS = {"modelmon_regression_labeled_total": 0, "modelmon_regression_absolute_error_total": 1,
                    "modelmon_regression_squared_error_total": 2, "modelmon_regression_label_squared_total": 5}
+
+
+# Families of the optional ways in (issue 14), in the contract's order.
+SOURCE_SERIES = tuple(s.name for s in SERIES if s.name.startswith(("modelmon_kserve_", "modelmon_stream_")))
 
 
 def family(name: str) -> Metric:
@@ -44,6 +49,7 @@ class ExporterCollector(Collector):
             yield from self._drift(ex)
             yield from self._self(ex)
             yield from self._costs(ex)
+            yield from self._ways_in(ex)
 
     # ------------------------------------------------------------------ service
 
@@ -277,6 +283,14 @@ class ExporterCollector(Collector):
         build.add_metric([__version__], 1)
         yield from (ingested, rejected, overflow, shortened, errors, pending, lag, rotations, missed, saved, write_errors, build)
 
+
+    def _ways_in(self, ex: Exporter) -> Iterator[Metric]:
+        """The KServe joiner's and the stream source's families: always exposed (empty while that
+        way in is unused), filled by the sources registered in ``ex.extra_collectors``."""
+        families = {name: family(name) for name in SOURCE_SERIES}
+        for fill in ex.extra_collectors:
+            fill(families)
+        yield from families.values()
 
     def _costs(self, ex: Exporter) -> Iterator[Metric]:
         refresh = family("modelmon_refresh_duration_seconds")

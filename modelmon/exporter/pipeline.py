@@ -36,7 +36,7 @@ log = logging.getLogger("modelmon.exporter")
 INGEST_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LOCK_HOLD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                      5.0, 10.0)  # 0.01: the longest hold the performance target allows
-INGEST_SOURCES = ("file", "http")
+INGEST_SOURCES = ("file", "http", "kserve", "stream")
 LOCK_OPERATIONS = ("ingest", "refresh", "checkpoint", "exposition")
 
 
@@ -75,6 +75,10 @@ class Exporter:
         self.checkpoint_saved_at: float | None = None  # set by the Checkpointer
         self.state_write_errors: dict[str, int] = defaultdict(int)  # file kind -> failed writes
         self.source_problem: str | None = None  # why the file source cannot read (shown on /ready)
+        # The ways in besides the log (the KServe joiner, the stream source) add their samples to
+        # /metrics: each a callable given {name: the empty family of collector.SOURCE_SERIES} to fill,
+        # called under the lock at every scrape.
+        self.extra_collectors: list = []
         self._warned: dict[str, float] = {}  # log key -> monotonic time of its last line (rate limit)
         # The exporter's own costs, measured on `timer` (tests inject a constant one), updated under the lock.
         self.timer = timer
