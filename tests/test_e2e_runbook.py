@@ -25,7 +25,9 @@ MAY_BE_EMPTY = ("modelmon_records_rejected_total", "modelmon_labels_unmatched_to
                 "status=\"error\"}[5m]))",  # no error in the last 5 minutes is a fine answer
                 "modelmon_checkpoint_last_success_timestamp_seconds",  # the e2e exporter runs without one
                 # version comparison: only while a second (canary or shadow) version has predictions
-                "modelmon_version_", "modelmon_shadow_")
+                "modelmon_version_", "modelmon_shadow_",
+                # the ways in: only with a stream source or KServe's logger (the stack reads a file)
+                "modelmon_stream_", "modelmon_kserve_")
 
 
 def runbook_queries() -> list[str]:

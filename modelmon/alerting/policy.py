@@ -53,6 +53,15 @@ class Rollout:
 
 
 @dataclass(frozen=True)
+class WaysIn:
+    """Thresholds of the alerts on the stream source and the KServe join (issue 14)."""
+
+    stream_lag_entries: int  # the group's undelivered entries before ModelmonStreamLagHigh
+    kserve_unmatched_ratio: float  # share of halves left without their other half
+    kserve_window: str  # ... over this window
+
+
+@dataclass(frozen=True)
 class Policy:
     burn_reference_days: int
     burn_windows: tuple[BurnWindow, ...]
@@ -66,6 +75,7 @@ class Policy:
     refresh_error_window: str
     alerts: dict[str, AlertPolicy]
     rollout: Rollout
+    ways_in: WaysIn
 
     def alert(self, key: str) -> AlertPolicy:
         try:
@@ -123,6 +133,27 @@ def parse_rollout(data: dict[str, Any]) -> Rollout:
     return Rollout(alpha=float(alpha), min_samples=samples, windows=tuple(sorted(names, key=parse_duration)))
 
 
+def parse_ways_in(data: dict[str, Any]) -> WaysIn:
+    """The `ways_in:` section, every value checked like `rollout:`."""
+    where = f"{POLICY_FILE.name}: ways_in"
+    keys = {"stream_lag_entries", "kserve_unmatched_ratio", "kserve_window"}
+    unknown, missing = set(data) - keys, keys - set(data)
+    if unknown or missing:
+        raise ValueError(f"{where}: expected exactly the keys {sorted(keys)}; unknown {sorted(unknown)}, "
+                         f"missing {sorted(missing)}")
+    lag = data["stream_lag_entries"]
+    if isinstance(lag, bool) or not isinstance(lag, int) or lag < 1:
+        raise ValueError(f"{where}.stream_lag_entries: expected a whole number >= 1, got {lag!r}")
+    ratio = data["kserve_unmatched_ratio"]
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+        raise ValueError(f"{where}.kserve_unmatched_ratio: expected a share between 0 and 1 (exclusive), "
+                         f"got {ratio!r}")
+    window = data["kserve_window"]
+    if not isinstance(window, str) or not re.fullmatch(r"\d+(s|m|h|d)", window) or parse_duration(window) <= 0:
+        raise ValueError(f"{where}.kserve_window: expected a positive duration such as 15m, got {window!r}")
+    return WaysIn(stream_lag_entries=lag, kserve_unmatched_ratio=float(ratio), kserve_window=window)
+
+
 def parse_policy(data: dict[str, Any]) -> Policy:
     burn = data["burn_rates"]
     reference = parse_duration(burn["reference_period"])
@@ -164,6 +195,7 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         refresh_error_window=_duration(guards["refresh_error_window"], "guards.refresh_error_window"),
         alerts=alerts,
         rollout=parse_rollout(_section(data, "rollout")),
+        ways_in=parse_ways_in(_section(data, "ways_in")),
     )
 
 
