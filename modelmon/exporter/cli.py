@@ -1,8 +1,9 @@
-"""`modelmon serve`: the exporter on a prediction log and/or POST /ingest."""
+"""`modelmon serve`: the exporter on a prediction log, a Redis Stream and/or POST /ingest."""
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -28,6 +29,13 @@ def beside(log: Path, suffix: str) -> Path:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="modelmon.yaml", help="modelmon.yaml (default: %(default)s)")
     p.add_argument("--log", type=Path, help="prediction log (JSON Lines) to follow like tail -F")
+    p.add_argument("--stream", metavar="URL",
+                   help="also consume a Redis Stream as a member of a consumer group: "
+                        "redis://[:PASSWORD@]HOST[:PORT][/DB]?stream=NAME&group=GROUP[&consumer=NAME]"
+                        "[&claim_idle=60s][&batch=500][&block=1s] (one record per entry, JSON text in the field "
+                        "`record`; consumer defaults to the host name)")
+    p.add_argument("--stream-password-file", type=Path, metavar="PATH",
+                   help="read the Redis password from this file (else the URL's, else env MODELMON_REDIS_PASSWORD)")
     p.add_argument("--from-start", action="store_true",
                    help="replay the whole log instead of resuming (or, without a state file, starting at its end)")
     p.add_argument("--state-file", type=Path,
@@ -37,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"file) are kept across restarts (default: LOG{REFERENCES_SUFFIX}/; none without --log)")
     p.add_argument("--checkpoint", type=Path,
                    help="where the windows and the predictions waiting for late labels are saved, so a restart "
-                        f"keeps them (default: LOG{CHECKPOINT_SUFFIX}; none without --log)")
+                        f"keeps them (default: LOG{CHECKPOINT_SUFFIX}; none without --log); with --stream alone it "
+                        "is saved after acknowledgements")
     p.add_argument("--checkpoint-interval", type=float, default=60.0,
                    help="seconds between checkpoints, besides the one at shutdown; 0 saves only at shutdown "
                         "(default: %(default)s)")
@@ -90,11 +99,27 @@ def check_paths(args: argparse.Namespace) -> None:
             raise StartupError(f"{flag} {path}: the directory {path.parent} does not exist")
 
 
+def stream_url(args: argparse.Namespace):
+    """The parsed --stream URL (None without one); StartupError naming the URL without its password."""
+    if args.stream is None:
+        if args.stream_password_file is not None:
+            raise StartupError("--stream-password-file without --stream")
+        return None
+    from modelmon.exporter.stream import parse_url, redact
+    password = read_secret_file(args.stream_password_file, "--stream-password-file") \
+        if args.stream_password_file is not None else None
+    try:
+        return parse_url(args.stream, password, os.environ.get("MODELMON_REDIS_PASSWORD") or None)
+    except ValueError as e:
+        raise StartupError(f"--stream {redact(args.stream)}: {e}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         check_paths(args)
         token = read_secret_file(args.ingest_token_file, "--ingest-token-file") \
             if args.ingest_token_file is not None else None
+        stream = stream_url(args)
     except (StartupError, ValueError) as e:
         print(f"modelmon serve: {e}", file=sys.stderr)
         return 2
@@ -136,14 +161,22 @@ def run(args: argparse.Namespace) -> int:
 
     gc_tuning.tune()  # after the references and the checkpoint: they are long-lived
     exporter.start_background()
-    source = None
+    source = streamer = None
+    save = checkpointer.maybe_save if checkpointer else None
+    if stream is not None:
+        from modelmon.exporter.stream import StreamSource
+        # Alone, it saves the checkpoint after its acks; beside a log, the file source does (see _gated).
+        streamer = StreamSource(exporter, stream, after_commit=save if args.log is None else None)
     if args.log is not None:
         state_file = args.state_file or beside(args.log, OFFSET_SUFFIX)
         source = FileSource(exporter, args.log, state_file, from_start=args.from_start,
                             poll_interval=args.poll_interval,
-                            after_commit=checkpointer.maybe_save if checkpointer else None)
+                            after_commit=_gated(streamer.gate, save) if streamer and save else save)
         source.start()
         log.info("following %s (offset kept in %s)", args.log, state_file)
+    if streamer is not None:
+        streamer.start()
+        log.info("consuming %s as consumer %r", stream.safe(), stream.consumer)
     log.info("serving http://%s:%d/metrics", args.host, server.port)
 
     def shutdown(signum, _frame):
@@ -152,22 +185,44 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    if checkpointer is not None and source is None and args.checkpoint_interval > 0:  # HTTP only: on a timer
+    if checkpointer is not None and source is None and streamer is None and args.checkpoint_interval > 0:  # HTTP only
         exporter.run_every("modelmon-checkpoint", args.checkpoint_interval, checkpointer.save_if_changed)
     try:
         server.serve_forever()
     finally:
-        failures = final_writes(exporter, source, checkpointer)
+        failures = final_writes(exporter, source, checkpointer, streamer)
     if failures:
         print(f"modelmon serve: could not save state at shutdown: {'; '.join(failures)}", file=sys.stderr)
         return 1
     return 0
 
 
-def final_writes(exporter, source, checkpointer) -> list[str]:
-    """Commit the offset and save the checkpoint at shutdown; what failed, as short phrases."""
+def _gated(gate, save):
+    """The checkpoint of a log and a stream together: taken by the file source right after its
+    offset commit, and skipped (till its next commit) while the stream has a batch applied and not
+    yet acknowledged, which Redis would deliver again after a crash."""
+    def run() -> None:
+        if gate.acquire(blocking=False):
+            try:
+                save()
+            finally:
+                gate.release()
+    return run
+
+
+def final_writes(exporter, source, checkpointer, stream=None) -> list[str]:
+    """Commit the offset, ack the stream's batch in hand and save the checkpoint at shutdown; what
+    failed, as short phrases."""
     failures: list[str] = []
     consistent = True  # the state in memory matches the offset on disk: a checkpoint of it may be written
+    if stream is not None:
+        if not stream.stop():  # finishes the batch in hand and acks it; never raises
+            consistent = False
+            failures.append("the stream reader did not stop in time (checkpoint not saved)")
+        elif stream.unacked:
+            consistent = False
+            failures.append(f"{stream.unacked} stream entries applied but not acknowledged (Redis unreachable): "
+                            "they are delivered again after a restart, so the checkpoint is not saved")
     if source is not None:
         stopped = source.stop()  # commits the offset of everything ingested; never raises
         commit_error = source.final_commit_error  # set by stop() when the final offset save failed

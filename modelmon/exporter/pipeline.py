@@ -75,6 +75,7 @@ class Exporter:
         self.checkpoint_saved_at: float | None = None  # set by the Checkpointer
         self.state_write_errors: dict[str, int] = defaultdict(int)  # file kind -> failed writes
         self.source_problem: str | None = None  # why the file source cannot read (shown on /ready)
+        self.stream_problem: str | None = None  # why the stream source cannot consume (shown on /ready)
         # The ways in besides the log (the KServe joiner, the stream source) add their samples to
         # /metrics: each a callable given {name: the empty family of collector.SOURCE_SERIES} to fill,
         # called under the lock at every scrape.
@@ -454,10 +455,10 @@ class Exporter:
 
     def readiness(self) -> tuple[bool, dict]:
         """(ready, the /ready body). Whenever not ready, ``reason`` says why in one sentence per
-        cause, joined by "; " (the log source first, then each model's reference)."""
+        cause, joined by "; " (the log source first, then the stream source, then each model's reference)."""
         models = {name: s.reference_state for name, s in self.states.items()}
         errors = {name: s.reference_error for name, s in self.states.items() if s.reference_error}
-        ready = self.source_open and not errors and all(
+        ready = self.source_open and not self.stream_problem and not errors and all(
             s.reference is not None or s.cfg.reference.first is not None for s in self.states.values())
         detail = {"ready": ready, "source_open": self.source_open, "references": models, "errors": errors,
                   # per model: `ready`, or why nothing is estimated (no labels in the reference: not an error)
@@ -467,6 +468,8 @@ class Exporter:
             reasons.append(self.source_problem)
         elif not self.source_open:
             reasons.append("the prediction log is not open yet")
+        if self.stream_problem:
+            reasons.append(self.stream_problem)
         for name, s in self.states.items():
             if s.reference_error:
                 reasons.append(f"reference for model {name} not loaded: {s.reference_error}")
