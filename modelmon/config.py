@@ -90,6 +90,32 @@ class SLO:
 
 
 @dataclass(frozen=True)
+class KServeBinding:
+    """How KServe inference-logger events of one InferenceService become this model's records
+    (exporter/kserve.py). ``features``: the model feature at each position of a positional instance
+    (v1 list, or a v2 tensor of shape [n, k]); None skips that position. ``prediction``/``score``:
+    the v2 output tensor (or the key of a v1 prediction object) holding the predicted value / the
+    score or class probabilities; None: the single output (v1: the prediction element itself).
+    ``classes``: the class order of a probability vector. ``version_from``: where the version comes
+    from, tried in order (``model_version`` of a v2 response, ``endpoint`` = ce-endpoint), then
+    ``version``; none of them: the record has no version (``unknown``)."""
+
+    inference_service: str
+    features: tuple[str | None, ...]
+    namespace: str | None = None  # events of another namespace do not match
+    component: str | None = None  # e.g. predictor: events of other components do not match
+    input: str | None = None  # v2: the tensor holding positional features (None: the only non-feature input)
+    prediction: str | None = None
+    score: str | None = None
+    classes: tuple[Any, ...] | None = None
+    version_from: tuple[str, ...] = ("model_version", "endpoint")
+    version: str | None = None
+
+
+KSERVE_VERSION_SOURCES = ("model_version", "endpoint")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     task: str
@@ -108,6 +134,7 @@ class ModelConfig:
     min_drift_samples: int = 200  # drift gauges are exported once the window holds this many
     # The version other versions are compared with; None: the served version with the most traffic
     baseline_version: str | None = None
+    kserve: KServeBinding | None = None  # records from KServe's inference logger (exporter/kserve.py)
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -139,6 +166,11 @@ class ExporterConfig:
     # a version or learned class unseen for `label_idle_seconds` gives its budget slot back.
     max_label_value_length: int = 128
     label_idle_seconds: float = 86400.0
+    # KServe's inference logger: request and response events wait for their other half this long
+    # (exporter wall clock, from arrival), at most this many halves and this many body bytes.
+    kserve_join_ttl_seconds: float = 300.0
+    kserve_join_buffer_max: int = 10_000
+    kserve_join_buffer_max_bytes: int = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -349,7 +381,7 @@ def _validate_thresholds(v: _Validator, raw: Any, path: str, task: str | None) -
 def _validate_model(v: _Validator, raw: Any, path: str, base_dir: Path) -> ModelConfig | None:
     allowed = {"name", "task", "positive_class", "classes", "features", "reference", "quality_window",
                "drift_window", "thresholds", "slo", "team", "min_labeled", "drift_min_features",
-               "min_drift_samples", "baseline_version"}
+               "min_drift_samples", "baseline_version", "kserve"}
     if not isinstance(raw, dict):
         v.err(path, f"expected a mapping, got {type(raw).__name__}")
         return None
@@ -432,6 +464,9 @@ def _validate_model(v: _Validator, raw: Any, path: str, base_dir: Path) -> Model
         else:
             baseline = str(baseline)
 
+    kserve = _validate_kserve_binding(v, raw["kserve"], f"{path}.kserve", numeric + categorical, task) \
+        if raw.get("kserve") is not None else None
+
     if name is None or task is None:
         return None
     return ModelConfig(
@@ -442,15 +477,93 @@ def _validate_model(v: _Validator, raw: Any, path: str, base_dir: Path) -> Model
         min_labeled=_int("min_labeled", 100, 1),
         drift_min_features=_int("drift_min_features", 1, 1),
         min_drift_samples=_int("min_drift_samples", 200, 10),
-        baseline_version=baseline,
+        baseline_version=baseline, kserve=kserve,
     )
+
+
+def _validate_kserve_binding(v: _Validator, raw: Any, path: str, features: tuple[str, ...],
+                             task: str | None) -> KServeBinding | None:
+    keys = {"inference_service", "namespace", "component", "features", "input", "prediction", "score",
+            "classes", "version_from", "version"}
+    if not isinstance(raw, dict):
+        v.err(path, f"expected a mapping, got {type(raw).__name__}")
+        return None
+    raw = v.mapping(raw, path, keys)
+    kw: dict[str, Any] = {}
+    if "inference_service" not in raw:
+        v.err(f"{path}.inference_service", "required (the InferenceService name KServe sends as ce-inferenceservicename)")
+    ok = True
+    for key in ("inference_service", "namespace", "component", "input", "prediction", "score"):
+        if key in raw:
+            s = v.string(raw[key], f"{path}.{key}")
+            if s is None:
+                ok = False
+            elif s != s.strip() or any(ord(c) < 32 for c in s):
+                v.err(f"{path}.{key}", f"expected a name without surrounding spaces or control characters, got {s!r}")
+                ok = False
+            else:
+                kw[key] = s
+    order: list[str | None] = list(features)
+    if "features" in raw:
+        lst = raw["features"]
+        if not isinstance(lst, list) or not lst:
+            v.err(f"{path}.features", "expected a non-empty list: the model feature at each position of a "
+                                      "positional instance (null skips a position)")
+            ok = False
+        else:
+            order = []
+            for i, f in enumerate(lst):
+                if f is not None and f not in features:
+                    v.err(f"{path}.features[{i}]", f"{f!r} is not a feature of the model (features: "
+                                                   f"{', '.join(features) or 'none'}; null skips a position)")
+                    ok = False
+                elif f is not None and f in order:
+                    v.err(f"{path}.features[{i}]", f"{f!r} is listed twice")
+                    ok = False
+                order.append(f)
+            if all(f is None for f in order):
+                v.err(f"{path}.features", "every position is null: name at least one model feature")
+                ok = False
+    if "classes" in raw:
+        classes = raw["classes"]
+        if task == "regression":
+            v.err(f"{path}.classes", "a regression model has no classes")
+            ok = False
+        elif not isinstance(classes, list) or len(classes) < 2 or any(
+                isinstance(c, (dict, list)) or c is None for c in classes):
+            v.err(f"{path}.classes", "expected the class of each position of a probability vector (at least two)")
+            ok = False
+        elif len(set(map(str, classes))) < len(classes):
+            v.err(f"{path}.classes", "a class is listed twice")
+            ok = False
+        else:
+            kw["classes"] = tuple(classes)
+    if "version_from" in raw:
+        src = raw["version_from"]
+        src = [src] if isinstance(src, str) else src
+        if not isinstance(src, list) or any(s not in KSERVE_VERSION_SOURCES for s in src) or len(set(src)) < len(src):
+            v.err(f"{path}.version_from", f"expected a list of {', '.join(KSERVE_VERSION_SOURCES)} (each at most "
+                                          f"once, tried in order; [] for the fixed `version`), got {raw['version_from']!r}")
+            ok = False
+        else:
+            kw["version_from"] = tuple(src)
+    if "version" in raw:
+        ver = raw["version"]
+        if isinstance(ver, bool) or not isinstance(ver, (str, int, float)) or str(ver) == "":
+            v.err(f"{path}.version", f"expected a version string, got {ver!r}")
+            ok = False
+        else:
+            kw["version"] = str(ver)
+    if not ok or "inference_service" not in kw:
+        return None
+    return KServeBinding(features=tuple(order), **kw)
 
 
 def _validate_exporter(v: _Validator, raw: Any) -> ExporterConfig:
     p = "exporter"
     keys = {"label_ttl", "join_buffer_max", "max_versions_per_model", "max_classes", "top_k_categories",
             "reference_sample_max", "multivariate", "max_clock_skew", "max_event_age", "max_label_value_length",
-            "label_idle", "estimation"}
+            "label_idle", "estimation", "kserve"}
     raw = v.mapping(raw, p, keys)
     d = ExporterConfig()
     kw: dict[str, Any] = {}
@@ -496,7 +609,42 @@ def _validate_exporter(v: _Validator, raw: Any) -> ExporterConfig:
             v.err(f"{p}.estimation.interval", f"must be a positive duration, got {est['interval']!r}")
         elif secs is not None:
             kw["estimation_interval_seconds"] = secs
+    ks = v.mapping(raw.get("kserve"), f"{p}.kserve", {"join_ttl", "join_buffer_max", "join_buffer_max_bytes"})
+    if "join_ttl" in ks:
+        secs = v.duration(ks["join_ttl"], f"{p}.kserve.join_ttl")
+        if secs is not None and secs <= 0:
+            v.err(f"{p}.kserve.join_ttl", f"must be a positive duration, got {ks['join_ttl']!r}")
+        elif secs is not None:
+            kw["kserve_join_ttl_seconds"] = secs
+    if "join_buffer_max" in ks:
+        n = v.number(ks["join_buffer_max"], f"{p}.kserve.join_buffer_max", lo=1, integer=True)
+        if n is not None:
+            kw["kserve_join_buffer_max"] = int(n)
+    if "join_buffer_max_bytes" in ks:
+        n = _byte_size(v, ks["join_buffer_max_bytes"], f"{p}.kserve.join_buffer_max_bytes")
+        if n is not None:
+            kw["kserve_join_buffer_max_bytes"] = n
     return ExporterConfig(**{**d.__dict__, **kw})
+
+
+_BYTE_SIZE_RE = re.compile(r"^(\d+)(Ki|Mi|Gi)?$")
+_BYTE_UNITS = {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+
+
+def _byte_size(v: _Validator, value: Any, path: str, lo: int = 1024) -> int | None:
+    """A size in bytes: an integer, or a string such as 64Mi (Ki, Mi, Gi: powers of 1024)."""
+    m = _BYTE_SIZE_RE.match(value) if isinstance(value, str) else None
+    if m is not None:
+        n = int(m.group(1)) * _BYTE_UNITS[m.group(2)]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    else:
+        v.err(path, f"expected a size in bytes such as 67108864 or 64Mi, got {value!r}")
+        return None
+    if n < lo:
+        v.err(path, f"must be at least {lo} bytes, got {value!r}")
+        return None
+    return n
 
 
 RECEIVER_KINDS = {
@@ -731,6 +879,14 @@ def parse_config(data: Any, base_dir: Path | str = ".", path: Path | None = None
             if any(x.name == m.name for x in models):
                 v.err(f"models[{i}].name", f"duplicate model name {m.name!r}")
             models.append(m)
+    bound: dict[tuple, str] = {}
+    for i, m in enumerate(models):
+        if m.kserve is not None:
+            key = (m.kserve.inference_service, m.kserve.namespace, m.kserve.component)
+            if key in bound:
+                v.err(f"models[{i}].kserve", f"model {bound[key]!r} already binds InferenceService "
+                                             f"{key[0]!r} (same namespace and component): one model per binding")
+            bound.setdefault(key, m.name)
     exporter = _validate_exporter(v, data.get("exporter"))
     alerting = _validate_alerting(v, data.get("alerting"), models)
     grafana = _validate_grafana(v, data.get("grafana"))

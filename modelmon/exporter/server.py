@@ -11,6 +11,9 @@ NDJSON is parsed and applied in batches of lines cut from ~1 MiB slabs of the bo
 memory of a request stays proportional to its body, not to its number of records. The response
 lists the first MAX_REPORTED_ERRORS rejects (indexes count the non-empty lines, or the array's
 items, from 0); `rejected` is exact and `modelmon_records_rejected_total` counts every one.
+
+A request with a `ce-id` header is a CloudEvent in binary mode from KServe's inference logger: after
+the same token and body checks it goes to exporter/kserve.py (202 waiting or joined, 400 refused).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from modelmon.exporter.collector import ExporterCollector
+from modelmon.exporter.kserve import KServeReceiver
 from modelmon.exporter.pipeline import Exporter
 from modelmon.exporter.records import iter_lines
 from modelmon.serving import bearer_matches
@@ -153,6 +157,7 @@ def create_app(exporter: Exporter, ingest_token: str | None = None,
     app.config["MAX_CONTENT_LENGTH"] = ingest_max_bytes  # early 413 on a Content-Length over the limit
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ExporterCollector(exporter))
+    kserve = KServeReceiver.for_exporter(exporter)
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -182,6 +187,9 @@ def create_app(exporter: Exporter, ingest_token: str | None = None,
                 body = gunzip(body, max_decompressed)
         except _Refused as e:
             return jsonify(error=e.message), e.status, e.headers
+        if "ce-id" in request.headers:  # a CloudEvent in binary mode: KServe's inference logger
+            status, payload = kserve.handle(request.headers, body)
+            return jsonify(payload), status
         first = _NON_SPACE.search(body)
         if first is None:
             return jsonify(error="empty body: send NDJSON (one record a line) or a JSON array"), 400
