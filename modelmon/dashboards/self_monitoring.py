@@ -19,30 +19,87 @@ STACK_JOBS = ("prometheus", "alertmanager")
 def _ingest_row(f: PanelFactory) -> list[Cell]:
     return [
         f.timeseries(
-            "Records ingested by source",
-            "Log records per second the exporter parsed, from the tailed file or POST /ingest.",
-            [Query(f"sum by (source) ({rate(f.sel('modelmon_records_ingested_total'), RATE)})", legend="{{source}}")],
-            unit="reqps", w=6),
-        f.timeseries(
             "Lines by parser",
             "Log lines parsed by the columnar fast path and per line. Rejects, multiclass records, small "
             "batches and batches that mix JSON types for one field (say `ts` as a string and as a number) go "
             "per line, several times slower: a large per-line share on clean traffic points at the producer.",
             [Query(f"sum by (parser) ({rate(f.sel('modelmon_ingest_lines_parsed_total'), RATE)})",
                    legend="{{parser}}")],
-            unit="reqps", stack=True, w=6),
+            unit="reqps", stack=True, w=8),
         f.timeseries(
             "Rejected records by reason",
             "Lines skipped as invalid (bad JSON, missing field, unknown model...). The exporter never stops "
             "on bad input, so this is where a broken producer shows up.",
             [Query(f"sum by (reason) ({rate(f.sel('modelmon_records_rejected_total'), RATE)})", legend="{{reason}}")],
-            unit="reqps", bars=True, w=6, empty_until="the log contains an invalid record"),
+            unit="reqps", bars=True, w=8, empty_until="the log contains an invalid record"),
         f.timeseries(
             "Log lag",
             "Bytes written to the prediction log that the exporter has not read yet. Growing lag means "
             "parsing cannot keep up with the writer.",
             [Query(f"sum by (instance) ({f.sel('modelmon_log_lag_bytes')})", legend="{{instance}}")],
-            unit="bytes", w=6),
+            unit="bytes", w=8),
+    ]
+
+
+STREAM_EMPTY = "a stream source runs (modelmon serve --stream)"
+KSERVE_EMPTY = "KServe's inference logger posts to /ingest"
+
+
+def _ways_in_row(f: PanelFactory) -> list[Cell]:
+    """The four ways in (file, POST /ingest, KServe, Redis Stream): how much comes by each, and the
+    health of the two that have their own machinery (the consumer group, the request/response join).
+    Lag and pending are properties of the consumer group, equal on every member: max, never sum."""
+    return [
+        f.timeseries(
+            "Records ingested by source",
+            "Records per second the exporters accepted, by way in: the tailed log (file), POST /ingest (http), "
+            "KServe's inference logger (kserve) and a Redis Stream (stream).",
+            [Query(f"sum by (source) ({rate(f.sel('modelmon_records_ingested_total'), RATE)})", legend="{{source}}")],
+            unit="reqps", w=8),
+        f.timeseries(
+            "Stream lag and pending",
+            "Entries of each stream not yet delivered to its consumer group (lag), and delivered to a member "
+            "but not acknowledged (pending: a dead member's stay until claimed). Group properties, the same "
+            "on every replica: the maximum over them. Lag that keeps growing: ModelmonStreamLagHigh.",
+            [Query(f"max by (stream, group) ({f.sel('modelmon_stream_lag_entries')})", legend="{{stream}}/{{group}} lag"),
+             Query(f"max by (stream, group) ({f.sel('modelmon_stream_pending_entries')})",
+                   legend="{{stream}}/{{group}} pending")],
+            unit="short", w=8, empty_until=STREAM_EMPTY),
+        f.timeseries(
+            "Stream entries acknowledged by member",
+            "Entries per second each member acknowledged after applying them, pending entries it took over "
+            "(its own after a restart, an idle member's), and failed Redis calls by operation (each retried).",
+            [Query(f"sum by (instance) ({rate(f.sel('modelmon_stream_acked_total'), RATE)})",
+                   legend="{{instance}} acked"),
+             Query(f"sum by (instance, owner) ({rate(f.sel('modelmon_stream_claimed_total'), RATE)})",
+                   legend="{{instance}} claimed ({{owner}})"),
+             Query(f"sum by (instance, operation) ({rate(f.sel('modelmon_stream_errors_total'), RATE)})",
+                   legend="{{instance}} {{operation}} errors")],
+            unit="reqps", w=8, empty_until=STREAM_EMPTY),
+        f.stat(
+            "Stream source up",
+            "1 while an exporter's stream source reaches Redis, 0 while it retries (ModelmonStreamDown "
+            "pages after 5 minutes of 0).",
+            [Query(f"min by (instance, stream, group) ({f.sel('modelmon_stream_up')})",
+                   legend="{{instance}} {{stream}}/{{group}}")],
+            unit="short", steps=[th.step(th.RED, None), th.step(th.GREEN, 1)], w=8, h=8, empty_until=STREAM_EMPTY),
+        f.timeseries(
+            "KServe events by InferenceService",
+            "CloudEvents per second from KServe's inference logger, by InferenceService and half (request, "
+            "response); each joined pair becomes one prediction record per instance.",
+            [Query(f"sum by (inference_service, type) ({rate(f.sel('modelmon_kserve_events_total'), RATE)})",
+                   legend="{{inference_service}} {{type}}")],
+            unit="reqps", w=8, empty_until=KSERVE_EMPTY),
+        f.timeseries(
+            "KServe halves unmatched or refused",
+            "Halves that left the join buffer without their other half, by reason (ttl, buffer_full, "
+            "duplicate; ModelmonKServeUnmatched), and events refused before the join (bad_event, "
+            "unknown_service, bad_body). Each is a prediction missing from the metrics.",
+            [Query(f"sum by (inference_service, reason) ({rate(f.sel('modelmon_kserve_unmatched_total'), RATE)})",
+                   legend="{{inference_service}} unmatched ({{reason}})"),
+             Query(f"sum by (reason) ({rate(f.sel('modelmon_kserve_events_rejected_total'), RATE)})",
+                   legend="refused ({{reason}})")],
+            unit="reqps", bars=True, w=8, empty_until="a KServe event is unmatched or refused"),
     ]
 
 
@@ -188,6 +245,7 @@ def build(ctx: GenerationContext) -> dict[str, Any]:
     f = factory(config)
     sections = [
         ("Ingest", _ingest_row(f)),
+        ("Ways in", _ways_in_row(f)),
         ("Freshness and joins", _freshness_row(f)),
         ("Faults", _faults_row(f)),
         ("Exporter costs", _costs_row(f)),
@@ -195,6 +253,6 @@ def build(ctx: GenerationContext) -> dict[str, Any]:
     ]
     return build_dashboard(
         config, uid=SELF_UID, title="modelmon · modelmon itself", kind="self",
-        description="Health of the monitoring pipeline: ingest, rejected input, log lag, joins, the exporter's own "
-                    "costs, scrapes.",
+        description="Health of the monitoring pipeline: ingest, rejected input, log lag, the ways in (file, HTTP, "
+                    "KServe, Redis Stream), joins, the exporter's own costs, scrapes.",
         sections=sections, variables=[], annotation_expr=selector("ALERTS", alertstate="firing", model=""))
