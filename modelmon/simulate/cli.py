@@ -74,6 +74,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = scenarios_epilog()
     out = p.add_argument_group("output")
     out.add_argument("--out", metavar="LOG", help="append JSON Lines records to LOG ('-' for stdout)")
+    out.add_argument("--post", metavar="URL",
+                     help="send the records to an exporter's POST /ingest (e.g. http://127.0.0.1:9188/ingest) "
+                          "through modelmon.client.PredictionLogger instead of writing a file; bearer token from "
+                          "--ingest-token-file or $MODELMON_INGEST_TOKEN")
+    out.add_argument("--ingest-token-file", metavar="PATH",
+                     help="--post: file holding the exporter's ingest token (as `modelmon serve --ingest-token-file`)")
+    out.add_argument("--stream", metavar="URL",
+                     help="XADD the records to a Redis Stream instead of writing a file, one entry per record with "
+                          "the JSON line in field `record`: redis://HOST:PORT/DB?stream=NAME (the consumer's "
+                          "group=/consumer=... parameters may stay in the URL; they are ignored here)")
+    out.add_argument("--stream-maxlen", metavar="N", type=int,
+                     help="--stream: cap the stream at about N entries (XADD MAXLEN ~ N); entries past the cap are "
+                          "trimmed whether a consumer read them or not (default: no cap)")
     out.add_argument("--rotate-bytes", metavar="SIZE", type=_size,
                      help="live mode: rename LOG to LOG.1 and start a new one once it passes SIZE (e.g. 100M), "
                           "so an endless demo stays within about twice SIZE on disk")
@@ -136,8 +149,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> str | None:
     """The first problem with this combination of options, or None."""
     batch = args.records is not None or args.batch
-    if not (args.out or args.reference_dir or args.config_out):
-        return "nothing to do: give --out, --reference-dir and/or --config-out"
+    outputs = [o for o in ("out", "post", "stream") if getattr(args, o)]
+    if not (outputs or args.reference_dir or args.config_out):
+        return "nothing to do: give --out, --post or --stream, --reference-dir and/or --config-out"
+    if len(outputs) > 1:
+        return f"give one of --out, --post and --stream, not {' and '.join('--' + o for o in outputs)}"
+    if args.ingest_token_file and not args.post:
+        return "--ingest-token-file is for --post"
+    if args.stream_maxlen is not None and not args.stream:
+        return "--stream-maxlen is for --stream"
+    if args.stream_maxlen is not None and args.stream_maxlen < 1:
+        return "--stream-maxlen must be at least 1"
+    if args.stream:
+        from modelmon.simulate.sinks import parse_stream_url
+
+        try:
+            parse_stream_url(args.stream)
+        except ValueError as e:
+            return str(e)
     if args.rate <= 0:
         return "--rate must be positive"
     if args.records is not None and args.records < 0:
@@ -188,11 +217,17 @@ def run(args: argparse.Namespace) -> int:
     if args.config_out:
         sim.write_config(args.config_out, references, args.reference_rows)
         print(f"wrote {args.config_out}", file=sys.stderr)
-    if not args.out:
+    if not (args.out or args.post or args.stream):
         return 0
-    if args.records is not None or args.batch:
-        return _batch(sim, args, schedule, start)
-    return _live(sim, args, schedule)
+    from modelmon.simulate.sinks import DeliveryError
+
+    try:
+        if args.records is not None or args.batch:
+            return _batch(sim, args, schedule, start)
+        return _live(sim, args, schedule)
+    except DeliveryError as e:
+        print(f"modelmon simulate: {e}", file=sys.stderr)
+        return 1
 
 
 def _open(out: str, buffered: bool) -> AbstractContextManager[IO[bytes]]:
@@ -200,6 +235,19 @@ def _open(out: str, buffered: bool) -> AbstractContextManager[IO[bytes]]:
         return nullcontext(sys.stdout.buffer)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     return open(out, "ab", buffering=-1 if buffered else 0)
+
+
+def _sink(args: argparse.Namespace, *, strict: bool):
+    """The --post or --stream sink (a binary file object fed the lines --out would write)."""
+    from modelmon.simulate.sinks import PostSink, StreamSink
+
+    if args.post:
+        return PostSink(args.post, token_file=args.ingest_token_file, strict=strict)
+    return StreamSink(args.stream, maxlen=args.stream_maxlen, strict=strict)
+
+
+def _destination(args: argparse.Namespace) -> str:
+    return args.out or args.post or args.stream
 
 
 def _open_live(out: str, rotate_bytes: int | None) -> AbstractContextManager[IO[bytes]]:
@@ -216,6 +264,11 @@ def _batch(sim: Simulator, args: argparse.Namespace, schedule: list[tuple[str, f
     n = args.records
     if n is None and schedule is None:
         n = round(args.duration * args.rate)
+    if not args.out:
+        with _sink(args, strict=True) as sink:
+            lines = sim.write(sink, n, args.scenario, start=start, rate=args.rate, schedule=schedule)
+        print(f"sent {lines} records: {sink.summary()}", file=sys.stderr)
+        return 0
     with _open(args.out, buffered=True) as fh:
         lines = sim.write(fh, n, args.scenario, start=start, rate=args.rate, schedule=schedule)
     print(f"wrote {lines} lines to {args.out}", file=sys.stderr)
@@ -231,11 +284,17 @@ def _live(sim: Simulator, args: argparse.Namespace, schedule: list[tuple[str, fl
         timeline = Timeline(((args.scenario, 1),), loop=True)
     stopping: list[int] = []  # SIGTERM (docker stop) ends the run as cleanly as Ctrl-C
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
-    print(f"writing {args.rate:g} records/s to {args.out} (Ctrl-C stops)", file=sys.stderr)
+    print(f"writing {args.rate:g} records/s to {_destination(args)} (Ctrl-C stops)", file=sys.stderr)
+    sink = None
     try:
-        with _open_live(args.out, args.rotate_bytes) as fh:
+        # Live traffic outlives a Redis or exporter restart: undelivered records are counted, not fatal.
+        with (_open_live(args.out, args.rotate_bytes) if args.out else _sink(args, strict=False)) as fh:
+            sink = None if args.out else fh
             lines = run_live(sim, timeline, fh, args.rate, duration=args.duration, stop=lambda: bool(stopping))
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(f"stopped after {lines} lines", file=sys.stderr)
-    return 0
+    if sink is None:
+        print(f"stopped after {lines} lines", file=sys.stderr)
+        return 0
+    print(f"stopped after {lines} records: {sink.summary()}", file=sys.stderr)
+    return 1 if sink.undelivered else 0
