@@ -657,10 +657,9 @@ def test_the_flask_example_logs_one_record_per_prediction_with_its_latency_and_e
     @app.after_request
     def _modelmon_log(response):
         rec = g.get("modelmon")
-        if rec is not None:
-            failed = response.status_code >= 500
-            logger.log(**rec, latency_ms=(time.perf_counter() - g.modelmon_t0) * 1000,
-                       status="error" if failed else "ok", **({"prediction": None} if failed else {}))
+        if rec is not None:  # a 5xx is an error record (its prediction, if any, is kept)
+            logger.log(**rec, status="error" if response.status_code >= 500 else "ok",
+                       latency_ms=(time.perf_counter() - g.modelmon_t0) * 1000)
         return response
 
     @app.post("/predict")
@@ -672,6 +671,8 @@ def test_the_flask_example_logs_one_record_per_prediction_with_its_latency_and_e
         if features.get("age", 0) < 0:
             raise ValueError("bad age")
         g.modelmon.update(prediction=int(score >= 0.5), score=score)
+        if features.get("age") == 999:
+            raise RuntimeError("failed after predicting")
         return jsonify(id=request_id, score=score)
     # -- end of the README example --------------------------------------------------------------
 
@@ -680,8 +681,83 @@ def test_the_flask_example_logs_one_record_per_prediction_with_its_latency_and_e
     assert r.status_code == 200
     app.testing = False  # let the error become a 500, as in production
     assert client.post("/predict", json={"income": 10.0, "age": -1}).status_code == 500
+    assert client.post("/predict", json={"income": 10.0, "age": 999}).status_code == 500
     assert logger.close()
-    first, second = (orjson.loads(x) for x in sink.lines)
+    first, second, third = (orjson.loads(x) for x in sink.lines)
+    assert third["status"] == "error" and third["prediction"] == 1
     assert first["id"] == "r1" and first["status"] == "ok" and first["prediction"] == 1 and first["latency_ms"] > 0
     assert first["features"] == {"income": 5120.5, "age": 41, "country": "DE"} and first["version"] == "v3"
     assert second["status"] == "error" and "prediction" not in second and len(second["id"]) == 32
+
+
+def test_the_asgi_middleware_of_the_fastapi_example_logs_one_record_per_prediction():
+    """The README's FastAPI example is a plain ASGI middleware (same code), so it is tested here on a
+    bare ASGI app, without FastAPI; in FastAPI `request.state` is this `scope["state"]` dict."""
+    import asyncio
+
+    sink = Sink()
+    logger = PredictionLogger(transport=sink)
+
+    # -- README: FastAPI (ASGI middleware) ------------------------------------------------------
+    import time
+
+    class ModelmonMiddleware:
+        """One prediction record per request whose endpoint set `request.state.modelmon`."""
+
+        def __init__(self, app, logger):
+            self.app, self.logger = app, logger
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+            t0 = time.perf_counter()
+            state = scope.setdefault("state", {})  # = request.state in FastAPI/Starlette
+            status = 500
+
+            async def send_and_see(message):
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_and_see)
+            finally:  # also when the endpoint raised: an error record
+                rec = state.get("modelmon")
+                if rec is not None:  # a 5xx is an error record (its prediction, if any, is kept)
+                    self.logger.log(**rec, status="error" if status >= 500 else "ok",
+                                    latency_ms=(time.perf_counter() - t0) * 1000)
+    # -- end of the README example --------------------------------------------------------------
+
+    async def endpoint(scope, receive, send):  # what FastAPI's routing does, reduced to ASGI
+        body = orjson.loads((await receive())["body"])
+        scope["state"]["modelmon"] = dict(model="credit", id=body["id"], features=body["features"])
+        if body["features"]["age"] < 0:
+            raise ValueError("bad age")
+        scope["state"]["modelmon"]["prediction"] = 1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    app = ModelmonMiddleware(endpoint, logger)
+
+    async def call(payload):
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": orjson.dumps(payload), "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        try:
+            await app({"type": "http", "method": "POST", "path": "/predict", "headers": []}, receive, send)
+        except ValueError:
+            return 500
+        return sent[0]["status"]
+
+    assert asyncio.run(call({"id": "a", "features": {"age": 41}})) == 200
+    assert asyncio.run(call({"id": "b", "features": {"age": -1}})) == 500
+    assert logger.close()
+    ok_rec, err_rec = (orjson.loads(x) for x in sink.lines)
+    assert ok_rec["id"] == "a" and ok_rec["status"] == "ok" and ok_rec["prediction"] == 1 and ok_rec["latency_ms"] > 0
+    assert err_rec["id"] == "b" and err_rec["status"] == "error" and "prediction" not in err_rec

@@ -16,6 +16,8 @@ import math
 import time
 from typing import Any
 
+_now = time.time
+
 MAX_ID_LENGTH = 1024  # = modelmon.exporter.records.MAX_ID_LENGTH (not imported: this module stays light)
 STATUSES = ("ok", "error")
 _SCALARS = frozenset({str, int, float, bool, type(None)})  # feature values kept as they are
@@ -82,7 +84,7 @@ def _timestamp(v: Any) -> float:
     """Epoch seconds from epoch seconds, an aware datetime (naive: UTC, as the exporter reads a
     string without an offset) or an RFC 3339 string."""
     if v is None:
-        return time.time()
+        return _now()
     t = type(v)
     if t is float or t is int:
         if t is float and not -_INF < v < _INF:
@@ -133,10 +135,17 @@ def _features(v: Any) -> dict:
                 v = dict(v)
             except (TypeError, ValueError):
                 raise InvalidType(f"'features' must be a dict, got {type(v).__name__}") from None
-    types = set(map(type, v.values()))
-    if types <= _SCALARS and set(map(type, v)) <= {str}:
-        if float not in types or all(-_INF < x < _INF for x in v.values() if type(x) is float):
-            return dict(v)  # the common case: a C-level copy, no per-value Python work
+    for k, x in v.items():  # the common case: one pass of identity checks, then a C-level copy
+        t = type(x)
+        if t is float:
+            if x - x:  # NaN or an infinity (x - x is NaN, which is true); 0.0 for every finite x
+                break
+        elif t is not str and t is not int and t is not bool and x is not None:
+            break
+        if type(k) is not str:
+            break
+    else:
+        return dict(v)
     out = {}
     for k, x in v.items():
         if type(k) is not str:
@@ -169,19 +178,26 @@ def _scores(v: Any) -> dict:
 
 def prediction(model: Any, features: Any, prediction: Any, score: Any, scores: Any, id: Any, version: Any,
                latency_ms: Any, status: Any, shadow: Any, ts: Any, label: Any) -> dict:
-    """A prediction record (schema v1), or InvalidRecord naming the field."""
-    rec: dict[str, Any] = {"ts": _timestamp(ts), "model": _model(model)}
-    if status != "ok" and status not in STATUSES:
-        raise InvalidRecord(f"'status' must be 'ok' or 'error', got {str(status)[:40]!r}")
+    """A prediction record (schema v1), or InvalidRecord naming the field.
+
+    Each field's common case is checked inline (identity tests on its type); anything else goes
+    through the field's function, which converts numpy scalars or raises."""
+    if type(model) is not str or not model:
+        _model(model)
+    rec: dict[str, Any] = {"ts": _now() if ts is None else _timestamp(ts), "model": model}
     if prediction is None:
         if status == "ok":
             raise InvalidRecord("an 'ok' record needs a prediction (send status='error' for a failed request)")
     else:
-        rec["prediction"] = _class_value("prediction", prediction)
+        t = type(prediction)
+        rec["prediction"] = prediction if (t is int or t is str or t is bool) else _class_value("prediction",
+                                                                                                 prediction)
+    if status != "ok" and status != "error":
+        raise InvalidRecord(f"'status' must be 'ok' or 'error', got {str(status)[:40]!r}")
     rec["status"] = status
     rec["features"] = _features(features)
     if id is not None:
-        rec["id"] = _id(id)
+        rec["id"] = id if type(id) is str and len(id) <= MAX_ID_LENGTH else _id(id)
     if version is not None:
         if type(version) is not str:
             version = _plain(version)
@@ -190,23 +206,25 @@ def prediction(model: Any, features: Any, prediction: Any, score: Any, scores: A
             version = str(version)
         rec["version"] = version
     if score is not None:
-        score = _number("score", score)
-        if not 0 <= score <= 1:
-            raise InvalidRecord(f"'score' must be a probability in [0, 1], got {score!r}")
+        if type(score) is not float or not 0.0 <= score <= 1.0:  # (NaN fails the comparison)
+            score = _number("score", score)
+            if not 0 <= score <= 1:
+                raise InvalidRecord(f"'score' must be a probability in [0, 1], got {score!r}")
         rec["score"] = score
     if scores is not None:
         rec["scores"] = _scores(scores)
     if latency_ms is not None:
-        latency_ms = _number("latency_ms", latency_ms)
-        if latency_ms < 0:
-            raise InvalidRecord(f"'latency_ms' must not be negative, got {latency_ms!r}")
+        if type(latency_ms) is not float or not 0.0 <= latency_ms < _INF:
+            latency_ms = _number("latency_ms", latency_ms)
+            if latency_ms < 0:
+                raise InvalidRecord(f"'latency_ms' must not be negative, got {latency_ms!r}")
         rec["latency_ms"] = latency_ms
-    if shadow:
-        if shadow is not True:
+    if shadow is not False and shadow is not None:
+        flag = shadow if shadow is True else _plain(shadow)  # np.bool_ too
+        if flag is True:
+            rec["shadow"] = True
+        elif flag is not False:
             raise InvalidType(f"'shadow' must be True or False, got {type(shadow).__name__}")
-        rec["shadow"] = True
-    elif shadow is not False and shadow is not None:
-        raise InvalidType(f"'shadow' must be True or False, got {type(shadow).__name__}")
     if label is not None:
         rec["label"] = _class_value("label", label)
     return rec
