@@ -100,6 +100,8 @@ BAD = [
     (dict(ts=math.nan), ValueError, "'ts' must be finite"),
     (dict(ts=[1]), TypeError, "'ts'"),
     (dict(label={"a": 1}), TypeError, "'label'"),
+    (dict(prediction=np.array([1])), TypeError, "'prediction' must be a class"),  # model.predict(X), not [0]
+    (dict(prediction=np.array([1, 0])), TypeError, "'prediction' must be a class"),
 ]
 GOOD = dict(model="bin", features={"x1": 0.5, "x2": 1.0, "c": "de"}, prediction=1, score=0.7, id="r", version="v1",
             latency_ms=3.0, ts=1_790_000_000.0)
@@ -129,6 +131,29 @@ def test_by_default_a_broken_record_is_counted_and_logged_never_raised(caplog):
     # one warning per model per interval, not one per record
     assert caplog.text.count("invalid record for model 'bin'") == 1
     assert len(sink.lines) == 1
+
+
+def test_nothing_a_caller_passes_escapes_log_as_an_exception(caplog):
+    class Weird:
+        def __str__(self):
+            raise RuntimeError("no str")
+
+        def __le__(self, other):
+            raise RuntimeError("no order")
+
+        __ge__ = __lt__ = __gt__ = __le__
+
+    with PredictionLogger(transport=Sink()) as logger:
+        for kwargs in (dict(model=Weird(), prediction=1), dict(model="m", prediction=1, score=Weird()),
+                       dict(model="m", prediction=Weird()), dict(model="m", prediction=1, features={"x": Weird()}),
+                       dict(model="m", prediction=1, ts=Weird()), dict(model="m", prediction=1, id=Weird())):
+            assert logger.log(**kwargs) is False
+        assert logger.label(model="m", id=Weird(), label=Weird()) is False
+        assert logger.stats()["invalid"] == 7
+    assert "invalid record for model '<Weird>'" in caplog.text
+    # numpy string keys are strings
+    rec = records.prediction("m", {np.str_("k"): 1.0}, 1, None, None, None, None, None, "ok", False, 1, None)
+    assert rec["features"] == {"k": 1.0} and type(next(iter(rec["features"]))) is str
 
 
 def test_what_the_client_accepts_the_exporter_accepts_and_what_it_refuses_the_exporter_refuses():

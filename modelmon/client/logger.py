@@ -112,7 +112,7 @@ class PredictionLogger:
         try:
             rec = records.prediction(model, features, prediction, score, scores, id, version, latency_ms,
                                      status, shadow, ts, label)
-        except records.InvalidRecord as e:
+        except Exception as e:  # InvalidRecord, or whatever an exotic value raised while checked
             return self._invalid(e, model)
         return self._put(rec)
 
@@ -120,7 +120,7 @@ class PredictionLogger:
         """Queue a late label for the prediction logged earlier with the same model and id."""
         try:
             rec = records.late_label(model, id, label, ts)
-        except records.InvalidRecord as e:
+        except Exception as e:
             return self._invalid(e, model)
         return self._put(rec)
 
@@ -142,14 +142,15 @@ class PredictionLogger:
                                "the exporter is slow or unreachable", self.queue_size, dropped)
         return False
 
-    def _invalid(self, e: records.InvalidRecord, model: Any) -> bool:
+    def _invalid(self, e: Exception, model: Any) -> bool:
         if self.strict:
             raise e
         with self._lock:
             self._counts["invalid"] += 1
             n = self._counts["invalid"]
-        self._warn(("invalid", str(model)[:100]), "modelmon client: invalid record for model %.100r not logged "
-                   "(%d invalid in all): %s", model, n, e)
+        name = model[:100] if type(model) is str else f"<{type(model).__name__}>"
+        self._warn(("invalid", name), "modelmon client: invalid record for model %r not logged (%d invalid in all): "
+                   "%s", name, n, e if isinstance(e, records.InvalidRecord) else f"{type(e).__name__}: {e}")
         return False
 
     # -- the worker -------------------------------------------------------------------------------

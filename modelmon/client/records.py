@@ -34,10 +34,11 @@ class InvalidType(InvalidRecord, TypeError):
 
 
 def _plain(v: Any) -> Any:
-    """numpy scalars (np.float32, np.int64, np.bool_, np.str_) as the Python value they hold."""
-    item = getattr(v, "item", None)
-    if item is not None and type(v).__module__ == "numpy":
-        v = item()
+    """numpy scalars (np.float32, np.int64, np.bool_, np.str_) as the Python value they hold.
+    Arrays stay arrays (and are refused by the caller): `prediction=model.predict(X)` is a bug to
+    report, not a value to guess at."""
+    if type(v).__module__ == "numpy" and getattr(v, "shape", None) == ():
+        v = v.item()
     return v
 
 
@@ -93,8 +94,8 @@ def _timestamp(v: Any) -> float:
     if isinstance(v, _dt.datetime):
         return (v if v.tzinfo is not None else v.replace(tzinfo=_dt.timezone.utc)).timestamp()
     if t is str:
-        try:
-            d = _dt.datetime.fromisoformat(v)
+        try:  # (Python 3.10's fromisoformat does not read a "Z" suffix)
+            d = _dt.datetime.fromisoformat(v[:-1] + "+00:00" if v[-1:] in ("Z", "z") else v)
         except ValueError:
             raise InvalidRecord(f"'ts' must be RFC 3339 or epoch seconds, got {v[:60]!r}") from None
         return (d if d.tzinfo is not None else d.replace(tzinfo=_dt.timezone.utc)).timestamp()
@@ -149,7 +150,9 @@ def _features(v: Any) -> dict:
     out = {}
     for k, x in v.items():
         if type(k) is not str:
-            raise InvalidType(f"'features' keys must be strings, got {type(k).__name__}")
+            if not isinstance(k, str):  # (np.str_ and other str subclasses are fine)
+                raise InvalidType(f"'features' keys must be strings, got {type(k).__name__}")
+            k = str(k)
         if type(x) not in _SCALARS:
             x = _plain(x)
             if type(x) not in _SCALARS:

@@ -48,6 +48,12 @@ def ndjson(lines: list[bytes]) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
+def gzip_bytes(data: bytes) -> bytes:
+    """One gzip member (zlib.compress has no wbits before Python 3.11)."""
+    c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    return c.compress(data) + c.flush()
+
+
 def read_token_file(path: str | os.PathLike) -> str:
     token = Path(path).read_text(encoding="utf-8").strip()
     if not token:
@@ -147,7 +153,7 @@ class HttpTransport:
 
     def send(self, lines: list[bytes]) -> Delivery:
         raw = ndjson(lines)
-        body = zlib.compress(raw, GZIP_LEVEL, wbits=31) if self.gzip else raw
+        body = gzip_bytes(raw) if self.gzip else raw
         n = len(lines)
         out = Delivery()
         attempt = 0
