@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from tests.exporter_helpers import binary_records
-from tests.processes import Serve
+from tests.processes import Serve, append
 from tests.redis_server import redis_server  # noqa: F401 - the fixture
 
 TOTAL = 10_000
@@ -152,3 +152,18 @@ def test_dead_members_pending_taken_over_by_the_survivor(redis_server, serves, r
     assert survivor.value("modelmon_stream_claimed_total", owner="other") == pending
     assert ingested(survivor) == TOTAL - acked_first
     assert group(r)["pending"] == 0
+
+
+def test_log_and_stream_together(redis_server, serves, records, tmp_path):
+    """Both ways in at once, with a checkpoint (taken by the file source, never with a stream batch unacked)."""
+    r = redis_server.client()
+    serve = serves("both")
+    log = serve.tmp / "predictions.jsonl"
+    append(log, [orjson.loads(x) for x in records[:300]])
+    xadd(r, records[300:1000])
+    serve.start("--log", str(log), "--from-start", "--stream", redis_server.url(consumer="both"),
+                "--checkpoint", str(tmp_path / "both.checkpoint"), "--checkpoint-interval", "0.1")
+    serve.wait_until(lambda: serve.value("modelmon_records_ingested_total", source="file") == 300
+                     and ingested(serve) == 700 and drained(r))
+    assert serve.stop(signal.SIGTERM) == 0, serve.stderr()[-2000:]
+    assert (tmp_path / "both.checkpoint").exists()

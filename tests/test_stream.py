@@ -173,6 +173,17 @@ def test_records_applied_then_acked_and_bad_entries_counted(redis_server, export
     assert exporter.readiness()[0]
 
 
+def test_oversized_record_rejected_like_an_oversized_log_line(redis_server, exporter, sources):
+    r = redis_server.client()
+    good, _ = binary_records(3, seed=11, inline_share=1.0)
+    add(r, "preds", good, raw=[{"record": b'{"model": "bin", "pad": "' + b"x" * (16 << 20) + b'"}'}])
+    src = run_source(sources, exporter, redis_server.url())
+    wait_until(lambda: src.acked == 4)
+    m = scrape(exporter)
+    assert value(m, "modelmon_records_rejected_total", reason="oversized_line") == 1
+    assert value(m, "modelmon_records_ingested_total", source="stream") == 3
+
+
 def test_checkpoint_hook_runs_only_with_nothing_applied_and_unacked(redis_server, exporter, sources):
     r = redis_server.client()
     seen = []

@@ -18,8 +18,8 @@ One record per stream entry, as JSON text in the field ``record``. The loop, on 
 
 Nothing is lost silently: an entry without ``record`` (or trimmed/deleted while pending) is a
 ``missing_field`` reject; a record that is not one JSON text on one line is an ``invalid_json``
-reject (a pretty-printed valid one is compacted and applied); both are acknowledged so they are
-not delivered forever. Redis unreachable: ``modelmon_stream_up 0``, the failed call counted by
+reject (a pretty-printed valid one is compacted and applied); one longer than the log's line
+limit (16 MiB) an ``oversized_line`` reject; all are acknowledged so they are not delivered forever. Redis unreachable: ``modelmon_stream_up 0``, the failed call counted by
 operation, /ready 503 with the reason, retried with capped backoff; the thread never dies.
 """
 from __future__ import annotations
@@ -41,6 +41,7 @@ from redis.retry import Retry
 
 from modelmon.config import parse_duration
 from modelmon.exporter.pipeline import Exporter
+from modelmon.exporter.tailer import DEFAULT_MAX_LINE_BYTES
 
 log = logging.getLogger("modelmon.stream")
 
@@ -349,11 +350,13 @@ class StreamSource:
 
     def _apply(self, entries: list, deleted: int) -> None:
         lines: list[bytes] = []
-        missing, invalid = deleted, 0
+        missing, invalid, oversized = deleted, 0, 0
         for _, fields in entries:
             value = fields.get(b"record") if fields else None
             if value is None:  # no such field, or the entry was deleted while pending
                 missing += 1
+            elif len(value) > DEFAULT_MAX_LINE_BYTES:  # the file source's limit for one line
+                oversized += 1
             elif b"\n" in value or b"\r" in value:  # one record per line for the parser: compact it
                 try:
                     lines.append(orjson.dumps(orjson.loads(value)))
@@ -361,15 +364,16 @@ class StreamSource:
                     invalid += 1
             else:
                 lines.append(value)
-        if missing or invalid:
+        if missing or invalid or oversized:
             with self.exporter.lock:
-                self.exporter.rejected["missing_field"] += missing
-                self.exporter.rejected["invalid_json"] += invalid
+                for reason, n in (("missing_field", missing), ("invalid_json", invalid), ("oversized_line", oversized)):
+                    if n:
+                        self.exporter.rejected[reason] += n
             self.exporter.warn_limited("stream:rejects", logging.WARNING,
-                                       "stream %s: %d entries without a `record` field (or deleted while pending) "
-                                       "and %d not JSON text, skipped (counted in "
+                                       "stream %s: %d entries without a `record` field (or deleted while pending), "
+                                       "%d not JSON text, %d over %d bytes: skipped (counted in "
                                        "modelmon_records_rejected_total) and acknowledged", self.url.safe(),
-                                       missing, invalid)
+                                       missing, invalid, oversized, DEFAULT_MAX_LINE_BYTES)
         if not lines:
             return
         try:
@@ -391,6 +395,11 @@ class StreamSource:
                     self.acked += n
                 if self._problem is not None or not self.up:
                     self._recovered()
+                return
+            except redis.ResponseError as e:  # NOGROUP (Redis restarted empty, group deleted), WRONGTYPE:
+                self._count_error(RedisDown("ack", e))  # no pending list holds them, nothing is delivered again
+                log.error("stream %s: %d applied entries could not be acknowledged and are not pending any more "
+                          "(%s)", self.url.safe(), len(ids), _describe(e))
                 return
             except redis.RedisError as e:
                 self._count_error(RedisDown("ack", e))
@@ -457,6 +466,7 @@ class StreamSource:
             if not down:
                 return
             self.up = False
+            self.lag = self.pending = None  # unknown until the next refresh after reconnecting
         self._set_problem(f"stream {self.url.safe()}: Redis {e.operation} failed: {_describe(e.error)}")
 
     def _down(self, e: RedisDown, unexpected: bool = False) -> None:
