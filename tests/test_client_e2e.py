@@ -156,3 +156,21 @@ def test_records_logged_while_the_exporter_is_down_are_delivered_when_it_comes_b
         stats = logger.stats()
     assert stats["sent"] == 300 and stats["failed"] == 0 and stats["retries"] >= 1
     wait_ingested(serve, "http", 300)
+
+
+def test_an_exporter_restart_between_batches_loses_nothing(serve):
+    """The kept-alive connection dies with the exporter: the next batch reconnects (and retries
+    while the exporter is still starting) — none failed, none duplicated."""
+    serve.start()
+    preds, _ = binary_records(400, seed=77, inline_share=1.0)
+    with PredictionLogger(url=serve.url("/ingest"), retries=20, backoff=0.05, batch_size=100) as logger:
+        log_all(logger, preds[:200])
+        assert logger.flush(30)
+        wait_ingested(serve, "http", 200)
+        serve.stop()  # SIGTERM; counters restart at zero with the new process
+        serve.start(wait=False)
+        log_all(logger, preds[200:])
+        assert logger.flush(120)
+        stats = logger.stats()
+    assert stats["sent"] == 400 and stats["failed"] == 0
+    wait_ingested(serve, "http", 200)

@@ -166,7 +166,13 @@ class PredictionLogger:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             while batch := self._take():
-                self._deliver(batch)
+                try:
+                    self._deliver(batch)
+                except Exception:  # the worker must outlive any surprise; the books still balance
+                    log.exception("modelmon client: a batch of %d records failed", len(batch))
+                    with self._lock:
+                        self._counts["failed"] += len(batch)
+                        self._done.notify_all()
             if self._stopping:
                 with self._lock:
                     if not self._queue:
@@ -191,7 +197,8 @@ class PredictionLogger:
                 except Exception:  # a custom transport's bug must not kill the thread
                     log.exception("modelmon client: transport failed on a batch of %d records", len(lines))
                     result = Delivery(failed=len(lines))
-                if result.sent + result.failed != len(lines):  # keep the books balanced whatever happened
+                if result.sent + result.failed != len(lines) or result.failed < 0:  # balanced books, whatever it said
+                    result.sent = min(max(result.sent, 0), len(lines))
                     result.failed = len(lines) - result.sent
         with self._lock:
             c = self._counts
