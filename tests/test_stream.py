@@ -341,6 +341,26 @@ def test_lag_counted_when_redis_cannot_say(redis_server, exporter, sources):
     assert src.lag == 19
 
 
+def test_lag_never_above_the_stream_length_after_trimming(redis_server, exporter, sources, caplog):
+    """MAXLEN trimming past entries the group had not read: Redis keeps counting them as lag; they
+    are lost, which is logged, and the gauge shows at most what the stream holds."""
+    r = redis_server.client()
+    r.xgroup_create("preds", "mm", id="0", mkstream=True)
+    add(r, "preds", binary_records(100, seed=12, inline_share=1.0)[0])
+    r.xreadgroup("mm", "x", {"preds": ">"}, count=10)
+    pipe = r.pipeline()
+    for rec in binary_records(50, seed=13, inline_share=1.0)[0]:
+        pipe.xadd("preds", {"record": orjson.dumps(rec)}, maxlen=60, approximate=False)
+    pipe.execute()
+    src = StreamSource(exporter, parse_url(redis_server.url()))
+    sources.append(src)
+    src._connect()
+    src._refresh_info()
+    assert group_pending(r) == 10 and r.xlen("preds") == 60
+    assert src.lag == 60  # Redis says 140
+    assert "trimmed before the group read them" in caplog.text
+
+
 def test_readiness_names_the_stream_problem(exporter):
     exporter.stream_problem = "stream redis://h:1/0?stream=s&group=g: Redis connect failed: refused"
     ready, body = exporter.readiness()

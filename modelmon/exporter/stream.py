@@ -420,15 +420,24 @@ class StreamSource:
     def _refresh_info(self) -> None:
         self._next_info = time.monotonic() + self.info_interval
         try:
-            groups = self._client.xinfo_groups(self.url.stream)
+            pipe = self._client.pipeline(transaction=False)
+            pipe.xinfo_groups(self.url.stream).xpending(self.url.stream, self.url.group).xlen(self.url.stream)
+            groups, summary, length = pipe.execute()
             mine = next((g for g in groups if _text(g.get("name")) == self.url.group), None)
-            summary = self._client.xpending(self.url.stream, self.url.group)
             lag = None if mine is None else mine.get("lag")
             if mine is not None and lag is None:
                 lag = self._count_lag(mine)
         except redis.RedisError as e:  # counted; the reads say whether Redis is down
             self._count_error(RedisDown("info", e), down=False)
             return
+        if lag is not None and lag > length:
+            # Redis counts entries trimmed (MAXLEN) before the group read them as lag for good; no
+            # more than the stream holds can be waiting, and those trimmed ones are lost: say so.
+            self.exporter.warn_limited("stream:trimmed", logging.WARNING,
+                                       "stream %s: about %d entries were trimmed before the group read them (lost; "
+                                       "MAXLEN is too small for the backlog); lag shown as the stream length %d",
+                                       self.url.safe(), lag - length, length)
+            lag = length
         with self.exporter.lock:
             self.lag = lag
             self.pending = int(summary.get("pending") or 0)
