@@ -12,15 +12,23 @@ One record per stream entry, as JSON text in the field ``record``. The loop, on 
    again; an applied one whose ack was lost (kill -9 between the two) is delivered again;
 5. every ``claim_idle / 2`` (0.5 s … 30 s): ``XAUTOCLAIM`` of entries idle longer than `claim_idle`
    in other members' pending lists (a member that died), applied and acked like a read
-   (``owner="other"``);
+   (``owner="other"``); a member alive but stalled longer than `claim_idle` with a batch in hand
+   would apply it too: `claim_idle` must exceed the longest apply plus ack outage;
 6. every `info_interval`: the group's lag (``XINFO GROUPS``) and pending count (``XPENDING``) for
    the gauges, so a scrape never waits on Redis.
 
 Nothing is lost silently: an entry without ``record`` (or trimmed/deleted while pending) is a
 ``missing_field`` reject; a record that is not one JSON text on one line is an ``invalid_json``
 reject (a pretty-printed valid one is compacted and applied); one longer than the log's line
-limit (16 MiB) an ``oversized_line`` reject; all are acknowledged so they are not delivered forever. Redis unreachable: ``modelmon_stream_up 0``, the failed call counted by
-operation, /ready 503 with the reason, retried with capped backoff; the thread never dies.
+limit (16 MiB) an ``oversized_line`` reject; all are acknowledged so they are not delivered
+forever. Redis unreachable: ``modelmon_stream_up 0``, the failed call counted by operation,
+/ready 503 with the reason, retried with capped backoff; the thread never dies.
+
+The checkpoint (`after_commit`) is only ever taken between batches, after the ack, on this
+thread: it never holds an entry Redis would deliver again. After a kill -9 the restored windows
+lack the entries acknowledged since the last checkpoint (at most one interval's, as for the log)
+and count none twice; the batch applied but not acknowledged (at most one) is applied again by
+the restarted process: that batch alone is at-least-once.
 """
 from __future__ import annotations
 
