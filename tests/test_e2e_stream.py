@@ -10,12 +10,15 @@ from __future__ import annotations
 import signal
 import time
 
+import requests
+
 import orjson
 import pytest
 
 from tests.exporter_helpers import binary_records
 from tests.processes import Serve, append
-from tests.redis_server import redis_server  # noqa: F401 - the fixture
+from tests.conftest import which_or_skip
+from tests.redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
 
 TOTAL = 10_000
 
@@ -167,3 +170,23 @@ def test_log_and_stream_together(redis_server, serves, records, tmp_path):
                      and ingested(serve) == 700 and drained(r))
     assert serve.stop(signal.SIGTERM) == 0, serve.stderr()[-2000:]
     assert (tmp_path / "both.checkpoint").exists()
+
+
+def test_redis_absent_at_start_then_up(serves, records, tmp_path):
+    """No Redis yet: the exporter runs, says why it is not ready, counts the failures; then consumes."""
+    server = RedisServer(which_or_skip("redis-server"), tmp_path / "redis")  # its port, nothing listening yet
+    serve = serves("early")
+    serve.start("--stream", server.url(consumer="early"))
+    try:
+        r = requests.get(serve.url("/ready"), timeout=5)
+        assert r.status_code == 503
+        assert r.json()["reason"].startswith(f"stream redis://127.0.0.1:{server.port}/0?stream=preds&group=mm: ")
+        serve.wait_until(lambda: serve.value("modelmon_stream_errors_total", operation="connect") >= 2)
+        assert serve.value("modelmon_stream_up") == 0
+        server.start()
+        xadd(server.client(), records[:500])
+        serve.wait_until(lambda: ingested(serve) == 500)
+        assert requests.get(serve.url("/ready"), timeout=5).status_code == 200
+        assert serve.value("modelmon_stream_up") == 1
+    finally:
+        server.stop()

@@ -361,6 +361,44 @@ def test_lag_never_above_the_stream_length_after_trimming(redis_server, exporter
     assert "trimmed before the group read them" in caplog.text
 
 
+def test_stop_while_an_ack_cannot_be_made_leaves_the_batch_pending(redis_server, exporter, sources):
+    """Redis refusing the ack (connection lost) at shutdown: the batch stays pending, to be
+    delivered again, and the caller hears of it so the checkpoint is not written."""
+    import redis as redis_lib
+
+    from modelmon.exporter.cli import final_writes
+
+    r = redis_server.client()
+    src = run_source(sources, exporter, redis_server.url(batch=100))
+    wait_until(lambda: src.up)
+
+    def refused(*_args, **_kw):
+        raise redis_lib.ConnectionError("connection lost")
+
+    src._client.xack = refused
+    add(r, "preds", binary_records(30, seed=14, inline_share=1.0)[0])
+    wait_until(lambda: src.errors["ack"] >= 2)
+    assert src.unacked == 30 and not exporter.readiness()[0]
+    failures = final_writes(exporter, None, None, src)
+    assert src.unacked == 30 and group_pending(r) == 30
+    assert len(failures) == 1 and "30 stream entries applied but not acknowledged" in failures[0]
+
+
+def test_checkpoint_of_log_and_stream_skipped_while_a_batch_is_unacked():
+    import threading
+
+    from modelmon.exporter.cli import _gated
+
+    saved = []
+    gate = threading.Lock()
+    save = _gated(gate, lambda: saved.append(1))
+    with gate:  # a stream batch applied, not acknowledged yet
+        save()
+    assert saved == []
+    save()
+    assert saved == [1] and not gate.locked()
+
+
 def test_readiness_names_the_stream_problem(exporter):
     exporter.stream_problem = "stream redis://h:1/0?stream=s&group=g: Redis connect failed: refused"
     ready, body = exporter.readiness()
