@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 import pytest
 
-from modelmon.client import Delivery, FileTransport, HttpTransport, InvalidRecord, InvalidType, PredictionLogger
+from modelmon.client import Delivery, FileTransport, InvalidRecord, InvalidType, PredictionLogger
 from modelmon.client import records
 from tests.conftest import ROOT, free_port
 from tests.exporter_helpers import make_config
@@ -65,10 +65,11 @@ def test_timestamps_become_epoch_seconds(ts, expected):
 
 def test_no_timestamp_means_now_and_multiclass_scores_are_keyed_like_the_exporter():
     before = time.time()
-    rec = records.prediction("m", None, "b", None, {"a": 0.2, 1: 0.3, True: 0.1, 2.0: 0.4}, None, None, None,
+    rec = records.prediction("m", None, "b", None, {"a": 0.2, 1: 0.3, 2.0: 0.5}, None, None, None,
                              "ok", True, None, "a")
     assert before <= rec["ts"] <= time.time()
-    assert rec["scores"] == {"a": 0.2, "1": 0.1, "2": 0.4}  # (1 and True are one dict key in Python)
+    assert rec["scores"] == {"a": 0.2, "1": 0.3, "2": 0.5}
+    assert records._scores({True: 0.4, False: 0.6}) == {"1": 0.4, "0": 0.6}
     assert rec["features"] == {} and rec["shadow"] is True and rec["label"] == "a"
     err = records.prediction("m", {}, None, None, None, None, None, None, "error", False, 1, None)
     assert "prediction" not in err and err["status"] == "error"
@@ -112,7 +113,7 @@ def test_a_broken_record_is_refused_naming_its_field(change, exc, message):
     with PredictionLogger(transport=Sink(), strict=True) as logger:
         with pytest.raises(exc, match=message.replace("(", r"\(")) as e:
             logger.log(**{**GOOD, **change})
-        assert isinstance(e.value, InvalidRecord)
+        assert isinstance(e.value, InvalidRecord) and isinstance(e.value, InvalidType) == (exc is TypeError)
         assert logger.stats()["invalid"] == 0  # strict: the caller's test sees the error, nothing counted
 
 
@@ -232,7 +233,7 @@ class Blocking(Sink):
         return super().send(lines)
 
 
-def test_with_a_transport_that_never_returns_log_returns_and_drops_exactly_the_overflow():
+def test_with_a_transport_that_never_returns_log_returns_and_drops_exactly_the_overflow(caplog):
     transport = Blocking()
     logger = PredictionLogger(transport=transport, queue_size=100, batch_size=10, flush_interval=3600)
     try:
@@ -242,6 +243,9 @@ def test_with_a_transport_that_never_returns_log_returns_and_drops_exactly_the_o
         k = 37
         results = [logger.log(model="m", prediction=i, ts=1) for i in range(100 + k)]
         assert results.count(True) == 100 and results.count(False) == k
+        # one warning for the burst, not k
+        assert caplog.text.count("queue full (100 records): record dropped (1 dropped in all)") == 1
+        assert caplog.text.count("queue full") == 1
         stats = logger.stats()
         assert stats["dropped"] == k and stats["queued"] == 110 and stats["pending"] == 110
         assert logger.queue_length() == 100
