@@ -311,3 +311,47 @@ def test_output_options_that_do_not_go_together(argv, problem):
 def test_stream_and_post_alone_are_something_to_do():
     assert _check("--stream", "redis://h/0?stream=s") is None
     assert _check("--post", "http://h/ingest", "--records", "3") is None
+
+
+# --------------------------------------------------------------------------- the heartbeat (the stack's health check)
+
+
+class UpClient(DownClient):
+    def execute(self):
+        self.calls += 1
+        return []
+
+
+def test_the_heartbeat_beats_while_records_are_delivered_and_stops_when_they_are_not(tmp_path):
+    beat = tmp_path / "traffic.heartbeat"
+    now = [0.0]
+    up = StreamSink("redis://h/0?stream=s", strict=False, client=UpClient(), heartbeat=beat, clock=lambda: now[0])
+    up.write(b'{"a":1}\n')
+    assert beat.read_text() == "1\n"
+    now[0] += 0.5
+    up.write(b'{"a":1}\n')
+    assert beat.read_text() == "1\n"  # at most once a second
+    now[0] += 1
+    up.write(b'{"a":1}\n')
+    assert beat.read_text() == "3\n"
+    down_beat = tmp_path / "down.heartbeat"
+    down = StreamSink("redis://h/0?stream=s", strict=False, client=DownClient(), heartbeat=down_beat,
+                      clock=lambda: now[0], err=io.StringIO())
+    down.write(b'{"a":1}\n')
+    assert not down_beat.exists()
+
+
+def test_the_post_heartbeat_follows_what_the_exporter_took(tmp_path):
+    beat = tmp_path / "traffic.heartbeat"
+    logger = RecordingLogger(refuse_after=0)  # nothing is taken
+    sink = PostSink("http://x/ingest", logger=logger, strict=False, heartbeat=beat, err=io.StringIO())
+    sink.write(b'{"model":"m","id":"1","label":1}\n')
+    assert not beat.exists()
+    taking = PostSink("http://x/ingest", logger=RecordingLogger(), strict=False, heartbeat=beat)
+    taking.write(b'{"model":"m","id":"1","label":1}\n')
+    assert beat.read_text() == "1\n"
+
+
+def test_heartbeat_is_for_the_sinks_only():
+    assert "--heartbeat is for --post and --stream" in _check("--out", "a", "--heartbeat", "h")
+    assert _check("--stream", "redis://h/0?stream=s", "--heartbeat", "h") is None

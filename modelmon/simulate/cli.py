@@ -84,6 +84,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="XADD the records to a Redis Stream instead of writing a file, one entry per record with "
                           "the JSON line in field `record`: redis://HOST:PORT/DB?stream=NAME (the consumer's "
                           "group=/consumer=... parameters may stay in the URL; they are ignored here)")
+    out.add_argument("--heartbeat", metavar="FILE",
+                     help="--post/--stream: rewrite FILE (at most once a second) while records are being delivered, "
+                          "so a health check can tell that traffic flows (the stack's, for instance)")
     out.add_argument("--stream-maxlen", metavar="N", type=int,
                      help="--stream: cap the stream at about N entries (XADD MAXLEN ~ N); entries past the cap are "
                           "trimmed whether a consumer read them or not (default: no cap)")
@@ -156,6 +159,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"give one of --out, --post and --stream, not {' and '.join('--' + o for o in outputs)}"
     if args.ingest_token_file and not args.post:
         return "--ingest-token-file is for --post"
+    if args.heartbeat and not (args.post or args.stream):
+        return "--heartbeat is for --post and --stream (a file written by --out is its own heartbeat)"
     if args.stream_maxlen is not None and not args.stream:
         return "--stream-maxlen is for --stream"
     if args.stream_maxlen is not None and args.stream_maxlen < 1:
@@ -241,9 +246,13 @@ def _sink(args: argparse.Namespace, *, strict: bool):
     """The --post or --stream sink (a binary file object fed the lines --out would write)."""
     from modelmon.simulate.sinks import PostSink, StreamSink
 
+    if args.heartbeat:
+        Path(args.heartbeat).parent.mkdir(parents=True, exist_ok=True)
     if args.post:
-        return PostSink(args.post, token_file=args.ingest_token_file, strict=strict)
-    return StreamSink(args.stream, maxlen=args.stream_maxlen, strict=strict)
+        # Live mode stops on a signal: a few seconds to hand the queue over, within the stack's 10 s to stop.
+        return PostSink(args.post, token_file=args.ingest_token_file, strict=strict, heartbeat=args.heartbeat,
+                        close_timeout=30.0 if strict else 5.0)
+    return StreamSink(args.stream, maxlen=args.stream_maxlen, strict=strict, heartbeat=args.heartbeat)
 
 
 def _destination(args: argparse.Namespace) -> str:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
 WARN_EVERY = 10.0  # seconds between two warnings about undelivered records (live mode)
+HEARTBEAT_EVERY = 1.0  # seconds between two touches of the heartbeat file
 # Query parameters of a --stream URL that belong to the consumer (`modelmon serve --stream`): the
 # simulator accepts the consumer's URL as it is and ignores them.
 CONSUMER_PARAMS = frozenset({"group", "consumer", "claim_idle", "batch", "block"})
@@ -66,9 +68,12 @@ def _lines(data: bytes) -> list[bytes]:
 
 
 class _Counting:
-    """Delivery bookkeeping shared by the sinks: delivered, undelivered, rate-limited warnings."""
+    """Delivery bookkeeping shared by the sinks: delivered, undelivered, rate-limited warnings, and
+    the heartbeat file (touched, at most once a second, while records get delivered: the stack's
+    health check for traffic that writes no file of its own)."""
 
-    def __init__(self, what: str, strict: bool, err: TextIO, clock: Callable[[], float]):
+    def __init__(self, what: str, strict: bool, err: TextIO, clock: Callable[[], float],
+                 heartbeat: str | Path | None = None):
         self.what = what
         self.strict = strict
         self.err = err
@@ -76,6 +81,17 @@ class _Counting:
         self.delivered = 0
         self.undelivered = 0
         self._warned_at: float | None = None
+        self.heartbeat = Path(heartbeat) if heartbeat is not None else None
+        self._beat_at: float | None = None
+
+    def beat(self) -> None:
+        """Records were delivered: touch the heartbeat file (non-empty, so an empty file means never)."""
+        if self.heartbeat is None:
+            return
+        now = self.clock()
+        if self._beat_at is None or now - self._beat_at >= HEARTBEAT_EVERY:
+            self._beat_at = now
+            self.heartbeat.write_text(f"{self.delivered}\n")
 
     def lost(self, n: int, why: str) -> None:
         self.undelivered += n
@@ -97,11 +113,12 @@ class StreamSink(_Counting):
     at almost no cost; entries past it are gone, read or not)."""
 
     def __init__(self, url: str, *, maxlen: int | None = None, strict: bool = True, client=None,
-                 err: TextIO = sys.stderr, clock: Callable[[], float] = time.monotonic):
+                 err: TextIO = sys.stderr, clock: Callable[[], float] = time.monotonic,
+                 heartbeat: str | Path | None = None):
         import redis
 
         self.target = parse_stream_url(url)
-        super().__init__(f"stream {self.target.stream!r}", strict, err, clock)
+        super().__init__(f"stream {self.target.stream!r}", strict, err, clock, heartbeat)
         if maxlen is not None and maxlen < 1:
             raise ValueError(f"--stream-maxlen must be at least 1, got {maxlen}")
         self.maxlen = maxlen
@@ -122,6 +139,7 @@ class StreamSink(_Counting):
             self.lost(len(lines), f"{type(e).__name__}: {e}")
         else:
             self.delivered += len(lines)
+            self.beat()
         return len(data)
 
     def flush(self) -> None:  # every write is sent at once
@@ -147,8 +165,8 @@ class PostSink(_Counting):
 
     def __init__(self, url: str, *, token_file: str | None = None, strict: bool = True, logger=None,
                  err: TextIO = sys.stderr, clock: Callable[[], float] = time.monotonic,
-                 close_timeout: float = 30.0):
-        super().__init__(url, strict, err, clock)
+                 close_timeout: float = 30.0, heartbeat: str | Path | None = None):
+        super().__init__(url, strict, err, clock, heartbeat)
         if logger is None:
             from modelmon.client import PredictionLogger
 
@@ -169,6 +187,11 @@ class PostSink(_Counting):
                 self._account()
         if self.strict:
             self._drain()
+        if self.heartbeat is not None:  # beats on what the exporter took, not on what was queued
+            sent = self.logger.stats().get("sent", 0)
+            if sent > self.delivered:
+                self.delivered = sent
+                self.beat()
         return len(data)
 
     def _drain(self) -> None:
