@@ -37,6 +37,16 @@ def first_page(base: str, paths: Sequence[str], timeout: float = 2.0) -> str | N
     return None
 
 
+def traffic_destination(plan: Any, layout: Any) -> str:
+    """Where the demo traffic goes: the log, POST /ingest, or the stream (from its --out/--post/--stream)."""
+    traffic = next((svc for svc in plan.services if svc.name == "traffic"), None)
+    for arg in traffic.argv if traffic else ():
+        for option, shown in (("--out=", "{}"), ("--post=", "POST {}"), ("--stream=", "Redis Stream {}")):
+            if arg.startswith(option):
+                return shown.format(arg[len(option):])
+    return str(layout.predictions_log)
+
+
 def banner_lines(plan: Any, layout: Any, options: Any, *, quick: bool = False,
                  find_page=first_page) -> list[str]:
     urls = {svc.name: svc.url for svc in plan.services if svc.url}
@@ -58,7 +68,7 @@ def banner_lines(plan: Any, layout: Any, options: Any, *, quick: bool = False,
     if quick:
         lines.append(f"  quick tour    alerts wait {QUICK_FOR} (not their production `for`), rates span "
                      f"{QUICK_RATE_WINDOW}, quality and drift alerts read {QUICK_ALERT_WINDOW} windows")
-    lines += [f"  demo traffic  {options.schedule} (looping, {options.rate:g}/s) -> {layout.predictions_log}",
+    lines += [f"  demo traffic  {options.schedule} (looping, {options.rate:g}/s) -> {traffic_destination(plan, layout)}",
               f"  logs          {layout.logs}/ (kept across runs, one start line per run)",
               f"  configs       {layout.etc}/",
               "Press Ctrl-C to stop everything.", ""]

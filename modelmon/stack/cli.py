@@ -1,10 +1,11 @@
 """`modelmon stack up`: the docker-compose topology from local processes, for machines without Docker.
 
-receiver -> exporter -> demo traffic -> Alertmanager -> Prometheus -> Grafana (when installed),
+receiver -> (Redis) -> exporter -> demo traffic -> Alertmanager -> Prometheus -> Grafana (when installed),
 each started once the previous one is healthy, all on 127.0.0.1, configs and logs in one work
 directory. One Ctrl-C stops everything. The services and their configs are the topology of
 modelmon/stack/topology.py rendered for this machine; docker-compose.yml is the same topology
-rendered for compose.
+rendered for compose. ``--ingest`` picks the way the demo traffic reaches the exporter (a log file,
+POST /ingest through the Python client, a Redis Stream), as docker-compose.<mode>.yml does.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import argparse
 import os
 import sys
 
+from modelmon.stack.topology import FILE, INGEST_MODES
 from modelmon.stack.plan import (DEFAULT_GRAFANA_PASSWORD, DEMO_RATE, DEMO_SCHEDULE, DEMO_SEED, QUICK_FOR,
                                  QUICK_ALERT_WINDOW, QUICK_FOR_OVERRIDES, QUICK_RATE_WINDOW,
                                  QUICK_SCHEDULE)
@@ -46,8 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "with --quick the quick schedule)")
     up.add_argument("--rate", type=float, default=DEMO_RATE, help="demo records per second (default: %(default)s)")
     up.add_argument("--seed", type=int, default=DEMO_SEED, help="demo traffic seed (default: %(default)s)")
+    up.add_argument("--ingest", choices=INGEST_MODES, default=FILE,
+                    help="how the demo traffic reaches the exporter: file (a log it follows), http (POST /ingest "
+                         "through the Python client) or stream (a Redis Stream it consumes as a consumer group "
+                         "member; starts redis-server first, which must be installed) (default: %(default)s)")
     up.add_argument("--port", type=_port, action="append", default=[], metavar="SERVICE=PORT",
-                    help="listen port of a service (exporter, receiver, prometheus, alertmanager, grafana); "
+                    help="listen port of a service (exporter, receiver, prometheus, alertmanager, grafana, "
+                         "redis); "
                          "default: the compose port, or a free one when that is taken")
     up.add_argument("--health-timeout", type=float, default=90.0,
                     help="seconds each service has to become healthy (default: %(default)s)")
@@ -97,6 +104,7 @@ def _up(args: argparse.Namespace) -> int:
     from modelmon.stack.plan import Layout, StackOptions, find_binaries, native_target, plan_stack
     from modelmon.stack.ports import choose_ports
     from modelmon.stack.supervisor import Supervisor
+    from modelmon.stack.topology import DEFAULT_PORTS
     from modelmon.stack.workdir import (
         ALERTMANAGER_CONFIG, PROMETHEUS_CONFIG, alertmanager_version, prepare_data, require, stack_sources,
         write_alertmanager_secrets, write_configs,
@@ -107,12 +115,14 @@ def _up(args: argparse.Namespace) -> int:
     if args.quick:
         config = quick_config(config)
     layout = Layout(Path(args.workdir).resolve())
-    ports, notes = choose_ports(dict(args.port))
+    ports, notes = choose_ports(dict(args.port), running=None if args.ingest == "stream" else
+                                set(DEFAULT_PORTS) - {"redis"})
     schedule = demo_schedule(args)
     options = StackOptions(
         config=config_path, ports=ports, schedule=schedule, rate=args.rate, seed=args.seed,
         prometheus=not args.no_prometheus, grafana=not (args.no_grafana or args.no_prometheus),
         grafana_admin_password=os.environ.get("GRAFANA_ADMIN_PASSWORD", DEFAULT_GRAFANA_PASSWORD),
+        ingest=args.ingest,
     )
     binaries = find_binaries(shutil.which, (sys.executable, "-m", "modelmon"))
     plan = plan_stack(options, layout, binaries)

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
+from modelmon.stack.errors import StackError
 from modelmon.stack.topology import (
-    ALERTMANAGER, DEFAULT_GRAFANA_PASSWORD, DEMO_RATE, DEMO_SCHEDULE, DEMO_SEED, GRAFANA, MODELMON, PROMETHEUS, Demo,
-    FileProbe, Layout, NativeTarget, Node, services,
+    ALERTMANAGER, DEFAULT_GRAFANA_PASSWORD, DEMO_RATE, DEMO_SCHEDULE, DEMO_SEED, FILE, GRAFANA, MODELMON, PROMETHEUS,
+    REDIS, Demo, FileProbe, Layout, NativeTarget, Node, RedisProbe, services,
 )
 
 # `modelmon stack up --quick`: the whole story in about 20 minutes. Every alert waits 1 minute
@@ -26,6 +27,8 @@ QUICK_ALERT_WINDOW = "2m"  # quality and drift alerts read the recorded series o
 QUICK_FOR_OVERRIDES = {"ModelmonLabelsNotArriving": "10m"}  # the first labels take a while to come
 
 APT_HINT = "sudo apt-get install prometheus prometheus-alertmanager"
+REDIS_MISSING = ("--ingest stream needs redis-server, which is not on PATH: install it (sudo apt-get install "
+                 "redis-server), or choose --ingest file or --ingest http")
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,11 @@ class Health:
     url: str | None = None
     file: Path | None = None
     max_age: float | None = None
+    redis: str | None = None  # a redis:// URL that must answer PING
 
     def describe(self) -> str:
+        if self.redis:
+            return f"{self.redis} to answer PING"
         return self.url if self.url else f"{self.file} to be written"
 
 
@@ -60,6 +66,7 @@ class Binaries:
     alertmanager: str | None
     grafana: tuple[str, ...] | None  # ("grafana", "server") or ("grafana-server",)
     grafana_home: Path | None
+    redis: str | None = None  # redis-server, for --ingest stream
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class StackOptions:
     prometheus: bool = True  # False: only modelmon's own processes (receiver, exporter, traffic)
     grafana: bool = True
     grafana_admin_password: str = DEFAULT_GRAFANA_PASSWORD
+    ingest: str = FILE  # how the demo traffic reaches the exporter: file, http or stream
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,7 @@ def find_binaries(which: Callable[[str], str | None], modelmon: tuple[str, ...])
         alertmanager=which("prometheus-alertmanager") or which("alertmanager"),
         grafana=grafana,
         grafana_home=home,
+        redis=which("redis-server"),
     )
 
 
@@ -122,22 +131,25 @@ def plan_stack(options: StackOptions, layout: Layout, binaries: Binaries) -> Pla
     """The topology rendered for this machine: the services to start, in start order (each waits
     for the previous to be healthy), and what is missing."""
     wanted = {PROMETHEUS: options.prometheus, ALERTMANAGER: options.prometheus,
-              GRAFANA: options.grafana, MODELMON: True}
+              GRAFANA: options.grafana, MODELMON: True, REDIS: True}
     programs: dict[str, tuple[str, ...] | None] = {
         MODELMON: binaries.modelmon,
         PROMETHEUS: (binaries.prometheus,) if binaries.prometheus else None,
         ALERTMANAGER: (binaries.alertmanager,) if binaries.alertmanager else None,
         GRAFANA: (*binaries.grafana, f"--homepath={binaries.grafana_home}")
         if binaries.grafana and binaries.grafana_home else None,
+        REDIS: (binaries.redis,) if binaries.redis else None,
     }
     demo = Demo(schedule=options.schedule, rate=options.rate, seed=options.seed)
     out: list[Service] = []
     missing: list[str] = []
     with_grafana = options.grafana and programs[GRAFANA] is not None
-    for node in services(native_target(options, layout), demo, grafana=with_grafana):
+    for node in services(native_target(options, layout), demo, grafana=with_grafana, ingest=options.ingest):
         if not wanted[node.program]:
             continue
         program = programs[node.program]
+        if program is None and node.program == REDIS:  # the way in itself: nothing to run without it
+            raise StackError(REDIS_MISSING)
         if program is None:
             missing.append(MISSING[node.program])
             continue
@@ -147,6 +159,8 @@ def plan_stack(options: StackOptions, layout: Layout, binaries: Binaries) -> Pla
 
 
 def _health(node: Node) -> Health:
+    if isinstance(node.probe, RedisProbe):
+        return Health(redis=f"redis://127.0.0.1:{node.port}/0")
     if isinstance(node.probe, FileProbe):
         return Health(file=Path(node.probe.path), max_age=node.probe.max_age)
     return Health(url=f"http://127.0.0.1:{node.port}{node.probe.path}")

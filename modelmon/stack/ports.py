@@ -6,7 +6,7 @@ many machines; the configs are rendered for whatever port is chosen here.
 from __future__ import annotations
 
 import socket
-from typing import Callable, Mapping
+from typing import Callable, Collection, Mapping
 
 from modelmon.stack.errors import StackError
 from modelmon.stack.topology import DEFAULT_PORTS
@@ -30,11 +30,14 @@ def any_free_port() -> int:
 
 
 def choose_ports(requested: Mapping[str, int], is_free: Callable[[int], bool] = port_is_free,
-                 pick: Callable[[], int] = any_free_port) -> tuple[dict[str, int], list[str]]:
+                 pick: Callable[[], int] = any_free_port,
+                 running: Collection[str] | None = None) -> tuple[dict[str, int], list[str]]:
     """Port per service, and a note for each default that was busy and replaced.
 
     A port the user asked for explicitly must be free; a default port is replaced silently
-    apart from the note.
+    apart from the note. ``running``: the services that will run (default: all); the others
+    keep their default port without a check or a note (a system Redis on 6379 is no news to a
+    stack that runs none).
     """
     unknown = sorted(set(requested) - set(DEFAULT_PORTS))
     if unknown:
@@ -48,6 +51,9 @@ def choose_ports(requested: Mapping[str, int], is_free: Callable[[int], bool] = 
         ports[name] = port
     for name, default in DEFAULT_PORTS.items():
         if name in ports:
+            continue
+        if running is not None and name not in running:
+            ports[name] = default
             continue
         if default not in ports.values() and is_free(default):
             ports[name] = default

@@ -1,7 +1,7 @@
 """Start services in order with health-waits, watch them, and stop them all on one signal.
 
 Each child runs in its own session, so a Ctrl-C in the terminal reaches only this process,
-which then stops the children itself, newest first (terminate, wait, kill). A child that
+which then stops the children itself, one by one, newest first (terminate, wait, kill). A child that
 exits on its own stops the whole stack with a non-zero status and the end of its log.
 
 Logs are kept across runs: each start appends a marker line and then the child's output to
@@ -31,6 +31,16 @@ class _Interrupted(Exception):
 
 
 def is_healthy(health: Health) -> bool:
+    if health.redis:
+        import redis
+
+        client = redis.Redis.from_url(health.redis, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
     if health.url:
         try:
             with urllib.request.urlopen(health.url, timeout=2) as resp:
@@ -171,14 +181,14 @@ class Supervisor:
             time.sleep(self.poll_interval)
 
     def stop_all(self) -> None:
-        """SIGTERM every child's process group, newest first; SIGKILL what is left at the deadline."""
+        """Stop the children one by one, newest first: SIGTERM its process group, wait, SIGKILL what
+        is left at the deadline. One at a time, so each stops while what it feeds still runs: the
+        traffic delivers what its client holds to a live exporter, which then saves it."""
         alive = [(svc, proc) for svc, proc in reversed(self.running) if proc.poll() is None]
         for svc, proc in alive:
             _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout
-        for svc, proc in alive:
             try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                proc.wait(timeout=self.stop_timeout)
             except subprocess.TimeoutExpired:
                 self._say(f"{svc.name} did not stop within {self.stop_timeout:g}s; killing it")
                 _signal_group(proc, signal.SIGKILL)

@@ -34,6 +34,7 @@ from modelmon.contract import OVERVIEW_UID
 # The listen port of each service in the compose topology, in start order (each service starts
 # once the ones it depends on are healthy). The native stack uses them too when they are free.
 DEFAULT_PORTS: dict[str, int] = {
+    "redis": 6379,  # only with --ingest stream
     "exporter": 9188,
     "receiver": 9095,
     "prometheus": 9090,
@@ -41,10 +42,11 @@ DEFAULT_PORTS: dict[str, int] = {
     "grafana": 3000,
 }
 
-MODELMON, PROMETHEUS, ALERTMANAGER, GRAFANA = "modelmon", "prometheus", "alertmanager", "grafana"
+MODELMON, PROMETHEUS, ALERTMANAGER, GRAFANA, REDIS = "modelmon", "prometheus", "alertmanager", "grafana", "redis"
 # Container images of docker-compose.yml; ours is built from the Dockerfile.
 IMAGES = {
     MODELMON: f"modelmon:{__version__}",
+    REDIS: "redis:7.4.1",
     PROMETHEUS: "prom/prometheus:v2.53.2",
     ALERTMANAGER: "prom/alertmanager:v0.27.0",
     GRAFANA: "grafana/grafana-oss:11.2.2",
@@ -68,6 +70,17 @@ DEMO_RATE = 50.0  # records per second, all models together
 DEMO_ROTATE_BYTES = "100M"  # the endless demo log rotates by rename: at most ~200 MB on disk
 DEMO_SEED = 7
 TRAFFIC_FRESH_SECONDS = 30  # the traffic service is healthy while its log changed this recently
+
+# How the demo traffic reaches the exporter (`modelmon stack up --ingest`, docker-compose.<mode>.yml):
+# a log file it follows, POST /ingest through the Python client, or a Redis Stream it consumes as a
+# member of a consumer group.
+FILE, HTTP, STREAM = "file", "http", "stream"
+INGEST_MODES = (FILE, HTTP, STREAM)
+DEMO_STREAM, DEMO_GROUP, DEMO_CONSUMER = "predictions", "modelmon", "exporter"  # a fixed consumer name: a
+# recreated container (new host name) resumes the same consumer's pending entries at once
+DEMO_STREAM_MAXLEN = 100_000  # ~33 min of demo traffic: a bound on Redis' memory, 10x the lag alert
+HEARTBEAT = "traffic.heartbeat"  # rewritten by the traffic while the exporter or Redis takes its records
+EXPORTER_CHECKPOINT = "exporter.modelmon-checkpoint"  # the exporter's windows without a log to sit beside
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,7 @@ class Mount:
 
 PREDICTIONS = Mount("predictions", "/data", VOLUME, native="data")
 ALERTS = Mount("alerts", "/data", VOLUME, native="data")
+REDIS_DATA = Mount("redis-data", "/data", VOLUME, native="data/redis")
 PROMETHEUS_CONFIG = Mount("prometheus/prometheus.yml", "/etc/prometheus/prometheus.yml")
 PROMETHEUS_RULES = Mount("prometheus/rules", "/etc/prometheus/rules")
 PROMETHEUS_DATA = Mount("prometheus-data", "/prometheus", VOLUME, native="data/prometheus")
@@ -331,13 +345,18 @@ class FileProbe:
 
 
 @dataclass(frozen=True)
+class RedisProbe:
+    """Healthy when the Redis server on the service's own port answers PING."""
+
+
+@dataclass(frozen=True)
 class Node:
     """One service of the topology, rendered for a target."""
 
     name: str
     program: str  # MODELMON (our CLI; args start with its subcommand), PROMETHEUS, ALERTMANAGER, GRAFANA
     args: tuple[str, ...]
-    probe: HttpProbe | FileProbe
+    probe: HttpProbe | FileProbe | RedisProbe
     port: int | None = None  # where it listens
     published: bool = False  # compose: reachable from the host (on 127.0.0.1 only)
     mounts: tuple[Mount, ...] = ()
@@ -346,10 +365,19 @@ class Node:
     url: str | None = None  # what a person opens, when the service has a face
 
 
-def services(t: Target, demo: Demo = Demo(), grafana: bool = True) -> tuple[Node, ...]:
+def stream_url(t: Target, *, consumer: bool) -> str:
+    """The demo stream on the topology's Redis; the exporter's URL names its group and consumer."""
+    url = f"redis://{t.address('redis')}/0?stream={DEMO_STREAM}"
+    return url + (f"&group={DEMO_GROUP}&consumer={DEMO_CONSUMER}" if consumer else "")
+
+
+def services(t: Target, demo: Demo = Demo(), grafana: bool = True, ingest: str = FILE) -> tuple[Node, ...]:
     """The topology for target ``t``, in start order (each service after its dependencies).
     ``grafana=False``: no Grafana will run (the native stack without it), so the inbox says so
-    instead of linking to dashboards nobody serves."""
+    instead of linking to dashboards nobody serves. ``ingest``: how the demo traffic reaches the
+    exporter (INGEST_MODES); ``stream`` adds a Redis server, started before the exporter."""
+    if ingest not in INGEST_MODES:
+        raise ValueError(f"ingest must be one of {', '.join(INGEST_MODES)}, got {ingest!r}")
     log = t.path(PREDICTIONS, "predictions.jsonl")
 
     def listen(service: str) -> tuple[str, str]:
@@ -379,20 +407,7 @@ def services(t: Target, demo: Demo = Demo(), grafana: bool = True) -> tuple[Node
               *(() if grafana else ("--grafana-url=none",))),
              HttpProbe("/healthz"), port=t.port("receiver"), published=True, mounts=(ALERTS,),
              url=t.public_url("receiver") + "/"),
-        # No --from-start: the exporter starts before the log exists (so reads it from 0 when it
-        # appears), and on a restart its offset file resumes where it stopped instead of
-        # replaying the whole log as a burst of "new" predictions.
-        Node("exporter", MODELMON,
-             ("serve", f"--config={t.config_file}", f"--log={log}", *listen("exporter")),
-             HttpProbe("/healthz"), port=t.port("exporter"), mounts=(PREDICTIONS, *t.config_mounts),
-             url=t.public_url("exporter") + "/metrics"),
-        # After the exporter, which then follows the log from its first line (with no offset file
-        # it would otherwise start at the end, like tail -F, and skip what was written).
-        Node("traffic", MODELMON,
-             ("simulate", f"--out={log}", f"--rate={demo.rate:g}", f"--seed={demo.seed}",
-              f"--schedule={demo.schedule}", "--loop", f"--rotate-bytes={demo.rotate_bytes}",
-              f"--delayed-label-delay={DEMO_DELAYED_LABELS}"),
-             FileProbe(log, TRAFFIC_FRESH_SECONDS), mounts=(PREDICTIONS,), depends_on=("exporter",)),
+        *_ingest_nodes(t, demo, ingest, log, listen("exporter")),
         Node("alertmanager", ALERTMANAGER,
              (f"--config.file={t.path(ALERTMANAGER_CONFIG)}",
               f"--storage.path={t.path(ALERTMANAGER_DATA)}",
@@ -414,6 +429,58 @@ def services(t: Target, demo: Demo = Demo(), grafana: bool = True) -> tuple[Node
         Node("grafana", GRAFANA, (), HttpProbe("/api/health"), port=t.port("grafana"), published=True,
              mounts=(GRAFANA_PROVISIONING, GRAFANA_DASHBOARDS, GRAFANA_DATA), depends_on=("prometheus",),
              env=grafana_env, url=t.public_url("grafana")),
+    )
+
+
+def _ingest_nodes(t: Target, demo: Demo, ingest: str, log: str, listen: tuple[str, str]) -> tuple[Node, ...]:
+    """The exporter and the demo traffic (and Redis for the stream), for one way in."""
+    plays = (f"--rate={demo.rate:g}", f"--seed={demo.seed}", f"--schedule={demo.schedule}", "--loop")
+    late = (f"--delayed-label-delay={DEMO_DELAYED_LABELS}",)
+    exporter_url = t.public_url("exporter") + "/metrics"
+    config_mounts = (PREDICTIONS, *t.config_mounts)
+    if ingest == FILE:
+        return (
+            # No --from-start: the exporter starts before the log exists (so reads it from 0 when it
+            # appears), and on a restart its offset file resumes where it stopped instead of
+            # replaying the whole log as a burst of "new" predictions.
+            Node("exporter", MODELMON,
+                 ("serve", f"--config={t.config_file}", f"--log={log}", *listen),
+                 HttpProbe("/healthz"), port=t.port("exporter"), mounts=config_mounts, url=exporter_url),
+            # After the exporter, which then follows the log from its first line (with no offset file
+            # it would otherwise start at the end, like tail -F, and skip what was written).
+            Node("traffic", MODELMON,
+                 ("simulate", f"--out={log}", *plays, f"--rotate-bytes={demo.rotate_bytes}", *late),
+                 FileProbe(log, TRAFFIC_FRESH_SECONDS), mounts=(PREDICTIONS,), depends_on=("exporter",)),
+        )
+    # Without a log the exporter keeps its windows in an explicit checkpoint (with the stream, saved
+    # after acknowledgements); the traffic's heartbeat says its records are being taken.
+    checkpoint = f"--checkpoint={t.path(PREDICTIONS, EXPORTER_CHECKPOINT)}"
+    heartbeat = t.path(PREDICTIONS, HEARTBEAT)
+    traffic_probe = FileProbe(heartbeat, TRAFFIC_FRESH_SECONDS)
+    if ingest == HTTP:
+        return (
+            Node("exporter", MODELMON, ("serve", f"--config={t.config_file}", checkpoint, *listen),
+                 HttpProbe("/healthz"), port=t.port("exporter"), mounts=config_mounts, url=exporter_url),
+            Node("traffic", MODELMON,
+                 ("simulate", f"--post=http://{t.address('exporter')}/ingest", f"--heartbeat={heartbeat}",
+                  *plays, *late),
+                 traffic_probe, mounts=(PREDICTIONS,), depends_on=("exporter",)),
+        )
+    return (
+        # Append-only file in its data folder (a compose restart of Redis keeps the stream and the
+        # group's acknowledgements); no RDB snapshots. The stream's length is capped by the traffic.
+        Node("redis", REDIS,
+             ("--port", str(t.port("redis")), "--bind", t.listen_host, "--dir", t.path(REDIS_DATA),
+              "--appendonly", "yes", "--save", ""),
+             RedisProbe(), port=t.port("redis"), mounts=(REDIS_DATA,)),
+        Node("exporter", MODELMON,
+             ("serve", f"--config={t.config_file}", f"--stream={stream_url(t, consumer=True)}", checkpoint, *listen),
+             HttpProbe("/healthz"), port=t.port("exporter"), mounts=config_mounts, depends_on=("redis",),
+             url=exporter_url),
+        Node("traffic", MODELMON,
+             ("simulate", f"--stream={stream_url(t, consumer=False)}", f"--stream-maxlen={DEMO_STREAM_MAXLEN}",
+              f"--heartbeat={heartbeat}", *plays, *late),
+             traffic_probe, mounts=(PREDICTIONS,), depends_on=("redis", "exporter")),
     )
 
 
@@ -522,6 +589,8 @@ _Dumper.add_representer(_Flow, lambda d, data: yaml.SequenceNode(
 
 def _compose_healthcheck(node: Node) -> dict[str, Any]:
     probe = node.probe
+    if isinstance(probe, RedisProbe):  # the redis image has redis-cli
+        return {"test": _Flow(["CMD", "redis-cli", "-p", str(node.port), "ping"]), **COMPOSE_HEALTHCHECK_TIMING}
     if isinstance(probe, FileProbe):
         code = (f"import os, sys, time; sys.exit(time.time() - os.path.getmtime({probe.path!r}) > "
                 f"{probe.max_age:g})")
@@ -534,11 +603,12 @@ def _compose_healthcheck(node: Node) -> dict[str, Any]:
     return {"test": _Flow(test), **COMPOSE_HEALTHCHECK_TIMING}
 
 
-def compose_document(config: Any = None) -> dict[str, Any]:
+def compose_document(config: Any = None, ingest: str = FILE) -> dict[str, Any]:
+    """The whole compose project for one way in (docker-compose.yml is the file one)."""
     target = ComposeTarget(config_mounts=config_mounts(config))
     out: dict[str, Any] = {}
     volumes: dict[str, None] = {}
-    for node in services(target):
+    for node in services(target, ingest=ingest):
         svc: dict[str, Any] = {}
         if node.program == MODELMON:
             svc["build"] = {"context": ".", "dockerfile": "Dockerfile"}
@@ -567,11 +637,91 @@ def compose_document(config: Any = None) -> dict[str, Any]:
 
 
 def compose_text(config: Any = None) -> str:
-    body = yaml.dump(compose_document(config), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
-                     width=1 << 16, default_flow_style=False)
-    return COMPOSE_HEADER + "\n" + body
+    return COMPOSE_HEADER + "\n" + _dump(compose_document(config))
+
+
+# --------------------------------------------------------------------------- docker-compose.<mode>.yml
+
+COMPOSE_OVERRIDES = {HTTP: "docker-compose.http.yml", STREAM: "docker-compose.stream.yml"}
+# Lists compose merges entry by entry across files (an override can add entries, never take one away).
+COMPOSE_MERGED_LISTS = ("volumes", "ports", "expose")
+OVERRIDE_HEADERS = {
+    HTTP: """\
+# generated by modelmon generate — do not edit (modelmon/stack/topology.py, like docker-compose.yml).
+#
+# The demo stack with its traffic posted to the exporter's POST /ingest through the Python client
+# (modelmon.client.PredictionLogger) instead of a log file:
+#
+#   docker compose -f docker-compose.yml -f docker-compose.http.yml up
+#
+#   traffic ──POST /ingest (NDJSON, gzip)──> exporter:9188 <──scrapes── prometheus:9090 ...
+#
+# What changes against docker-compose.yml: the exporter reads no log (it keeps its windows in
+# /data/exporter.modelmon-checkpoint), and the traffic is healthy while the exporter takes its
+# records (its client rewrites /data/traffic.heartbeat). /ingest has no token here: the exporter
+# is not published, only the compose network reaches it. `modelmon stack up --ingest http` is the
+# same topology without Docker.
+""",
+    STREAM: """\
+# generated by modelmon generate — do not edit (modelmon/stack/topology.py, like docker-compose.yml).
+#
+# The demo stack with its traffic through a Redis Stream that the exporter consumes as a member of a
+# consumer group, instead of a log file:
+#
+#   docker compose -f docker-compose.yml -f docker-compose.stream.yml up
+#
+#   traffic ──XADD──> redis:6379 stream "predictions" ──XREADGROUP/XACK (group "modelmon")──> exporter:9188
+#
+# What changes against docker-compose.yml: a redis service (not published; append-only file in the
+# redis-data volume, so a Redis restart keeps the stream and the group's acknowledgements), the
+# exporter consumes the stream (consumer "exporter": a recreated container resumes its pending
+# entries) and keeps its windows in /data/exporter.modelmon-checkpoint, and the traffic caps the
+# stream at about 100000 entries (XADD MAXLEN ~) and is healthy while Redis takes its records.
+# `modelmon stack up --ingest stream` is the same topology without Docker.
+""",
+}
+
+
+def compose_override(config: Any, ingest: str) -> dict[str, Any]:
+    """What docker-compose.<ingest>.yml adds to docker-compose.yml: the services the way in brings,
+    and per changed service the keys whose value differs, whole. Refuses a topology an override
+    cannot express (a service, key or list entry of the file topology taken away)."""
+    base, mode = compose_document(config, FILE), compose_document(config, ingest)
+    gone = set(base["services"]) - set(mode["services"])
+    if gone:
+        raise ValueError(f"--ingest {ingest}: an override cannot remove the services {sorted(gone)}")
+    out: dict[str, Any] = {}
+    for name, svc in mode["services"].items():
+        old = base["services"].get(name)
+        if old is None:
+            out[name] = svc
+            continue
+        dropped = set(old) - set(svc)
+        if dropped:
+            raise ValueError(f"--ingest {ingest}: service {name} loses {sorted(dropped)}, which an override cannot")
+        for key in COMPOSE_MERGED_LISTS:
+            if key in old and not set(old[key]) <= set(svc[key]):
+                raise ValueError(f"--ingest {ingest}: service {name} drops {key} entries, which an override cannot")
+        changed = {key: value for key, value in svc.items() if old.get(key) != value}
+        if changed:
+            out[name] = changed
+    document: dict[str, Any] = {"services": out}
+    volumes = {v: None for v in mode["volumes"] if v not in base["volumes"]}
+    if volumes:
+        document["volumes"] = volumes
+    return document
+
+
+def _dump(document: dict[str, Any]) -> str:
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1 << 16,
+                     default_flow_style=False)
+
+
+def compose_override_text(config: Any, ingest: str) -> str:
+    return OVERRIDE_HEADERS[ingest] + "\n" + _dump(compose_override(config, ingest))
 
 
 def artefacts(config: Any) -> dict[str, str]:
-    """The topology's part of `modelmon generate`: docker-compose.yml."""
-    return {COMPOSE_FILE: compose_text(config)}
+    """The topology's part of `modelmon generate`: docker-compose.yml and its overrides per way in."""
+    return {COMPOSE_FILE: compose_text(config),
+            **{name: compose_override_text(config, ingest) for ingest, name in COMPOSE_OVERRIDES.items()}}

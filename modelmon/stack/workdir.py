@@ -15,7 +15,9 @@ from typing import Any, Mapping
 
 from modelmon.exporter.cli import STATE_SUFFIXES, beside
 from modelmon.stack.errors import StackError
-from modelmon.stack.topology import Layout, Target, render_configs
+from modelmon.stack.topology import (
+    EXPORTER_CHECKPOINT, HEARTBEAT, PREDICTIONS, REDIS_DATA, Layout, Target, render_configs,
+)
 
 SOURCE_DIRS = ("prometheus", "alerting", "grafana")
 # Hand-written files no service reads: promtool's unit tests check the committed (compose) rules.
@@ -122,7 +124,7 @@ def write_alertmanager_secrets(config: Any, layout: Layout, version: tuple[int, 
 
 
 def prepare_data(layout: Layout) -> None:
-    """Data and log directories; a fresh prediction log so that the demo timeline starts over.
+    """Data and log directories; a fresh prediction log (or stream) so that the demo timeline starts over.
 
     The exporter's state about the old log goes with it: windows restored from the previous run
     would show its last scenario (say, concept drift) at the start of the new timeline.
@@ -140,3 +142,11 @@ def prepare_data(layout: Layout) -> None:
         elif state.exists():
             state.unlink()
     log.write_bytes(b"")
+    # The other ways in start over too: the exporter's checkpoint without a log, the traffic's
+    # heartbeat (a stale one would pass the next start's health check), the stream and its group.
+    for state in (layout.at(PREDICTIONS, EXPORTER_CHECKPOINT), layout.at(PREDICTIONS, HEARTBEAT), layout.at(REDIS_DATA)):
+        if state.is_dir():
+            shutil.rmtree(state)
+        elif state.exists():
+            state.unlink()
+    layout.at(REDIS_DATA).mkdir(parents=True)
