@@ -237,3 +237,64 @@ def test_each_way_in_carries_the_demo_traffic_to_the_exporter(tmp_path, mode):
     if mode != "file":  # the traffic stopped first and delivered everything it held
         traffic_log = (tmp_path / "stack" / "logs" / "traffic.log").read_text()
         assert re.search(r"stopped after \d+ records: \d+ delivered to .*, 0 not delivered", traffic_log), traffic_log
+
+
+STREAM_PANELS = ("Records ingested by source", "Stream lag and pending", "Stream entries acknowledged by member",
+                 "Stream source up")
+
+
+@pytest.mark.e2e
+def test_the_ways_in_stream_panels_have_data_on_the_stream_stack(tmp_path):
+    """The self-monitoring dashboard's stream panels, run against the Prometheus of `stack up --ingest
+    stream` (the shared e2e stack reads a file, where they are rightly empty): each returns data."""
+    import json
+    import urllib.parse
+
+    from modelmon.config import load_config
+    from modelmon.contract import SELF_UID
+    from modelmon.dashboards.generate import dashboards
+    from modelmon.dashboards.queries import iter_panel_queries, substitute_variables, variable_values
+
+    for binary in ("redis-server", "prometheus", "prometheus-alertmanager"):
+        which_or_skip(binary)
+    ports = {name: free_port() for name in DEFAULT_PORTS}
+    argv = [PY, "-m", "modelmon", "stack", "up", "--config", str(ROOT / "modelmon.yaml"), "--ingest", "stream",
+            "--workdir", str(tmp_path / "stack"), "--no-grafana", "--health-timeout", "60",
+            *[f"--port={name}={port}" for name, port in ports.items()]]
+    dash = next(d for d in dashboards(load_config(ROOT / "modelmon.yaml")) if d["uid"] == SELF_UID)
+    values = {**variable_values(dash), "__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
+    queries: dict[str, list[str]] = {}
+    for title, expr in iter_panel_queries(dash):
+        if title in STREAM_PANELS:
+            queries.setdefault(title, []).append(substitute_variables(expr, values))
+    assert set(queries) == set(STREAM_PANELS)
+
+    def answers(expr: str) -> list:
+        url = f"http://127.0.0.1:{ports['prometheus']}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        data = json.load(urllib.request.urlopen(url, timeout=5))
+        assert data["status"] == "success", (expr, data)
+        return data["data"]["result"]
+
+    log = tmp_path / "stack.out"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 150
+        while "modelmon stack is up" not in log.read_text():
+            assert proc.poll() is None, f"stack up exited with {proc.returncode}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"stack not up in time:\n{log.read_text()}"
+            time.sleep(0.5)
+        missing = set(STREAM_PANELS)
+        while missing:  # a panel has data when one of its queries does (claims and errors may rightly be none)
+            missing = {title for title in missing if not any(answers(q) for q in queries[title])}
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline or not missing, f"no data for {sorted(missing)}"
+            time.sleep(2)
+        by_source = {r["metric"]["source"]: float(r["value"][1]) for r in answers(queries["Records ingested by source"][0])}
+        assert by_source["stream"] > 0 and by_source.get("file", 0) == 0
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
