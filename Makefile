@@ -4,6 +4,7 @@
 #   make demo ARGS="--port prometheus=19090 --port grafana=13000"   # choose listen ports
 #   make demo-quick ARGS="--no-grafana --workdir /tmp/mm-stack"
 #   make demo ARGS="--rate 20 --schedule stable:60,covariate_drift:300"
+#   make demo ARGS="--ingest stream"   # traffic through a Redis Stream (needs redis-server); or --ingest http
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin

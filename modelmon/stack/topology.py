@@ -566,6 +566,8 @@ COMPOSE_HEADER = """\
 #   Alertmanager image's user (nobody, uid 65534).
 # - The demo traffic loops through the schedule of `make demo` and rotates its log by rename at
 #   100 MB (at most ~200 MB on disk).
+# - The traffic through POST /ingest or a Redis Stream instead of the log: add the override,
+#   `docker compose -f docker-compose.yml -f docker-compose.stream.yml up` (or docker-compose.http.yml).
 """
 
 
