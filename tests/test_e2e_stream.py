@@ -190,3 +190,19 @@ def test_redis_absent_at_start_then_up(serves, records, tmp_path):
         assert serve.value("modelmon_stream_up") == 1
     finally:
         server.stop()
+
+
+def test_password_file_against_a_protected_redis(serves, records, tmp_path):
+    server = RedisServer(which_or_skip("redis-server"), tmp_path / "redis", password="pw-e2e-secret")
+    server.start()
+    try:
+        (tmp_path / "redis.pw").write_text("pw-e2e-secret\n")
+        xadd(server.client(), records[:200])
+        serve = serves("protected")
+        url = server.url(consumer="p").replace(":pw-e2e-secret@", "")
+        serve.start("--stream", url, "--stream-password-file", str(tmp_path / "redis.pw"))
+        serve.wait_until(lambda: ingested(serve) == 200)
+        assert serve.stop(signal.SIGTERM) == 0
+        assert "pw-e2e-secret" not in serve.stderr()
+    finally:
+        server.stop()

@@ -73,6 +73,22 @@ def test_url_errors(url, phrase):
         parse_url(url)
 
 
+def test_serve_password_from_file_or_environment(tmp_path, monkeypatch):
+    import argparse
+
+    from modelmon.exporter.cli import stream_url
+
+    (tmp_path / "pw").write_text("from-file\n")
+    monkeypatch.setenv("MODELMON_REDIS_PASSWORD", "from-env")
+    args = argparse.Namespace(stream="redis://h?stream=s&group=g", stream_password_file=None)
+    assert stream_url(args).password == "from-env"
+    args.stream_password_file = tmp_path / "pw"
+    assert stream_url(args).password == "from-file"
+    monkeypatch.delenv("MODELMON_REDIS_PASSWORD")
+    args.stream_password_file = None
+    assert stream_url(args).password is None
+
+
 @pytest.mark.parametrize("argv, phrase", [
     (["--stream", "redis://:hunter2@h:1/0?group=g"], "stream= is required"),
     (["--stream", "redis://:hunter2@h:1/0?stream=s&group=g&batch=-1"], "batch"),

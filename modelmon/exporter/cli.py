@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also consume a Redis Stream as a member of a consumer group: "
                         "redis://[:PASSWORD@]HOST[:PORT][/DB]?stream=NAME&group=GROUP[&consumer=NAME]"
                         "[&claim_idle=60s][&batch=500][&block=1s] (one record per entry, JSON text in the field "
-                        "`record`; consumer defaults to the host name)")
+                        "`record`; consumer defaults to the host name; a password in the URL is visible in ps: "
+                        "prefer --stream-password-file)")
     p.add_argument("--stream-password-file", type=Path, metavar="PATH",
                    help="read the Redis password from this file (else the URL's, else env MODELMON_REDIS_PASSWORD)")
     p.add_argument("--from-start", action="store_true",
