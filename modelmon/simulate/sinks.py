@@ -178,29 +178,26 @@ class PostSink(_Counting):
     def write(self, data: bytes) -> int:
         for line in _lines(data):
             record = orjson.loads(line)
-            try:
-                queued = self.logger.log(**record) if "features" in record else self.logger.label(**record)
-            except (TypeError, ValueError) as e:  # the logger refused it: a simulator bug, say so
+            try:  # the logger's own verdicts (queued, dropped, invalid) are read from its stats below
+                if "features" in record:
+                    self.logger.log(**record)
+                else:
+                    self.logger.label(**record)
+            except (TypeError, ValueError) as e:  # a field the client does not take: a simulator bug, say so
                 self.lost(1, f"refused by the client: {e}")
                 continue
-            if not queued:
-                self._account()
         if self.strict:
-            self._drain()
-        if self.heartbeat is not None:  # beats on what the exporter took, not on what was queued
-            sent = self.logger.stats().get("sent", 0)
-            if sent > self.delivered:
-                self.delivered = sent
-                self.beat()
+            self.logger.flush()
+        self._account()
         return len(data)
 
-    def _drain(self) -> None:
-        self.logger.flush()
-        self._account()
-
     def _account(self) -> None:
-        """New drops or failures of the logger since the last look, as undelivered records."""
+        """What the logger did since the last look: records it dropped, found invalid or failed to
+        deliver count as undelivered; records the exporter took move the heartbeat."""
         stats = self.logger.stats()
+        if stats.get("sent", 0) > self.delivered:  # beats on what the exporter took, not on what was queued
+            self.delivered = stats.get("sent", 0)
+            self.beat()
         for key in self._reported:
             new = stats.get(key, 0) - self._reported[key]
             if new > 0:
