@@ -463,3 +463,14 @@ def test_live_serve_process_joins_recorded_pairs(tmp_path):
         assert serve.value("modelmon_kserve_join_pending") == 0
     finally:
         serve.stop(signal.SIGTERM)
+
+
+def test_a_failure_applying_a_pair_is_counted_not_silent(h, monkeypatch):
+    def broken(objs, source):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(h.ex, "ingest_objects", broken)
+    pair = fixture("v2_regression.json")
+    assert h.post(pair["request"]).status_code == 202
+    assert h.post(pair["response"]).status_code == 500
+    assert h.value("modelmon_refresh_errors_total", model="reg", stage="ingest") == 1

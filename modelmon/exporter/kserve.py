@@ -546,8 +546,14 @@ class KServeReceiver:
         if other is None:
             return 202, {**info, "status": "waiting for the " + (RESPONSE if ev.half == REQUEST else REQUEST)}
         req, resp = (half, other) if ev.half == REQUEST else (other, half)
-        recs = records(req, resp)
-        result = self.exporter.ingest_objects(recs, "kserve")
+        try:
+            recs = records(req, resp)
+            result = self.exporter.ingest_objects(recs, "kserve")
+        except Exception:  # noqa: BLE001 - a bug here must not pass silently: counted as the model's ingest failure
+            with self.exporter.lock:
+                self.exporter._model_failed(m.name, "ingest")
+            return 500, {**info, "error": "internal error while applying the joined pair (logged, counted in "
+                                          "modelmon_refresh_errors_total{stage=\"ingest\"})"}
         payload = {**info, "status": "joined", "records": len(recs), "accepted": result.accepted,
                    "rejected": result.rejected,
                    "errors": [{"index": r.index, "reason": r.reason, "message": r.message} for r in result.errors],

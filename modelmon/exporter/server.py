@@ -157,7 +157,8 @@ def create_app(exporter: Exporter, ingest_token: str | None = None,
     app.config["MAX_CONTENT_LENGTH"] = ingest_max_bytes  # early 413 on a Content-Length over the limit
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ExporterCollector(exporter))
-    kserve = KServeReceiver.for_exporter(exporter)
+    if isinstance(exporter, Exporter):  # bound InferenceServices show their counters at 0 from the start
+        KServeReceiver.for_exporter(exporter)
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -188,7 +189,7 @@ def create_app(exporter: Exporter, ingest_token: str | None = None,
         except _Refused as e:
             return jsonify(error=e.message), e.status, e.headers
         if "ce-id" in request.headers:  # a CloudEvent in binary mode: KServe's inference logger
-            status, payload = kserve.handle(request.headers, body)
+            status, payload = KServeReceiver.for_exporter(exporter).handle(request.headers, body)
             return jsonify(payload), status
         first = _NON_SPACE.search(body)
         if first is None:
