@@ -17,19 +17,22 @@ from tests.conftest import free_port, which_or_skip
 
 
 class RedisServer:
-    """One redis-server process; `stop()` and `start()` again on the same port (it comes back empty)."""
+    """One redis-server process; `stop()` and `start()` again on the same port: it comes back empty,
+    or, `persistent`, with everything it acknowledged (append-only file, fsync before each reply)."""
 
-    def __init__(self, binary: str, directory: Path, password: str | None = None):
+    def __init__(self, binary: str, directory: Path, password: str | None = None, persistent: bool = False):
         self.binary = binary
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.password = password
+        self.persistent = persistent
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10) -> None:
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")]
+        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"),
+                *(["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"])]
         if self.password:
             argv += ["--requirepass", self.password]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
