@@ -15,7 +15,7 @@ from modelmon.config import ConfigError
 
 # name -> (command module, one-line help); tests/test_cli.py holds every module to <package>.cli
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("modelmon.exporter.cli", "run the exporter on a prediction log and/or POST /ingest"),
+    "serve": ("modelmon.exporter.cli", "run the exporter on a prediction log, a Redis Stream and/or POST /ingest"),
     "simulate": ("modelmon.simulate.cli", "write a realistic prediction log from a real scikit-learn model"),
     "generate": ("modelmon.generate.cli", "write rules, Alertmanager config, dashboards and provisioning"),
     "dashboards": ("modelmon.dashboards.cli", "push dashboards to a Grafana through its HTTP API"),
