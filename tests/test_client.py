@@ -514,6 +514,24 @@ def test_an_unreachable_exporter_fails_batches_after_the_retries_and_log_never_r
     assert stats["retries"] == 2 * (stats["queued"] // 5 + (stats["queued"] % 5 > 0)) or stats["retries"] > 0
 
 
+def test_an_exporter_that_accepts_connections_and_never_answers_fails_batches_by_the_timeout():
+    import socket
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)  # the kernel completes connections; nobody ever reads or answers
+    try:
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}/ingest"
+        with PredictionLogger(url=url, timeout=0.1, retries=1, backoff=0.001, batch_size=10, queue_size=30) as logger:
+            results = [logger.log(model="m", prediction=1, ts=1) for _ in range(100)]
+            assert logger.flush(60)
+            stats = logger.stats()
+        assert stats["queued"] == results.count(True) >= 30 and stats["dropped"] == results.count(False)
+        assert stats["failed"] == stats["queued"] and stats["sent"] == 0 and stats["retries"] >= 1
+    finally:
+        hung.close()
+
+
 def test_bad_arguments_are_refused_at_construction(tmp_path):
     with pytest.raises(ValueError, match="exactly one of"):
         PredictionLogger()
