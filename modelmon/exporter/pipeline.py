@@ -218,13 +218,13 @@ class Exporter:
                                            [cols.predictions[i] for i in ok])
             except Exception:  # noqa: BLE001 - one model's failure must not touch the others
                 failed += len(cols)
-                self._model_failed(model, "ingest")
+                self.model_failed(model, "ingest")
         for model, lab in batch.labels.items():
             try:
                 self._join(self.states[model], lab)
             except Exception:  # noqa: BLE001
                 failed += len(lab.ids)
-                self._model_failed(model, "ingest")
+                self.model_failed(model, "ingest")
         if failed:
             batch.accepted -= failed
             batch.rejects.counts["internal_error"] = batch.rejects.counts.get("internal_error", 0) + failed
@@ -239,8 +239,9 @@ class Exporter:
             # refuses such records; a restored or injected value is clamped here too).
             self.joiner.expire(min(max(clocks), self.clock() + self.config.exporter.max_clock_skew_seconds))
 
-    def _model_failed(self, model: str, stage: str) -> None:
-        """Count a failure of one model's ingest/refresh/multivariate pass; log it once a minute."""
+    def model_failed(self, model: str, stage: str) -> None:
+        """Count a failure of one model's ingest/refresh/multivariate pass; log it once a minute (under
+        the lock: also called by the KServe receiver when a joined pair fails to apply)."""
         self.model_errors[(model, stage)] += 1
         self.warn_limited(f"model:{model}:{stage}", logging.ERROR,
                           "model %s: %s failed (%d time(s) so far; other models are unaffected)", model, stage,
@@ -375,7 +376,7 @@ class Exporter:
                 self.refresh_seconds[name] = self.timer() - started  # its duration up to the raise
                 if inputs is not None:
                     state.dirty = True  # retried on the next pass, as before the split
-                self._model_failed(name, "refresh")
+                self.model_failed(name, "refresh")
 
     def run_multivariate(self, seed: int = 0) -> None:
         """One pass of the domain classifier and IsolationForest over every ready model."""
@@ -386,7 +387,7 @@ class Exporter:
                 self._multivariate_one(state, size, rng, seed)
             except Exception:  # noqa: BLE001 - isolated per model
                 with self.lock:
-                    self._model_failed(name, "multivariate")
+                    self.model_failed(name, "multivariate")
 
     def _multivariate_one(self, state: ModelState, size: int, rng: np.random.Generator, seed: int) -> None:
         with self.lock:  # O(chunks): the sample is gathered from the view after the lock
@@ -416,7 +417,7 @@ class Exporter:
                 self._estimation_one(state, seed)
             except Exception:  # noqa: BLE001 - isolated per model
                 with self.lock:
-                    self._model_failed(name, "estimation")
+                    self.model_failed(name, "estimation")
 
     def _estimation_one(self, state: ModelState, seed: int) -> None:
         with self.lock:
