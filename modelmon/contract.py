@@ -498,6 +498,11 @@ SERIES: tuple[Series, ...] = (
            ("model",), "event time of the newest prediction"),
     Series("modelmon_records_ingested_total", "counter", "Records accepted, by source.", ("source",),
            "records accepted (`file`, `http`, `kserve`, `stream`)"),
+    Series("modelmon_ingest_duplicate_batches_total", "counter",
+           "POST /ingest batches whose Idempotency-Key was already seen, answered without applying them.",
+           ("outcome",),
+           "retried batches not applied again: `replayed` (the first answer sent again) or `in_flight` (the "
+           "first request still running: 409, retry); per process"),
     Series("modelmon_records_rejected_total", "counter", "Records skipped as bad input, by reason.", ("reason",),
            "bad input, skipped (`invalid_json`, `not_object`, `missing_field`, `bad_type`, `bad_value`, "
            "`bad_timestamp`, `unknown_model`, `oversized_line`, `internal_error`)"),

@@ -25,7 +25,8 @@ from modelmon.client.warn import Throttled
 
 log = logging.getLogger("modelmon.client")
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# 409: the exporter is still applying the first attempt of this batch (same Idempotency-Key).
+RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 MAX_BACKOFF = 30.0  # seconds: the longest single wait, whatever Retry-After or the doubling say
 GZIP_LEVEL = 1  # NDJSON of one model compresses ~5x already at level 1, at a fraction of level 6's CPU
 
@@ -69,8 +70,9 @@ class HttpTransport:
       too large fails).
     - Connection errors, timeouts, 429 and 5xx: retried `retries` times, waiting `backoff`,
       2 x `backoff`, ... (Retry-After honoured, at most MAX_BACKOFF). Then the batch fails.
-      A request that timed out may still have been applied: a retry can then duplicate it
-      (delivery is at-least-once across timeouts).
+      Every batch carries a random `Idempotency-Key`, the same on each of its retries: a retry of a
+      request the exporter applied but whose answer was lost (a timeout) gets the first answer
+      back and applies nothing (exactly once, while the same exporter process answers the retry).
     - 401 with a token file: the file is read again (a rotated secret) and the batch retried
       once if the token changed. Any other 4xx: failed at once, the exporter's reason logged.
     `abort` (an Event) cuts a backoff short: the batch fails at once (the logger's close timeout).
@@ -107,8 +109,8 @@ class HttpTransport:
 
     # -- one request ------------------------------------------------------------------------
 
-    def _headers(self, body_len: int) -> dict:
-        h = {"Content-Type": "application/x-ndjson", "Content-Length": str(body_len)}
+    def _headers(self, body_len: int, key: str) -> dict:
+        h = {"Content-Type": "application/x-ndjson", "Content-Length": str(body_len), "Idempotency-Key": key}
         if self.gzip:
             h["Content-Encoding"] = "gzip"
         if self.token:
@@ -125,12 +127,12 @@ class HttpTransport:
             self._conn_used = False
         return self._conn
 
-    def _post(self, body: bytes) -> tuple[int, dict, bytes]:
+    def _post(self, body: bytes, key: str) -> tuple[int, dict, bytes]:
         """One POST; transport errors raise (OSError, HTTPException)."""
         conn = self._connect()
         reused = self._conn_used
         try:
-            conn.request("POST", self._path, body, self._headers(len(body)))
+            conn.request("POST", self._path, body, self._headers(len(body), key))
             self._conn_used = True
             resp = conn.getresponse()
             data = resp.read()
@@ -141,7 +143,7 @@ class HttpTransport:
             # The server may have closed an idle keep-alive connection just as we sent: one more try
             # on a fresh connection before this counts as a failure.
             conn = self._connect()
-            conn.request("POST", self._path, body, self._headers(len(body)))
+            conn.request("POST", self._path, body, self._headers(len(body), key))
             self._conn_used = True
             resp = conn.getresponse()
             data = resp.read()
@@ -155,13 +157,14 @@ class HttpTransport:
         raw = ndjson(lines)
         body = gzip_bytes(raw) if self.gzip else raw
         n = len(lines)
+        key = os.urandom(16).hex()  # one per batch, kept across its retries (a split half gets its own)
         out = Delivery()
         attempt = 0
         token_reread = False
         while True:
             delay = None
             try:
-                status, headers, data = self._post(body)
+                status, headers, data = self._post(body, key)
             except (OSError, http.client.HTTPException) as e:
                 status, headers, data = None, {}, b""
                 problem = f"{type(e).__name__}: {e}"

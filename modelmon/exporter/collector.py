@@ -251,6 +251,9 @@ class ExporterCollector(Collector):
         ingested = family("modelmon_records_ingested_total")
         for source in sorted(set(ex.ingested) | {"file", "http"}):
             ingested.add_metric([source], ex.ingested.get(source, 0))
+        duplicates = family("modelmon_ingest_duplicate_batches_total")
+        for outcome in ("replayed", "in_flight"):
+            duplicates.add_metric([outcome], ex.duplicate_batches.get(outcome, 0))
         rejected = family("modelmon_records_rejected_total")
         for reason, n in sorted(ex.rejected.items()):
             rejected.add_metric([reason], n)
@@ -281,7 +284,7 @@ class ExporterCollector(Collector):
             write_errors.add_metric([file], ex.state_write_errors.get(file, 0))
         build = family("modelmon_build_info")
         build.add_metric([__version__], 1)
-        yield from (ingested, rejected, overflow, shortened, errors, pending, lag, rotations, missed, saved, write_errors, build)
+        yield from (ingested, duplicates, rejected, overflow, shortened, errors, pending, lag, rotations, missed, saved, write_errors, build)
 
 
     def _ways_in(self, ex: Exporter) -> Iterator[Metric]:

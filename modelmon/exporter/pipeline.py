@@ -67,6 +67,7 @@ class Exporter:
                                   self._count_expired)
         self.rejected: dict[str, int] = defaultdict(int)
         self.ingested: dict[str, int] = defaultdict(int)
+        self.duplicate_batches: dict[str, int] = defaultdict(int)  # POST /ingest retries not applied again
         self.model_errors: dict[tuple[str, str], int] = defaultdict(int)  # (model, stage) -> failures
         self.log_lag_bytes = 0
         self.log_rotations = 0
@@ -238,6 +239,12 @@ class Exporter:
             # The join clock is event time, never beyond the wall clock's allowance (the parser
             # refuses such records; a restored or injected value is clamped here too).
             self.joiner.expire(min(max(clocks), self.clock() + self.config.exporter.max_clock_skew_seconds))
+
+    def count_duplicate_batch(self, outcome: str) -> None:
+        """A POST /ingest batch whose Idempotency-Key was seen: `replayed` (answered again, not
+        applied) or `in_flight` (its first request still running: 409)."""
+        with self.lock:
+            self.duplicate_batches[outcome] += 1
 
     def model_failed(self, model: str, stage: str) -> None:
         """Count a failure of one model's ingest/refresh/multivariate pass; log it once a minute (under

@@ -12,6 +12,9 @@ memory of a request stays proportional to its body, not to its number of records
 lists the first MAX_REPORTED_ERRORS rejects (indexes count the non-empty lines, or the array's
 items, from 0); `rejected` is exact and `modelmon_records_rejected_total` counts every one.
 
+A request with an `Idempotency-Key` header (modelmon.client sends one per batch) is applied once:
+a retry with the same key gets the first answer again and applies nothing (exporter/idempotency.py).
+
 A request with a `ce-id` header is a CloudEvent in binary mode from KServe's inference logger: after
 the same token and body checks it goes to exporter/kserve.py (202 waiting or joined, 400 refused).
 """
@@ -27,6 +30,7 @@ from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from modelmon.exporter import idempotency
 from modelmon.exporter.collector import ExporterCollector
 from modelmon.exporter.kserve import KServeReceiver
 from modelmon.exporter.pipeline import Exporter
@@ -141,12 +145,37 @@ class _Tally:
                 break
             self.errors.append({"index": offset + r.index, "reason": r.reason, "message": r.message})
 
-    def response(self):
+    def result(self) -> tuple[dict, int]:
         payload = {"received": self.received, "accepted": self.accepted, "rejected": self.rejected,
                    "errors": self.errors, "errors_truncated": self.rejected > len(self.errors)}
         if not self.rejected:
-            return jsonify(payload), 200
-        return jsonify(payload), (207 if self.accepted else 400)
+            return payload, 200
+        return payload, (207 if self.accepted else 400)
+
+
+def apply_records(exporter: Exporter, body: bytes | bytearray) -> tuple[dict, int]:
+    """Apply an NDJSON or JSON-array body of records: (the JSON answer, HTTP status)."""
+    first = _NON_SPACE.search(body)
+    if first is None:
+        return {"error": "empty body: send NDJSON (one record a line) or a JSON array"}, 400
+    tally = _Tally()
+    if body[first.start()] == ord("["):
+        try:
+            objs = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            return {"error": f"body starts like a JSON array but is not valid JSON: {e}"}, 400
+        del body
+        for offset in range(0, len(objs), BATCH_LINES):
+            batch = objs[offset:offset + BATCH_LINES]
+            tally.add(exporter.ingest_objects(batch, "http"), offset, len(batch))
+    else:
+        for batch in iter_batches(body):
+            tally.add(exporter.ingest_lines(batch, "http", blank_free=True), tally.received, len(batch))
+    return tally.result()
+
+
+def _json(payload: dict, status: int, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(payload), status=status, mimetype="application/json", headers=headers)
 
 
 def create_app(exporter: Exporter, ingest_token: str | None = None,
@@ -155,6 +184,8 @@ def create_app(exporter: Exporter, ingest_token: str | None = None,
     max_decompressed = ingest_max_decompressed_bytes or DECOMPRESSED_FACTOR * ingest_max_bytes
     app = Flask("modelmon.exporter")
     app.config["MAX_CONTENT_LENGTH"] = ingest_max_bytes  # early 413 on a Content-Length over the limit
+    # Retried batches (the client's Idempotency-Key) answered once; counted on the exporter.
+    seen_batches = idempotency.SeenBatches(lambda outcome: exporter.count_duplicate_batch(outcome))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ExporterCollector(exporter))
     if isinstance(exporter, Exporter):  # bound InferenceServices show their counters at 0 from the start
@@ -191,23 +222,27 @@ def create_app(exporter: Exporter, ingest_token: str | None = None,
         if "ce-id" in request.headers:  # a CloudEvent in binary mode: KServe's inference logger
             status, payload = KServeReceiver.for_exporter(exporter).handle(request.headers, body)
             return jsonify(payload), status
-        first = _NON_SPACE.search(body)
-        if first is None:
-            return jsonify(error="empty body: send NDJSON (one record a line) or a JSON array"), 400
-        tally = _Tally()
-        if body[first.start()] == ord("["):
-            try:
-                objs = orjson.loads(body)
-            except orjson.JSONDecodeError as e:
-                return jsonify(error=f"body starts like a JSON array but is not valid JSON: {e}"), 400
-            del body
-            for offset in range(0, len(objs), BATCH_LINES):
-                batch = objs[offset:offset + BATCH_LINES]
-                tally.add(exporter.ingest_objects(batch, "http"), offset, len(batch))
-        else:
-            for batch in iter_batches(body):
-                tally.add(exporter.ingest_lines(batch, "http", blank_free=True), tally.received, len(batch))
-        return tally.response()
+        key = request.headers.get(idempotency.HEADER)
+        if key is None:
+            return _json(*apply_records(exporter, body))
+        if not key or len(key) > idempotency.MAX_KEY_LENGTH or not key.isprintable():
+            return _json({"error": f"{idempotency.HEADER} must be 1 to {idempotency.MAX_KEY_LENGTH} printable "
+                                   "characters"}, 400)
+        seen = seen_batches.begin(key)
+        if seen is False:
+            return _json({"error": f"a request with this {idempotency.HEADER} is still being applied: retry"}, 409,
+                         {"Retry-After": "1"})
+        if seen is not True:  # answered before: the same answer, nothing applied again
+            return Response(seen.body, status=seen.status, mimetype="application/json",
+                            headers={"Idempotent-Replayed": "true"})
+        try:
+            payload, status = apply_records(exporter, body)
+        except BaseException:
+            seen_batches.abandon(key)
+            raise
+        answer = idempotency.Answer(status, orjson.dumps(payload))
+        seen_batches.finish(key, answer)
+        return Response(answer.body, status=status, mimetype="application/json")
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_e):
