@@ -49,6 +49,11 @@ def e2e_config_text(receiver_port: int) -> str:
         # floor shrinks with the window: README, "Drift decisions"); the demo's 0.09 is for 1000+.
         if "wasserstein_normed" in m.get("thresholds", {}):
             m["thresholds"]["wasserstein_normed"] = {"warning": 0.25}
+    # credit is also served by a KServe InferenceService here (tests/test_e2e_kserve.py posts its
+    # logger's events): the KServe panels and runbook queries then have data on this stack.
+    for m in data["models"]:
+        if m["name"] == "credit":
+            m["kserve"] = {"inference_service": "credit-risk", "component": "predictor"}
     data["exporter"]["multivariate"] = {"enabled": True, "interval": "5s", "sample_size": 600}
     # Alerts read the replica-summed recorded series over the alert window: 30s holds ~750 records a
     # model at 25/s (past min_labeled and min_drift_samples), so a fault shows within seconds.
