@@ -344,6 +344,14 @@ class _Validator:
             self.err(path, str(e))
             return None
 
+    def positive_duration(self, value: Any, path: str) -> float | None:
+        """Seconds of a duration that must be above zero (a zero TTL, skew or interval means nothing)."""
+        secs = self.duration(value, path)
+        if secs is not None and secs <= 0:
+            self.err(path, f"must be a positive duration, got {value!r}")
+            return None
+        return secs
+
 
 def _validate_thresholds(v: _Validator, raw: Any, path: str, task: str | None) -> dict[str, Threshold]:
     """Threshold keys are the contract's quantities; a model may only set those its task computes
@@ -574,10 +582,8 @@ def _validate_exporter(v: _Validator, raw: Any) -> ExporterConfig:
     for key, field_name in (("max_clock_skew", "max_clock_skew_seconds"), ("max_event_age", "max_event_age_seconds"),
                             ("label_idle", "label_idle_seconds")):
         if key in raw and not (key == "max_event_age" and raw[key] is None):
-            secs = v.duration(raw[key], f"{p}.{key}")
-            if secs is not None and secs <= 0:
-                v.err(f"{p}.{key}", f"must be a positive duration, got {raw[key]!r}")
-            elif secs is not None:
+            secs = v.positive_duration(raw[key], f"{p}.{key}")
+            if secs is not None:
                 kw[field_name] = secs
     if "max_label_value_length" in raw:
         n = v.number(raw["max_label_value_length"], f"{p}.max_label_value_length", lo=16, integer=True)
@@ -604,17 +610,13 @@ def _validate_exporter(v: _Validator, raw: Any) -> ExporterConfig:
     if "enabled" in est and (flag := v.boolean(est["enabled"], f"{p}.estimation.enabled")) is not None:
         kw["estimation_enabled"] = flag
     if "interval" in est:
-        secs = v.duration(est["interval"], f"{p}.estimation.interval")
-        if secs is not None and secs <= 0:
-            v.err(f"{p}.estimation.interval", f"must be a positive duration, got {est['interval']!r}")
-        elif secs is not None:
+        secs = v.positive_duration(est["interval"], f"{p}.estimation.interval")
+        if secs is not None:
             kw["estimation_interval_seconds"] = secs
     ks = v.mapping(raw.get("kserve"), f"{p}.kserve", {"join_ttl", "join_buffer_max", "join_buffer_max_bytes"})
     if "join_ttl" in ks:
-        secs = v.duration(ks["join_ttl"], f"{p}.kserve.join_ttl")
-        if secs is not None and secs <= 0:
-            v.err(f"{p}.kserve.join_ttl", f"must be a positive duration, got {ks['join_ttl']!r}")
-        elif secs is not None:
+        secs = v.positive_duration(ks["join_ttl"], f"{p}.kserve.join_ttl")
+        if secs is not None:
             kw["kserve_join_ttl_seconds"] = secs
     if "join_buffer_max" in ks:
         n = v.number(ks["join_buffer_max"], f"{p}.kserve.join_buffer_max", lo=1, integer=True)
