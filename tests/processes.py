@@ -1,6 +1,7 @@
 """Real `modelmon serve` / `modelmon receiver` processes for tests, started by the CLI as users do."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -132,15 +133,8 @@ class Serve(Process):
         return seen
 
     def wait_until(self, check, timeout: float = 30, interval: float = 0.1):
-        """Poll `check()` until it returns a truthy value; return it, or fail with the last one."""
-        deadline = time.time() + timeout
-        last = None
-        while time.time() < deadline:
-            last = check()
-            if last:
-                return last
-            time.sleep(interval)
-        raise AssertionError(f"condition not met within {timeout}s (last: {last!r}); stderr: {self.stderr()[-1500:]}")
+        """Poll `check()` until it returns a truthy value; return it, or fail with the last one and stderr."""
+        return wait_until(check, timeout, interval, detail=lambda: f"; stderr: {self.stderr()[-1500:]}")
 
 
 class Receiver(Process):
@@ -164,3 +158,36 @@ def append(path: Path, records) -> None:
 
 def ndjson(records) -> bytes:
     return b"\n".join(orjson.dumps(r) for r in records) + b"\n"
+
+
+def wait_until(check, timeout: float = 20.0, interval: float = 0.02, detail=lambda: ""):
+    """Poll `check()` until it returns a truthy value; return it, or fail with the last one (and `detail()`)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r}){detail()}")
+
+
+@contextlib.contextmanager
+def stack_up(argv: list[str], cwd: Path, timeout: float):
+    """`modelmon stack up` (``argv``) in the background, its output in ``cwd``/stack.out, until its banner
+    says it is up. Yields (process, output path, deadline): the deadline (``timeout`` from the start)
+    also bounds what the caller waits for next. Killed at the end if still running."""
+    log = cwd / "stack.out"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+    try:
+        deadline = time.monotonic() + timeout
+        while "modelmon stack is up" not in log.read_text():
+            assert proc.poll() is None, f"stack up exited with {proc.returncode}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"stack not up in time:\n{log.read_text()}"
+            time.sleep(0.5)
+        yield proc, log, deadline
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -22,15 +22,7 @@ from modelmon.client import Delivery, FileTransport, InvalidRecord, InvalidType,
 from modelmon.client import records
 from tests.conftest import ROOT, free_port
 from tests.exporter_helpers import make_config
-
-
-def wait_until(check, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.005)
-    raise AssertionError("condition not met in time")
+from tests.processes import wait_until
 
 
 def lines_of(path) -> list[dict]:
@@ -305,7 +297,7 @@ def test_close_gives_up_after_its_timeout_and_counts_the_rest_as_failed():
         logger.log(model="m", prediction=i, ts=1)
     # The worker took the batch: it cannot take another before the send returns, i.e. before the
     # hour of backoff after the refused connection is over (or cut short by close).
-    wait_until(lambda: logger.queue_length() == 0)
+    wait_until(lambda: logger.queue_length() == 0, timeout=10.0, interval=0.005)
     for i in range(25):
         logger.log(model="m", prediction=i, ts=1)
     assert logger.close(timeout=0.05) is False

@@ -31,6 +31,7 @@ from modelmon.stack.ports import choose_ports
 from modelmon.stack.supervisor import Supervisor
 from modelmon.stack.topology import DEFAULT_PORTS, HOME_DASHBOARD, NativeTarget
 from modelmon.stack.workdir import prepare_data, require, stack_sources, write_configs
+from tests.processes import stack_up
 
 PY = sys.executable
 REMAPPED = {"exporter": 19188, "receiver": 19095, "prometheus": 19090, "alertmanager": 19093, "grafana": 13000}
@@ -886,15 +887,7 @@ def test_modelmon_stack_up_runs_and_stops_cleanly(tmp_path):
     argv = [PY, "-m", "modelmon", "stack", "up", "--config", str(ROOT / "modelmon.yaml"),
             "--workdir", str(tmp_path / "stack"), "--no-grafana", "--health-timeout", "60",
             *[f"--port={name}={port}" for name, port in ports.items()]]
-    log = tmp_path / "stack.out"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 150
-        while "modelmon stack is up" not in log.read_text():
-            assert proc.poll() is None, f"stack up exited with {proc.returncode}:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"stack not up in time:\n{log.read_text()}"
-            time.sleep(0.5)
+    with stack_up(argv, tmp_path, timeout=150) as (proc, log, deadline):
         banner = log.read_text()
         assert f"http://127.0.0.1:{ports['prometheus']}" in banner
         alerts_page = re.search(r"\(alerts: (http://127\.0\.0\.1:\d+/[^)]*alerts)\)", banner).group(1)
@@ -916,10 +909,6 @@ def test_modelmon_stack_up_runs_and_stops_cleanly(tmp_path):
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=40) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert "SIGINT received, stopping" in log.read_text()
     for name, port in ports.items():
         if name != "grafana":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import re
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -25,6 +24,7 @@ from modelmon.stack.ports import choose_ports
 from modelmon.stack.supervisor import Supervisor
 from modelmon.stack.topology import DEFAULT_PORTS, EXPORTER_CHECKPOINT, HEARTBEAT, INGEST_MODES, REDIS_DATA
 from modelmon.stack.workdir import prepare_data
+from tests.processes import stack_up
 
 PY = sys.executable
 PORTS = {"redis": 16379, "exporter": 19188, "receiver": 19095, "prometheus": 19090, "alertmanager": 19093,
@@ -207,15 +207,7 @@ def test_each_way_in_carries_the_demo_traffic_to_the_exporter(tmp_path, mode):
     argv = [PY, "-m", "modelmon", "stack", "up", "--config", str(ROOT / "modelmon.yaml"), "--ingest", mode,
             "--workdir", str(tmp_path / "stack"), "--no-prometheus", "--health-timeout", "60", "--rate", "100",
             *[f"--port={name}={port}" for name, port in ports.items()]]
-    log = tmp_path / "stack.out"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 120
-        while "modelmon stack is up" not in log.read_text():  # the traffic's health check passed
-            assert proc.poll() is None, f"stack up exited with {proc.returncode}:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"stack not up in time:\n{log.read_text()}"
-            time.sleep(0.5)
+    with stack_up(argv, tmp_path, timeout=120) as (proc, log, deadline):  # up: the traffic's health check passed
         port = ports["exporter"]
         while ingested(port, mode) < 200:
             assert proc.poll() is None, log.read_text()
@@ -227,10 +219,6 @@ def test_each_way_in_carries_the_demo_traffic_to_the_exporter(tmp_path, mode):
             assert metric(port, "modelmon_stream_acked_total") > 0
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     text = log.read_text()
     assert "SIGINT received, stopping" in text
     assert "stopped traffic, exporter" in text
@@ -275,15 +263,7 @@ def test_the_ways_in_stream_panels_have_data_on_the_stream_stack(tmp_path):
         assert data["status"] == "success", (expr, data)
         return data["data"]["result"]
 
-    log = tmp_path / "stack.out"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 150
-        while "modelmon stack is up" not in log.read_text():
-            assert proc.poll() is None, f"stack up exited with {proc.returncode}:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"stack not up in time:\n{log.read_text()}"
-            time.sleep(0.5)
+    with stack_up(argv, tmp_path, timeout=150) as (proc, log, deadline):
         missing = set(STREAM_PANELS)
         while missing:  # a panel has data when one of its queries does (claims and errors may rightly be none)
             missing = {title for title in missing if not any(answers(q) for q in queries[title])}
@@ -294,7 +274,3 @@ def test_the_ways_in_stream_panels_have_data_on_the_stream_stack(tmp_path):
         assert by_source["stream"] > 0 and by_source.get("file", 0) == 0
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

@@ -16,6 +16,7 @@ from modelmon.exporter.collector import ExporterCollector
 from modelmon.exporter.pipeline import Exporter
 from modelmon.exporter.stream import OPERATIONS, StreamSource, parse_url, redact
 from tests.exporter_helpers import binary_records, make_config
+from tests.processes import wait_until
 from tests.redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
 from tests.conftest import which_or_skip
 
@@ -110,17 +111,6 @@ def test_serve_refuses_a_bad_stream_url_in_one_line(tmp_path, argv, phrase):
 
 
 # ---------------------------------------------------------------------- against a live Redis
-
-
-def wait_until(check, timeout=20.0, interval=0.02):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"not met within {timeout}s (last: {last!r})")
 
 
 def scrape(exporter) -> dict[tuple[str, tuple], float]:
